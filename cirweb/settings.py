@@ -1,0 +1,215 @@
+"""Django settings: the one module that reads the environment.
+
+Every knob is an environment variable with a safe development default; see the README's Configuration
+table. Secrets have no default: without DJANGO_SECRET_KEY a random key is created once under CIR_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use 1/0, true/false, yes/no or on/off")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
+
+
+def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
+    """DATABASE_URL (postgres://user:pass@host:port/name or sqlite:///path) as a DATABASES entry."""
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": data_dir / "cirweb.sqlite3",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    parsed = urlparse(url)
+    if parsed.scheme in ("postgres", "postgresql", "pgsql"):
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parsed.path.lstrip("/")) or "postgres",
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(parsed.port or ""),
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    if parsed.scheme == "sqlite":
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": unquote(parsed.path) or data_dir / "cirweb.sqlite3",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported: use postgres:// or sqlite://")
+
+
+# --- Core ---------------------------------------------------------------------------------------------
+CIR_DATA_DIR = Path(os.environ.get("CIR_DATA_DIR") or BASE_DIR / "var").resolve()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+
+def _secret_key() -> str:
+    if key := os.environ.get("DJANGO_SECRET_KEY"):
+        return key
+    path = CIR_DATA_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        CIR_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+    except FileExistsError:  # another process created it between our read and write
+        return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+
+INSTALLED_APPS = [
+    "daphne",  # must come before staticfiles: `runserver` becomes the ASGI server
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "cirweb.catalog",
+    "cirweb.conversations",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cirweb.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "cirweb" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "cirweb.wsgi.application"
+ASGI_APPLICATION = "cirweb.asgi.application"
+
+DATABASES = {"default": database_from_url(os.environ.get("DATABASE_URL", ""), CIR_DATA_DIR)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = CIR_DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # serve app static files without a collectstatic step in development
+
+# Sessions last a month: anonymous visitors keep their conversations (they own them through the session).
+SESSION_COOKIE_AGE = 30 * 24 * 3600
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+
+# Uploads: a 20 MB file limit, stated on the page and enforced by the upload service.
+CIR_UPLOAD_MAX_BYTES = env_int("CIR_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CIR_UPLOAD_MAX_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+# --- Redis: broker, result store and channel layer -------------------------------------------------------
+# Unset: `manage.py serve` starts a private Redis on this port (see cirweb/devservers.py).
+CIR_PRIVATE_REDIS_PORT = env_int("CIR_PRIVATE_REDIS_PORT", 6399)
+CIR_REDIS_URL = os.environ.get("CIR_REDIS_URL") or f"redis://127.0.0.1:{CIR_PRIVATE_REDIS_PORT}/0"
+CIR_REDIS_IS_PRIVATE = not os.environ.get("CIR_REDIS_URL")
+
+# Channels: https://channels.readthedocs.io/en/stable/topics/channel_layers.html
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [CIR_REDIS_URL], "capacity": 1000, "expiry": 60},
+    }
+}
+
+# Celery: https://docs.celeryq.dev/en/stable/userguide/configuration.html (read by workers/app.py)
+CELERY_BROKER_URL = os.environ.get("CIR_BROKER_URL") or CIR_REDIS_URL
+CELERY_RESULT_BACKEND = CIR_REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = False
+
+# --- The engine ------------------------------------------------------------------------------------------
+# The default models are the ones `bootstrap_demo` installs (the shapes world's tiny CLIP and Combiner).
+CIR_MODELS_DIR = CIR_DATA_DIR / "models"
+CIR_CLIP_MODEL = os.environ.get("CIR_CLIP_MODEL") or str(CIR_MODELS_DIR / "shapes-clip.pt")
+CIR_COMBINER = os.environ.get("CIR_COMBINER") or str(CIR_MODELS_DIR / "shapes-combiner.pt")
+CIR_DEVICE = os.environ.get("CIR_DEVICE", "cpu")
+CIR_COLLECTIONS_DIR = CIR_DATA_DIR / "collections"
+CIR_UPLOADS_DIR = CIR_DATA_DIR / "uploads"
+CIR_THUMBS_DIR = CIR_DATA_DIR / "thumbs"
+CIR_THUMB_SIZE = 256
+CIR_TEXT_MAX_CHARS = 1000
+CIR_K_MAX = 200
+CIR_SEARCH_TIME_LIMIT = env_int("CIR_SEARCH_TIME_LIMIT", 60)
+CIR_TURN_EXPIRES = env_int("CIR_TURN_EXPIRES", 120)  # seconds a queued turn may wait before it fails
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CIR_LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}

@@ -1,0 +1,239 @@
+"""CLIP loading and batched encoding.
+
+One entry point, `load_clip(spec)`, whatever the weights are:
+
+- an OpenAI model name (``"RN50x4"``, ``"ViT-B/32"`` ...): the `clip` package's file, downloaded into its
+  cache when online; offline, a `ModelNotAvailable` names the file to fetch and where to put it;
+- a checkpoint path: a TorchScript archive or a state dict as `clip.load` accepts, or CLIP4Cir's
+  fine-tuned ``{"CLIP": state_dict}``; the architecture is read from the tensor shapes;
+- ``"random:<name>"``: the named architecture with random weights, which costs exactly what the trained
+  model costs to run (used for speed measurements on machines without the weights).
+
+Features come back as float32 arrays, unnormalized, as CLIP4Cir feeds them to its Combiner.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from PIL import Image
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
+
+with warnings.catch_warnings():  # clip imports pkg_resources, which warns about its own deprecation
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.model import CLIP, build_model, convert_weights
+
+from retrieval.errors import CheckpointError, ModelNotAvailable
+
+Preprocessing = Literal["clip", "targetpad"]
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TARGETPAD_RATIO = 1.25
+_NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")  # buffers in OpenAI's TorchScript files
+
+# The published architectures, as `clip.model.CLIP` arguments: (embed_dim, image_resolution, vision_layers,
+# vision_width, vision_patch_size, context_length, vocab_size, text_width, text_heads, text_layers).
+ARCHITECTURES: dict[str, tuple[Any, ...]] = {
+    "RN50": (1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12),
+    "RN101": (512, 224, (3, 4, 23, 3), 64, None, 77, 49408, 512, 8, 12),
+    "RN50x4": (640, 288, (4, 6, 10, 6), 80, None, 77, 49408, 640, 10, 12),
+    "RN50x16": (768, 384, (6, 8, 18, 8), 96, None, 77, 49408, 768, 12, 12),
+    "RN50x64": (1024, 448, (3, 15, 36, 10), 128, None, 77, 49408, 1024, 16, 12),
+    "ViT-B/32": (512, 224, 12, 768, 32, 77, 49408, 512, 8, 12),
+    "ViT-B/16": (512, 224, 12, 768, 16, 77, 49408, 512, 8, 12),
+    "ViT-L/14": (768, 224, 24, 1024, 14, 77, 49408, 768, 12, 12),
+    "ViT-L/14@336px": (768, 336, 24, 1024, 14, 77, 49408, 768, 12, 12),
+}
+
+
+class TargetPad:
+    """CLIP4Cir's TargetPad: pad images whose aspect ratio exceeds `target_ratio` so the centre crop
+    keeps the whole picture instead of cutting its sides off."""
+
+    def __init__(self, target_ratio: float = TARGETPAD_RATIO) -> None:
+        self.target_ratio = target_ratio
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        if max(w, h) / min(w, h) < self.target_ratio:
+            return image
+        scaled_max_wh = max(w, h) / self.target_ratio
+        hp = max(int((scaled_max_wh - w) / 2), 0)
+        vp = max(int((scaled_max_wh - h) / 2), 0)
+        padded = Image.new(image.mode, (w + 2 * hp, h + 2 * vp))
+        padded.paste(image, (hp, vp))
+        return padded
+
+
+def make_preprocess(resolution: int, kind: Preprocessing = "clip") -> Callable[[Image.Image], torch.Tensor]:
+    """CLIP's own transform (bicubic resize, centre crop, normalize), optionally after TargetPad."""
+    if kind not in ("clip", "targetpad"):
+        raise ValueError(f"unknown preprocessing {kind!r}: use 'clip' or 'targetpad'")
+    steps: list[Callable[..., Any]] = [TargetPad()] if kind == "targetpad" else []
+    steps += [
+        transforms.Resize(resolution, interpolation=InterpolationMode.BICUBIC),
+        transforms.CenterCrop(resolution),
+        lambda image: image.convert("RGB"),
+        transforms.ToTensor(),
+        transforms.Normalize(CLIP_MEAN, CLIP_STD),
+    ]
+    return transforms.Compose(steps)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when present; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class ClipEncoder:
+    """A loaded CLIP model with its preprocessing: the one object that turns pixels and words into features."""
+
+    model: CLIP
+    preprocess: Callable[[Image.Image], torch.Tensor]
+    device: torch.device
+    spec: str
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def input_resolution(self) -> int:
+        return int(self.model.visual.input_resolution)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.context_length)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids, shape [n, L]: truncated past the context, never an error; the context is cut to the
+        longest text in the batch, which gives the same features (the text encoder is causal) much faster."""
+        tokens = clip.tokenize(list(texts), context_length=self.context_length, truncate=True)
+        longest = int((tokens != 0).sum(dim=1).max()) if len(tokens) else 1
+        return tokens[:, : max(longest, 2)]
+
+    @torch.inference_mode()
+    def encode_image_batch(self, pixels: torch.Tensor) -> NDArray[np.float32]:
+        """Features of preprocessed images, shape [n, dim], unnormalized."""
+        features = self.model.encode_image(pixels.to(self.device, self.dtype))
+        return features.float().cpu().numpy()
+
+    def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> NDArray[np.float32]:
+        """Features of PIL images, shape [n, dim], unnormalized."""
+        out = [
+            self.encode_image_batch(torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]))
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 32) -> NDArray[np.float32]:
+        """Features of texts, shape [n, dim], unnormalized. Any string is accepted: empty, emoji, control
+        characters, or longer than the context (truncated)."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tokens = self.tokenize(texts[i : i + batch_size]).to(self.device)
+            out.append(self.model.encode_text(tokens).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+def load_clip(
+    spec: str,
+    *,
+    device: str = "cpu",
+    preprocessing: Preprocessing = "clip",
+    download_root: str | None = None,
+) -> ClipEncoder:
+    """Load CLIP from a model name, a checkpoint path, or ``random:<architecture>``; see the module doc."""
+    torch_device = resolve_device(device)
+    if spec.startswith("random:"):
+        model = build_random_clip(spec.removeprefix("random:"))
+    elif spec in ARCHITECTURES and not os.path.isfile(spec):
+        model = build_clip(read_clip_state_dict(_named_model_file(spec, download_root)), spec)
+    else:
+        model = build_clip(read_clip_state_dict(spec), spec)
+    if torch_device.type == "cuda":
+        convert_weights(model)  # fp16 on CUDA, as OpenAI's models run there
+    else:
+        model.float()
+    model = model.to(torch_device).eval()
+    return ClipEncoder(model, make_preprocess(model.visual.input_resolution, preprocessing), torch_device, spec)
+
+
+def build_clip(state_dict: dict[str, torch.Tensor], source: str) -> CLIP:
+    """`clip.model.build_model` (architecture read from the tensor shapes), keeping float32 weights exact:
+    build_model casts to fp16 before loading, which would round our fp32 checkpoints."""
+    try:
+        model = build_model(dict(state_dict)).float()
+        model.load_state_dict({k: v for k, v in state_dict.items() if k not in _NON_WEIGHT_KEYS})
+    except (KeyError, RuntimeError, AssertionError, ValueError, IndexError) as exc:
+        detail = str(exc).splitlines()[0][:200]
+        raise CheckpointError(f"{source} does not hold CLIP weights of a known shape ({detail})") from None
+    return model.eval()
+
+
+def build_random_clip(name: str, seed: int = 0) -> CLIP:
+    """The named architecture with random weights: for speed and memory measurements only."""
+    if name not in ARCHITECTURES:
+        raise ModelNotAvailable(f"unknown CLIP architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    torch.manual_seed(seed)
+    return CLIP(*ARCHITECTURES[name]).eval()
+
+
+def _named_model_file(name: str, download_root: str | None) -> str:
+    """The path of an OpenAI model's file, downloading it when it is missing and the network allows."""
+    root = download_root or os.path.expanduser("~/.cache/clip")
+    url = clip.clip._MODELS[name]
+    target = Path(root) / os.path.basename(url)
+    if target.is_file():
+        return str(target)
+    try:
+        return str(clip.clip._download(url, root))
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        raise ModelNotAvailable(
+            f"CLIP model {name!r} is not on this machine and could not be downloaded ({exc}). "
+            f"Fetch {url} on a connected machine and put it at {target}, or pass a checkpoint path instead."
+        ) from None
+
+
+def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The CLIP state dict in `path`: a TorchScript archive, a plain state dict or CLIP4Cir's {"CLIP": ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"CLIP checkpoint {path} does not exist; give an existing file or one of: {', '.join(ARCHITECTURES)}"
+        )
+    try:
+        with warnings.catch_warnings():  # torch.jit.load warns that TorchScript is deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            archive = torch.jit.load(str(path), map_location="cpu")
+        return dict(archive.state_dict().items())
+    except (RuntimeError, ValueError):
+        pass  # not TorchScript: a pickled state dict
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("CLIP"), dict):
+        obj = obj["CLIP"]
+    if not isinstance(obj, dict) or "text_projection" not in obj or "visual.conv1.weight" not in obj:
+        raise CheckpointError(f"{path} is a checkpoint but not of a CLIP model (no 'text_projection' weights)")
+    return dict(obj)
