@@ -35,13 +35,21 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
 
 
+# Several processes (web, workers) share the SQLite file: WAL lets readers and a writer work at once.
+SQLITE_OPTIONS = {
+    "timeout": 30,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
 def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
     """DATABASE_URL (postgres://user:pass@host:port/name or sqlite:///path) as a DATABASES entry."""
     if not url:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": data_dir / "cirweb.sqlite3",
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            "OPTIONS": SQLITE_OPTIONS,
         }
     parsed = urlparse(url)
     if parsed.scheme in ("postgres", "postgresql", "pgsql"):
@@ -59,7 +67,7 @@ def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": unquote(parsed.path) or data_dir / "cirweb.sqlite3",
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            "OPTIONS": SQLITE_OPTIONS,
         }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported: use postgres:// or sqlite://")
 

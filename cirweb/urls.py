@@ -1,6 +1,16 @@
 from django.contrib import admin
 from django.urls import path
 
+from cirweb.api.api import api
+from cirweb.catalog import views as catalog_views
+from cirweb.health import healthz
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("healthz", healthz, name="healthz"),
+    path("images/<int:image_id>", catalog_views.image_file, name="image"),
+    path("images/<int:image_id>/thumb", catalog_views.image_thumb, name="image-thumb"),
+    path("uploads/<int:upload_id>", catalog_views.upload_file, name="upload"),
+    path("uploads/<int:upload_id>/thumb", catalog_views.upload_thumb, name="upload-thumb"),
 ]

@@ -102,8 +102,18 @@ def bench_index(count: int, dim: int, types: list[str], queries: int = 200, seed
             per_query = (time.perf_counter() - start) / queries * 1000
             del loaded
         recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
-        out.append(IndexFigures(index_type, count, dim, round(build, 2), round(size, 1), round(resident, 1),
-                                round(per_query, 2), round(recall, 4)))
+        out.append(
+            IndexFigures(
+                index_type,
+                count,
+                dim,
+                round(build, 2),
+                round(size, 1),
+                round(resident, 1),
+                round(per_query, 2),
+                round(recall, 4),
+            )
+        )
         print(json.dumps(asdict(out[-1])), file=sys.stderr, flush=True)
     return out
 

@@ -8,6 +8,8 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 from retrieval.errors import RetrievalError
 
@@ -41,6 +43,195 @@ def _bench_index(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("shapes")
+def _shapes(args: argparse.Namespace) -> int:
+    from retrieval.datasets.shapes_world import generate_world
+
+    summary = generate_world(
+        args.out, args.images, args.seed, size=args.size, workers=args.workers, command_line=" ".join(sys.argv)
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+@command("train-clip")
+def _train_clip(args: argparse.Namespace) -> int:
+    from retrieval.training.clip_pretrain import TinyClipConfig, train_clip
+
+    config = TinyClipConfig(embed_dim=args.embed_dim, image_resolution=args.resolution, vision_width=args.vision_width)
+    result = train_clip(
+        Path(args.root),
+        Path(args.out),
+        config=config,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        max_minutes=args.max_minutes,
+        restart=args.restart,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+@command("train-default")
+def _train_default(args: argparse.Namespace) -> int:
+    from retrieval.training.recipe import train_default_models
+
+    manifest = train_default_models(Path(args.root), Path(args.out), preset=args.preset, seed=args.seed)
+    print(json.dumps(manifest))
+    return 0
+
+
+@command("finetune-clip")
+def _finetune_clip(args: argparse.Namespace) -> int:
+    from retrieval.datasets import load_dataset
+    from retrieval.training.clip_finetune import finetune_clip
+
+    train, val = load_dataset(args.dataset, args.root, "train"), load_dataset(args.dataset, args.root, "val")
+    print(train.report(), file=sys.stderr)
+    result = finetune_clip(
+        train,
+        val,
+        args.clip,
+        Path(args.out),
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        groups_per_batch=args.groups_per_batch,
+        targetpad=args.targetpad,
+        max_minutes=args.max_minutes,
+        restart=args.restart,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+@command("train-combiner")
+def _train_combiner(args: argparse.Namespace) -> int:
+    from retrieval.datasets import load_dataset
+    from retrieval.training.combiner_train import train_combiner
+
+    train, val = load_dataset(args.dataset, args.root, "train"), load_dataset(args.dataset, args.root, "val")
+    print(train.report(), file=sys.stderr)
+    result = train_combiner(
+        train,
+        val,
+        args.clip,
+        Path(args.out),
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        targetpad=args.targetpad,
+        max_minutes=args.max_minutes,
+        restart=args.restart,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def _load_models(args: argparse.Namespace) -> tuple[Any, Any]:
+    from retrieval.combiner import Fuser, load_combiner
+    from retrieval.encoders import load_clip
+
+    combiner = load_combiner(args.combiner) if args.combiner and args.combiner != "sum" else None
+    if combiner is None and "combiner" in args.mode:
+        raise RetrievalError("mode 'combiner' needs a Combiner checkpoint: pass --combiner PATH (or --mode sum)")
+    encoder = load_clip(args.clip, device=args.device, preprocessing="targetpad" if args.targetpad else "clip")
+    return encoder, Fuser(combiner, encoder.dim)
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from retrieval.combiner import Mode
+    from retrieval.datasets import load_dataset
+    from retrieval.evaluate import evaluate_split, format_metrics, recall_plot
+
+    data = load_dataset(args.dataset, args.root, args.split)
+    print(data.report(), file=sys.stderr)
+    encoder, fuser = _load_models(args)
+    modes = [Mode(m) for m in args.mode]
+    results: dict[str, Any] = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "clip": args.clip,
+        "combiner": args.combiner,
+        "skipped": data.skipped,
+    }
+    for mode in modes:
+        if args.dataset == "fashioniq":
+            from retrieval.datasets.fashioniq import evaluate_fashioniq
+
+            results[mode.value] = evaluate_fashioniq(encoder, fuser, data, mode)
+        else:
+            results[mode.value] = evaluate_split(encoder, fuser, data, mode)
+    if args.plot and args.dataset != "fashioniq":
+        results["plot"] = str(recall_plot({m.value: results[m.value] for m in modes}, Path(args.plot)))
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for mode in modes:
+            print(f"{mode.value:>8}: {format_metrics(results[mode.value])}")
+    return 0
+
+
+@command("cirr-submission")
+def _cirr_submission(args: argparse.Namespace) -> int:
+    from retrieval.combiner import Mode
+    from retrieval.datasets import load_dataset
+    from retrieval.submission import validate_cirr_submission, write_cirr_submission
+
+    data = load_dataset(args.dataset, args.root, args.split)
+    encoder, fuser = _load_models(args)
+    recall, subset = write_cirr_submission(
+        encoder, fuser, data, Path(args.out), mode=Mode(args.mode[0]), name=args.name
+    )
+    problems = validate_cirr_submission(recall, subset, data)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(json.dumps({"recall": str(recall), "recall_subset": str(subset), "queries": len(data.triplets)}))
+    return 1 if problems else 0
+
+
+@command("simulate")
+def _simulate(args: argparse.Namespace) -> int:
+    from retrieval.combiner import Mode
+    from retrieval.simulate import simulate
+
+    encoder, fuser = _load_models(args)
+    results = simulate(
+        encoder,
+        fuser,
+        Path(args.root),
+        split=args.split,
+        modes=tuple(Mode(m) for m in args.mode),
+        max_turns=args.turns,
+        shown=args.shown,
+        limit=args.limit,
+        seed=args.seed,
+    )
+    print(json.dumps([r.as_dict() for r in results]))
+    return 0
+
+
+def _model_args(p: argparse.ArgumentParser, modes: list[str]) -> None:
+    p.add_argument("--root", required=True, help="dataset root (CIRR: the cirr_dataset folder)")
+    p.add_argument("--clip", required=True, help="CLIP model name, checkpoint path or random:<arch>")
+    p.add_argument("--combiner", default="sum", help="Combiner checkpoint path, or 'sum' for none")
+    p.add_argument("--mode", nargs="+", choices=["combiner", "sum", "text", "image"], default=modes)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--targetpad", action="store_true", help="CLIP4Cir's TargetPad preprocessing (ratio 1.25)")
+
+
+def _training_args(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
+    p.add_argument("--out", required=True, help="checkpoint to write (the best epoch); <out>.last.pt resumes")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after an epoch once this much time passed")
+    p.add_argument("--restart", action="store_true", help="ignore <out>.last.pt and start from scratch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m retrieval", description="cirweb's composed image retrieval engine")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,6 +246,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=640)
     p.add_argument("--types", nargs="+", default=["flat", "ivf", "hnsw", "ivfpq"])
     p.add_argument("--queries", type=int, default=200)
+
+    p = sub.add_parser("shapes", help="generate a shapes world in CIRR's layout")
+    p.add_argument("--out", required=True)
+    p.add_argument("--images", type=int, required=True, help="images in all (70%% train, 20%% val, 10%% test1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=128, help="picture side in pixels")
+    p.add_argument("--workers", type=int, default=2)
+
+    p = sub.add_parser("train-clip", help="stage 0: pretrain a tiny CLIP on a shapes world")
+    p.add_argument("--root", required=True)
+    _training_args(p, epochs=20, lr=1e-3)
+    p.add_argument("--embed-dim", type=int, default=128)
+    p.add_argument("--resolution", type=int, default=96)
+    p.add_argument("--vision-width", type=int, default=8)
+
+    p = sub.add_parser("train-default", help="all three stages for the offline default model (shapes world)")
+    p.add_argument("--root", required=True, help="a shapes world (python -m retrieval shapes)")
+    p.add_argument("--out", required=True, help="folder for shapes-clip.pt, shapes-combiner.pt, manifest.json")
+    p.add_argument("--preset", choices=["full", "quick"], default="full")
+    p.add_argument("--seed", type=int, default=0)
+
+    for name, help_text, epochs, lr in (
+        ("finetune-clip", "stage 1: fine-tune CLIP on triplets with the element-wise sum", 10, 1e-4),
+        ("train-combiner", "stage 2: train the Combiner on frozen CLIP features", 30, 2e-4),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--dataset", required=True, help="cirr, fashioniq or shapes")
+        p.add_argument("--root", required=True)
+        p.add_argument("--clip", required=True, help="CLIP model name or checkpoint path")
+        p.add_argument("--targetpad", action="store_true")
+        _training_args(p, epochs=epochs, lr=lr)
+        if name == "finetune-clip":
+            p.add_argument("--groups-per-batch", type=int, default=8, help="img_sets (families) per batch")
+        else:
+            p.add_argument("--batch-size", type=int, default=256)
+
+    p = sub.add_parser("evaluate", help="Recall@K (and Recall_subset@K) of a model on a split")
+    p.add_argument("--dataset", required=True, help="cirr, fashioniq or shapes")
+    p.add_argument("--split", default="val")
+    _model_args(p, ["combiner"])
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--plot", default=None, help="write a recall-vs-K plot (PNG) here")
+
+    p = sub.add_parser("cirr-submission", help="write the two files CIRR's test server takes")
+    p.add_argument("--dataset", default="cirr")
+    p.add_argument("--split", default="test1")
+    p.add_argument("--out", required=True)
+    p.add_argument("--name", default="cirweb")
+    _model_args(p, ["combiner"])
+
+    p = sub.add_parser("simulate", help="multi-turn success of a simulated user on a shapes world")
+    p.add_argument("--split", default="val")
+    p.add_argument("--turns", type=int, default=5)
+    p.add_argument("--shown", type=int, default=10, help="results the user looks at each turn")
+    p.add_argument("--limit", type=int, default=None, help="episodes to run (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    _model_args(p, ["combiner", "sum"])
     return parser
 
 

@@ -5,7 +5,7 @@ Parameter names are CLIP4Cir's, so its published checkpoints (``{"Combiner": sta
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ CHECKPOINT_KEYS = (
 )
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """How a query's image and text features become one query feature."""
 
     COMBINER = "combiner"  # the trained Combiner

@@ -79,8 +79,10 @@ def write_version(
     params: IndexParams | None = None,
     version: int | None = None,
     extra: dict[str, Any] | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> IndexVersion:
-    """Build the index of (ids, raw features) and write it as a new version directory under `root`."""
+    """Build the index of (ids, raw features) and write it as a new version directory under `root`;
+    `extra_files` (name -> text) are written into the directory too, before it appears."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     version = version if version is not None else max(version_numbers(root), default=0) + 1
@@ -108,6 +110,8 @@ def write_version(
         np.save(tmp / "ids.npy", ids)
         index.save(tmp / "index.faiss")
         (tmp / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

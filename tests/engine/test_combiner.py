@@ -72,7 +72,7 @@ def test_bad_checkpoints_are_refused_with_a_reason(tmp_path: Path) -> None:
     state = Combiner(16, 20, 24).state_dict()
     del state["dynamic_scalar.3.weight"]
     torch.save({"Combiner": state}, tmp_path / "partial.pt")
-    with pytest.raises(CheckpointError, match="missing dynamic_scalar.3.weight"):
+    with pytest.raises(CheckpointError, match=r"missing dynamic_scalar\.3\.weight"):
         load_combiner(tmp_path / "partial.pt")
     state = Combiner(16, 20, 24).state_dict()
     state["output_layer.weight"] = torch.zeros(7, 24)

@@ -1,0 +1,177 @@
+"""The HTTP API (django-ninja): OpenAPI schema at /api/openapi.json, interactive docs at /api/docs.
+
+Endpoints parse input, call one service and shape the output. Requests that carry the session cookie must
+carry the CSRF token too (header X-CSRFToken; GET /api/csrf hands one out); cookie-less scripts need none,
+as a request without ambient credentials cannot be forged across sites.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.middleware.csrf import get_token
+from ninja import File, NinjaAPI, Schema
+from ninja.errors import HttpError
+from ninja.files import UploadedFile
+from ninja.utils import check_csrf
+
+from cirweb.api import shaping
+from cirweb.catalog import services as catalog
+from cirweb.catalog import uploads
+from cirweb.catalog.models import Collection, Image
+from cirweb.conversations import services
+from cirweb.conversations.models import Conversation
+from cirweb.owners import Owner, owner_from
+
+api = NinjaAPI(title="cirweb", version="1", description="Composed image retrieval, turn by turn.", urls_namespace="api")
+
+
+def require_csrf(request: HttpRequest) -> None:
+    if settings.SESSION_COOKIE_NAME in request.COOKIES and check_csrf(request) is not None:
+        raise HttpError(403, "CSRF check failed: send the X-CSRFToken header (GET /api/csrf gives a token).")
+
+
+def owner_of(request: HttpRequest, create: bool = True) -> Owner:
+    owner = owner_from(request.session, request.user, create=create)
+    if owner is None:
+        raise HttpError(404, "This conversation does not exist.")
+    return owner
+
+
+def rejected(exc: services.TurnRejected) -> HttpError:
+    status = {"not_found": 404, "unknown_collection": 404}.get(exc.code, 400)
+    return HttpError(status, exc.message)
+
+
+class ConversationIn(Schema):
+    collection: str
+    title: str = ""
+
+
+class ConversationPatch(Schema):
+    title: str
+
+
+class SearchIn(Schema):
+    collection: str
+    reference: dict[str, int] | None = None
+    text: str = ""
+    mode: str = "combiner"
+    k: int = 24
+
+
+@api.get("/csrf", summary="A CSRF token for requests that carry the session cookie")
+def csrf(request: HttpRequest) -> dict[str, str]:
+    return {"csrf_token": get_token(request)}
+
+
+@api.get("/collections", summary="Collections with their image counts and active index version")
+def collections(request: HttpRequest) -> list[dict[str, Any]]:
+    counts = catalog.collection_image_counts()
+    return [shaping.collection_json(c, counts.get(c.pk, 0)) for c in catalog.collection_list()]
+
+
+@api.get("/collections/{slug}/images", summary="A page of a collection's images, in order or shuffled")
+def collection_images(
+    request: HttpRequest, slug: str, offset: int = 0, limit: int = 48, seed: int | None = None
+) -> dict[str, Any]:
+    collection = Collection.objects.filter(slug=slug).first()
+    if collection is None:
+        raise HttpError(404, f"There is no collection {slug!r}.")
+    limit = max(1, min(limit, 200))
+    rows = Image.objects.filter(collection=collection, removed=False, indexed=True)
+    total = rows.count()
+    if seed is not None and total:
+        # a cheap, stable shuffle: order by a hash of the id and the seed
+        ids = sorted(rows.values_list("pk", flat=True), key=lambda i: hash((seed, i)) & 0xFFFFFFFF)
+        page = ids[max(offset, 0) : max(offset, 0) + limit]
+        by_id = {img.pk: img for img in Image.objects.filter(pk__in=page)}
+        images = [by_id[i] for i in page]
+    else:
+        images = list(rows.order_by("relpath")[max(offset, 0) : max(offset, 0) + limit])
+    return {"total": total, "offset": offset, "images": [shaping.image_json(img) for img in images]}
+
+
+@api.post("/conversations", response={201: dict[str, Any]}, summary="Start a conversation on a collection")
+def conversation_create(request: HttpRequest, body: ConversationIn) -> tuple[int, dict[str, Any]]:
+    require_csrf(request)
+    try:
+        conversation = services.conversation_create(
+            owner=owner_of(request), collection_slug=body.collection, title=body.title
+        )
+    except services.TurnRejected as exc:
+        raise rejected(exc) from None
+    return 201, {"id": str(conversation.id), "ws": f"/ws/conversations/{conversation.id}/"}
+
+
+@api.get("/conversations", summary="The visitor's conversations, newest first")
+def conversation_list(request: HttpRequest) -> list[dict[str, Any]]:
+    owner = owner_from(request.session, request.user, create=False)
+    if owner is None:
+        return []
+    rows = Conversation.objects.filter(**owner.filter_kwargs()).select_related("collection")[:200]
+    return [shaping.conversation_summary(c) for c in rows]
+
+
+def _conversation(request: HttpRequest, conversation_id: str) -> Conversation:
+    try:
+        return services.conversation_get(owner=owner_of(request, create=False), conversation_id=conversation_id)
+    except services.TurnRejected as exc:
+        raise rejected(exc) from None
+
+
+@api.get("/conversations/{conversation_id}", summary="A conversation with its turns (a tree) and their results")
+def conversation_detail(request: HttpRequest, conversation_id: str) -> dict[str, Any]:
+    conversation = _conversation(request, conversation_id)
+    services.turn_expire_stale(conversation=conversation)
+    return shaping.conversation_json(conversation)
+
+
+@api.patch("/conversations/{conversation_id}", summary="Rename a conversation")
+def conversation_rename(request: HttpRequest, conversation_id: str, body: ConversationPatch) -> dict[str, Any]:
+    require_csrf(request)
+    conversation = services.conversation_rename(conversation=_conversation(request, conversation_id), title=body.title)
+    return shaping.conversation_summary(conversation)
+
+
+@api.delete("/conversations/{conversation_id}", response={204: None}, summary="Delete a conversation")
+def conversation_delete(request: HttpRequest, conversation_id: str) -> tuple[int, None]:
+    require_csrf(request)
+    services.conversation_delete(conversation=_conversation(request, conversation_id))
+    return 204, None
+
+
+@api.post("/uploads", response={201: dict[str, Any]}, summary="Upload a reference image (multipart field 'file')")
+def upload_create(request: HttpRequest, file: File[UploadedFile]) -> tuple[int, dict[str, Any]]:
+    require_csrf(request)
+    if file.size and file.size > settings.CIR_UPLOAD_MAX_BYTES:
+        raise HttpError(413, f"The file is {file.size / 2**20:.1f} MB; the limit is {uploads.upload_limit_text()}.")
+    try:
+        upload = uploads.upload_create(owner=owner_of(request), data=file.read(), original_name=file.name or "")
+    except uploads.UploadRejected as exc:
+        raise HttpError(400, str(exc)) from None
+    return 201, shaping.upload_json(upload)
+
+
+@api.post("/search", summary="One composed query, answered by the search workers")
+def search(request: HttpRequest, body: SearchIn) -> dict[str, Any]:
+    require_csrf(request)
+    collection = Collection.objects.filter(slug=body.collection).first()
+    if collection is None:
+        raise HttpError(404, f"There is no collection {body.collection!r}.")
+    owner = owner_from(request.session, request.user, create=False)
+    try:
+        payload = shaping.search_payload(collection, body.reference, body.text, body.mode, body.k, owner)
+    except services.TurnRejected as exc:
+        raise rejected(exc) from None
+    from cirweb import queueing
+
+    try:
+        answer = queueing.search_now(payload, timeout=settings.CIR_SEARCH_TIME_LIMIT)
+    except Exception:
+        raise HttpError(503, "No search worker answered in time; try again in a moment.") from None
+    if not answer.get("ok"):
+        raise HttpError(422, answer.get("error", "The search failed."))
+    return {"collection": collection.slug, "results": answer["results"], "timings_ms": answer["timings_ms"]}

@@ -1,0 +1,124 @@
+"""How rows look in JSON: one place, shared by the API and the chat page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Prefetch
+
+from cirweb.catalog.models import Collection, Image, Upload
+from cirweb.conversations import services
+from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
+from cirweb.owners import Owner
+
+
+def collection_json(c: Collection, images: int) -> dict[str, Any]:
+    return {
+        "slug": c.slug,
+        "name": c.name,
+        "images": images,
+        "active_version": c.active_version.number if c.active_version else None,
+    }
+
+
+def image_json(img: Image) -> dict[str, Any]:
+    return {"id": img.pk, "name": img.relpath, "thumb": f"/images/{img.pk}/thumb", "url": f"/images/{img.pk}"}
+
+
+def upload_json(u: Upload) -> dict[str, Any]:
+    return {
+        "id": u.pk,
+        "thumb": f"/uploads/{u.pk}/thumb",
+        "url": f"/uploads/{u.pk}",
+        "width": u.width,
+        "height": u.height,
+        "name": u.original_name,
+    }
+
+
+def conversation_summary(c: Conversation) -> dict[str, Any]:
+    return {
+        "id": str(c.id),
+        "title": str(c),
+        "collection": c.collection.slug,
+        "updated": c.updated.isoformat(),
+        "ws": f"/ws/conversations/{c.id}/",
+    }
+
+
+def reference_json(turn: Turn) -> dict[str, Any] | None:
+    if turn.reference_image_id:
+        return {"image": turn.reference_image_id, "thumb": f"/images/{turn.reference_image_id}/thumb"}
+    if turn.reference_upload_id:
+        return {"upload": turn.reference_upload_id, "thumb": f"/uploads/{turn.reference_upload_id}/thumb"}
+    return None
+
+
+def turn_json(turn: Turn) -> dict[str, Any]:
+    feedback = {f.image_id: f.value for f in turn.feedback.all()}
+    return {
+        "id": turn.pk,
+        "parent": turn.parent_id,
+        "client_id": turn.client_id,
+        "text": turn.text,
+        "mode": turn.mode,
+        "k": turn.k,
+        "pages": turn.pages,
+        "exclude_seen": turn.exclude_seen,
+        "status": turn.status,
+        "code": turn.error_code,
+        "error": turn.error,
+        "reference": reference_json(turn),
+        "timings_ms": turn.timings_ms,
+        "latency_ms": turn.latency_ms,
+        "chosen_image": turn.chosen_image_id,
+        "index_version": turn.index_version.number if turn.index_version else None,
+        "rejected": [i for i, v in feedback.items() if v == Feedback.Value.REJECTED],
+        "created": turn.created.isoformat(),
+        "results": [services.result_payload(r.image_id, r.score) for r in turn.results.all()],
+    }
+
+
+def conversation_json(c: Conversation) -> dict[str, Any]:
+    turns = (
+        c.turns.order_by("created", "id")
+        .select_related("index_version")
+        .prefetch_related(Prefetch("results", queryset=TurnResult.objects.order_by("rank")), "feedback")
+    )
+    return {
+        **conversation_summary(c),
+        "created": c.created.isoformat(),
+        "turns": [turn_json(t) for t in turns],
+        "limits": {"text": settings.CIR_TEXT_MAX_CHARS, "k": settings.CIR_K_MAX},
+    }
+
+
+def search_payload(
+    collection: Collection, reference: dict[str, int] | None, text: str, mode: str, k: int, owner: Owner | None
+) -> dict[str, Any]:
+    """Validate a scripting-API query with the same rules as a turn; the JSON the search worker takes."""
+    if len(text) > settings.CIR_TEXT_MAX_CHARS:
+        raise services.TurnRejected(
+            "text_too_long", f"The text is {len(text)} characters; the limit is {settings.CIR_TEXT_MAX_CHARS}."
+        )
+    if not 1 <= k <= settings.CIR_K_MAX:
+        raise services.TurnRejected("bad_k", f"k must be a whole number from 1 to {settings.CIR_K_MAX}.")
+    if mode not in Turn.Mode.values:
+        raise services.TurnRejected("bad_message", f"mode must be one of {', '.join(Turn.Mode.values)}")
+    ref = services.parse_reference(reference)
+    payload: dict[str, Any] = {"collection_id": collection.pk, "text": text.strip(), "k": k}
+    if ref.image_id is not None:
+        if not Image.objects.filter(pk=ref.image_id, collection=collection, removed=False).exists():
+            raise services.TurnRejected("reference_missing", f"Image {ref.image_id} is not in this collection.")
+        payload["image"] = ref.image_id
+    if ref.upload_id is not None:
+        upload = Upload.objects.filter(pk=ref.upload_id, deleted=False).first()
+        if upload is None or owner is None or not owner.owns(upload):
+            raise services.TurnRejected("reference_missing", f"Upload {ref.upload_id} does not exist or was deleted.")
+        payload["upload"], payload["upload_path"] = upload.pk, str(settings.CIR_UPLOADS_DIR / upload.file)
+    has_reference = "image" in payload or "upload" in payload
+    if not has_reference and not payload["text"]:
+        raise services.TurnRejected("empty_query", "Give a text, a reference, or both.")
+    payload["mode"] = mode if has_reference and payload["text"] else ("text" if payload["text"] else "image")
+    return payload

@@ -1,0 +1,206 @@
+"""Catalog services: collections, their images and index versions, reindexing jobs.
+
+Plain functions, keyword-only; views, admin actions and worker tasks call these and nothing below them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from cirweb import queueing
+from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob
+
+
+class CatalogError(ValueError):
+    """A request about collections that cannot be carried out, with the reason in words."""
+
+
+class ReindexConflict(CatalogError):
+    pass
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One image as a scan of the collection's source sees it."""
+
+    relpath: str
+    path: str
+    size: int
+    mtime_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScanResult:
+    """What `collection_apply_scan` changed: ids to extract, ids gone, and how many of each kind."""
+
+    extract_ids: list[int]
+    deleted_ids: list[int]
+    added: int
+    changed: int
+    deleted: int
+
+
+def collection_dir(collection: Collection) -> Path:
+    return Path(settings.CIR_COLLECTIONS_DIR) / collection.slug
+
+
+def collection_encoder(collection: Collection) -> str:
+    return collection.encoder or settings.CIR_CLIP_MODEL
+
+
+def collection_combiner(collection: Collection) -> str:
+    return collection.combiner or settings.CIR_COMBINER
+
+
+def collection_apply_scan(
+    *, collection: Collection, listing: Iterable[SourceImage], indexed: dict[str, tuple[int, int]] | None
+) -> ScanResult:
+    """Bring the collection's Image rows in line with a scan of its source.
+
+    `indexed` maps relpath -> (size, mtime_ns) for what the active index version holds (None: full
+    reindex, everything is extracted again). New and changed files are returned for extraction; files
+    gone from the source are marked removed (kept, as turns in the history point at them).
+    """
+    listing = list(listing)
+    with transaction.atomic():
+        rows = {img.relpath: img for img in Image.objects.select_for_update().filter(collection=collection)}
+        seen: set[str] = set()
+        to_create, to_update, extract_rel = [], [], []
+        added = changed = 0
+        for src in listing:
+            seen.add(src.relpath)
+            row = rows.get(src.relpath)
+            if row is None:
+                to_create.append(
+                    Image(
+                        collection=collection,
+                        relpath=src.relpath,
+                        path=src.path,
+                        size=src.size,
+                        mtime_ns=src.mtime_ns,
+                        attributes=src.attributes,
+                    )
+                )
+            elif (row.size, row.mtime_ns, row.path, row.removed) != (src.size, src.mtime_ns, src.path, False) or (
+                row.attributes != src.attributes
+            ):
+                row.size, row.mtime_ns, row.path, row.removed, row.attributes = (
+                    src.size, src.mtime_ns, src.path, False, src.attributes)  # fmt: skip
+                to_update.append(row)
+            before = indexed.get(src.relpath) if indexed is not None else None
+            if indexed is None or before != (src.size, src.mtime_ns):
+                extract_rel.append(src.relpath)
+                if indexed is not None:
+                    added, changed = (added + 1, changed) if before is None else (added, changed + 1)
+        Image.objects.bulk_create(to_create, batch_size=1000)
+        Image.objects.bulk_update(to_update, ["size", "mtime_ns", "path", "removed", "attributes"], batch_size=1000)
+        gone = [r for rel, r in rows.items() if rel not in seen and not r.removed]
+        Image.objects.filter(pk__in=[r.pk for r in gone]).update(removed=True, indexed=False)
+        ids = dict(Image.objects.filter(collection=collection).values_list("relpath", "pk"))
+    deleted_rel = [rel for rel in (indexed or {}) if rel not in seen]
+    if indexed is None:
+        added = len(listing)
+    return ScanResult(
+        [ids[r] for r in extract_rel], [ids[r] for r in deleted_rel if r in ids], added, changed, len(deleted_rel)
+    )
+
+
+def index_version_register(
+    *,
+    collection: Collection,
+    number: int,
+    path: str,
+    count: int,
+    dim: int,
+    index_type: str,
+    encoder: str,
+    combiner: str,
+    build_seconds: float,
+) -> IndexVersion:
+    return IndexVersion.objects.create(
+        collection=collection,
+        number=number,
+        path=path,
+        count=count,
+        dim=dim,
+        index_type=index_type,
+        encoder=encoder,
+        combiner=combiner,
+        build_seconds=build_seconds,
+    )
+
+
+def collection_activate_version(*, collection: Collection, version: IndexVersion) -> None:
+    """Switch the collection to `version` in one UPDATE; searches pick it up on their next turn."""
+    if version.collection_id != collection.pk:
+        raise CatalogError(f"version {version.number} belongs to another collection")
+    Collection.objects.filter(pk=collection.pk).update(active_version=version, updated=timezone.now())
+    collection.active_version = version
+    Image.objects.filter(collection=collection).update(indexed=False)
+    indexed_ids = _version_ids(version)
+    for start in range(0, len(indexed_ids), 5000):
+        Image.objects.filter(pk__in=indexed_ids[start : start + 5000]).update(indexed=True)
+
+
+def _version_ids(version: IndexVersion) -> list[int]:
+    import numpy as np  # numpy is light; the web never imports the engine itself
+
+    path = Path(version.path) / "ids.npy"
+    return np.load(path).tolist() if path.is_file() else []
+
+
+def reindex_job_start(*, collection: Collection, kind: str, user: Any = None) -> ReindexJob:
+    """Queue a reindex of `collection`; refused while another one of it is queued or running."""
+    if kind not in ReindexJob.Kind.values:
+        raise CatalogError(f"unknown reindex kind {kind!r}: use 'full' or 'incremental'")
+    with transaction.atomic():
+        Collection.objects.select_for_update().get(pk=collection.pk)
+        running = ReindexJob.objects.filter(collection=collection).exclude(status__in=ReindexJob.FINISHED).first()
+        if running is not None:
+            raise ReindexConflict(f"{collection.name} is already being reindexed (job {running.pk}, {running.status})")
+        job = ReindexJob.objects.create(
+            collection=collection, kind=kind, created_by=user if getattr(user, "is_authenticated", False) else None
+        )
+        transaction.on_commit(lambda: queueing.enqueue_reindex(job.pk))
+    return job
+
+
+def reindex_job_cancel(*, job: ReindexJob) -> ReindexJob:
+    """Ask a job to stop. A queued job stops at once; a running one at its next batch. The active version
+    is never touched by a job that does not finish."""
+    with transaction.atomic():
+        job = ReindexJob.objects.select_for_update().get(pk=job.pk)
+        if job.status in ReindexJob.FINISHED:
+            raise CatalogError(f"job {job.pk} has already {job.status}")
+        job.cancel_requested = True
+        fields = ["cancel_requested"]
+        if job.status == ReindexJob.Status.QUEUED:
+            job.status, job.finished = ReindexJob.Status.CANCELLED, timezone.now()
+            fields += ["status", "finished"]
+        job.save(update_fields=fields)
+    return job
+
+
+def reindex_job_update(*, job_id: int, **fields: Any) -> None:
+    """Store progress or an outcome on a job (called by the index worker)."""
+    ReindexJob.objects.filter(pk=job_id).update(**fields)
+
+
+def collection_list() -> QuerySet[Collection]:
+    return Collection.objects.select_related("active_version").order_by("name")
+
+
+def collection_image_counts() -> dict[int, int]:
+    from django.db.models import Count, Q
+
+    rows = Collection.objects.annotate(n=Count("images", filter=Q(images__removed=False))).values_list("pk", "n")
+    return dict(rows)

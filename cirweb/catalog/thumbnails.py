@@ -1,0 +1,46 @@
+"""Thumbnails, generated once per file version and cached on disk; served with an ETag."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from django.conf import settings
+from PIL import Image as PILImage
+from PIL import ImageOps
+
+
+class ThumbnailError(OSError):
+    pass
+
+
+def etag_for(source: Path, size: int) -> str:
+    st = source.stat()
+    return '"' + hashlib.sha1(f"{source}:{st.st_size}:{st.st_mtime_ns}:{size}".encode()).hexdigest()[:20] + '"'
+
+
+def thumbnail(source: Path, kind: str, key: int, size: int | None = None) -> tuple[Path, str]:
+    """(path of the cached JPEG thumbnail, its ETag); built now if missing or older than the source."""
+    size = size or settings.CIR_THUMB_SIZE
+    try:
+        etag = etag_for(source, size)
+    except OSError:
+        raise ThumbnailError(f"{source} is missing") from None
+    target = Path(settings.CIR_THUMBS_DIR) / kind / f"{key}-{etag.strip(chr(34))}.jpg"
+    if target.is_file():
+        return target, etag
+    try:
+        with PILImage.open(source) as image:
+            if image.size[0] * image.size[1] > 50_000_000:
+                raise ThumbnailError("image too large")
+            image.draft("RGB", (size * 2, size * 2))
+            picture = ImageOps.exif_transpose(image).convert("RGB")
+            picture.thumbnail((size, size), PILImage.Resampling.LANCZOS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            picture.save(tmp, "JPEG", quality=85, optimize=True)
+            tmp.replace(target)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ThumbnailError(f"cannot make a thumbnail of {source}: {exc}") from None
+    return target, etag

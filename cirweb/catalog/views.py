@@ -1,0 +1,73 @@
+"""Images and uploads over HTTP: full files and cached thumbnails, with ETags."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponseBase, HttpResponseNotModified
+from django.views.decorators.http import require_GET
+
+from cirweb.catalog.models import Image
+from cirweb.catalog.thumbnails import ThumbnailError, etag_for, thumbnail
+from cirweb.catalog.uploads import upload_get, upload_path
+from cirweb.owners import owner_from
+
+CACHE = "private, max-age=3600"
+
+
+def _serve(request: HttpRequest, path: Path, etag: str, content_type: str | None = None) -> HttpResponseBase:
+    response: HttpResponseBase
+    if etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponseNotModified()
+    else:
+        response = FileResponse(path.open("rb"), content_type=content_type or mimetypes.guess_type(path.name)[0])
+    response["ETag"] = etag
+    response["Cache-Control"] = CACHE
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _image(image_id: int) -> Path:
+    image = Image.objects.filter(pk=image_id).only("path").first()
+    if image is None or not Path(image.path).is_file():
+        raise Http404("No such image.")
+    return Path(image.path)
+
+
+@require_GET
+def image_file(request: HttpRequest, image_id: int) -> HttpResponseBase:
+    path = _image(image_id)
+    return _serve(request, path, etag_for(path, 0))
+
+
+@require_GET
+def image_thumb(request: HttpRequest, image_id: int) -> HttpResponseBase:
+    try:
+        thumb, etag = thumbnail(_image(image_id), "images", image_id)
+    except ThumbnailError:
+        raise Http404("This image cannot be shown.") from None
+    return _serve(request, thumb, etag, "image/jpeg")
+
+
+def _upload(request: HttpRequest, upload_id: int) -> Path:
+    owner = owner_from(request.session, request.user, create=False)
+    upload = upload_get(owner=owner, upload_id=upload_id) if owner else None
+    if upload is None:
+        raise Http404("No such upload.")
+    return upload_path(upload)
+
+
+@require_GET
+def upload_file(request: HttpRequest, upload_id: int) -> HttpResponseBase:
+    path = _upload(request, upload_id)
+    return _serve(request, path, etag_for(path, 0))
+
+
+@require_GET
+def upload_thumb(request: HttpRequest, upload_id: int) -> HttpResponseBase:
+    try:
+        thumb, etag = thumbnail(_upload(request, upload_id), "uploads", upload_id)
+    except ThumbnailError:
+        raise Http404("This upload cannot be shown.") from None
+    return _serve(request, thumb, etag, "image/jpeg")

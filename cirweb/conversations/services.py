@@ -1,0 +1,276 @@
+"""Conversation services: creating conversations and turns, recording results and feedback.
+
+Every function that acts for a visitor takes their `Owner` and refuses rows they do not own. Errors are
+`TurnRejected(code, message)`: the code for programs (the websocket protocol's `code`), the message for people.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from cirweb import queueing
+from cirweb.catalog.models import Collection, Image, IndexVersion, Upload
+from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
+from cirweb.owners import Owner
+
+
+class TurnRejected(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Reference:
+    image_id: int | None = None
+    upload_id: int | None = None
+
+
+def parse_reference(value: Any) -> Reference:
+    """The protocol's `reference`: null, {"image": id} or {"upload": id}."""
+    if value is None:
+        return Reference()
+    if isinstance(value, dict) and len(value) == 1:
+        ((kind, ident),) = value.items()
+        if kind in ("image", "upload") and isinstance(ident, int) and not isinstance(ident, bool) and ident > 0:
+            return Reference(image_id=ident) if kind == "image" else Reference(upload_id=ident)
+    raise TurnRejected("bad_message", 'reference must be null, {"image": <id>} or {"upload": <id>}')
+
+
+def conversation_create(*, owner: Owner, collection_slug: str, title: str = "") -> Conversation:
+    collection = Collection.objects.filter(slug=collection_slug).first()
+    if collection is None:
+        known = ", ".join(Collection.objects.order_by("slug").values_list("slug", flat=True)) or "none yet"
+        raise TurnRejected("unknown_collection", f"There is no collection {collection_slug!r} (collections: {known}).")
+    return Conversation.objects.create(collection=collection, title=title[:200], **owner.create_kwargs())
+
+
+def conversation_get(*, owner: Owner, conversation_id: Any) -> Conversation:
+    """The owner's conversation, or TurnRejected("not_found") — the same answer whether it does not exist
+    or belongs to someone else, so ids cannot be probed."""
+    try:
+        conversation = Conversation.objects.select_related("collection").get(pk=uuid.UUID(str(conversation_id)))
+    except (Conversation.DoesNotExist, ValueError):
+        raise TurnRejected("not_found", "This conversation does not exist.") from None
+    if not owner.owns(conversation):
+        raise TurnRejected("not_found", "This conversation does not exist.")
+    return conversation
+
+
+def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
+    conversation.title = title.strip()[:200]
+    conversation.save(update_fields=["title", "updated"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    conversation.delete()
+
+
+def turn_create(
+    *,
+    conversation: Conversation,
+    owner: Owner,
+    text: Any,
+    reference: Any,
+    parent: Any = None,
+    mode: Any = "combiner",
+    k: Any = 24,
+    exclude_seen: Any = True,
+    client_id: Any = "",
+) -> Turn:
+    """Validate a new turn, store it queued, and enqueue its search once the row is committed."""
+    if not isinstance(text, str):
+        raise TurnRejected("bad_message", "text must be a string")
+    text = text.strip()
+    if len(text) > settings.CIR_TEXT_MAX_CHARS:
+        raise TurnRejected(
+            "text_too_long", f"The text is {len(text)} characters; the limit is {settings.CIR_TEXT_MAX_CHARS}."
+        )
+    if mode not in Turn.Mode.values:
+        raise TurnRejected("bad_message", f"mode must be one of {', '.join(Turn.Mode.values)}")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= settings.CIR_K_MAX:
+        raise TurnRejected("bad_k", f"k must be a whole number from 1 to {settings.CIR_K_MAX}.")
+    if not isinstance(exclude_seen, bool):
+        raise TurnRejected("bad_message", "exclude_seen must be true or false")
+    ref = parse_reference(reference)
+    image = upload = None
+    if ref.image_id is not None:
+        image = Image.objects.filter(pk=ref.image_id, collection=conversation.collection_id, removed=False).first()
+        if image is None:
+            raise TurnRejected("reference_missing", f"Image {ref.image_id} is not in this collection.")
+    if ref.upload_id is not None:
+        upload = Upload.objects.filter(pk=ref.upload_id, deleted=False).first()
+        if upload is None or not owner.owns(upload):
+            raise TurnRejected("reference_missing", f"Upload {ref.upload_id} does not exist or was deleted.")
+    has_reference = image is not None or upload is not None
+    if not has_reference and not text:
+        raise TurnRejected("empty_query", "Type what you are looking for, or pick a reference image.")
+    if not has_reference:
+        mode = Turn.Mode.TEXT  # nothing to combine with: the words alone
+    elif not text:
+        mode = Turn.Mode.IMAGE  # "more like this"
+    parent_turn = None
+    if parent is not None:
+        if not isinstance(parent, int) or isinstance(parent, bool):
+            raise TurnRejected("bad_message", "parent must be a turn id or null")
+        parent_turn = Turn.objects.filter(pk=parent, conversation=conversation).first()
+        if parent_turn is None:
+            raise TurnRejected("not_found", f"Turn {parent} is not part of this conversation.")
+    with transaction.atomic():
+        turn = Turn.objects.create(
+            conversation=conversation,
+            parent=parent_turn,
+            client_id=str(client_id)[:64],
+            reference_image=image,
+            reference_upload=upload,
+            text=text,
+            mode=mode,
+            k=k,
+            exclude_seen=exclude_seen,
+        )
+        if parent_turn is not None and image is not None and parent_turn.results.filter(image=image).exists():
+            Turn.objects.filter(pk=parent_turn.pk).update(chosen_image=image)
+            Feedback.objects.get_or_create(turn=parent_turn, image=image, defaults={"value": Feedback.Value.CHOSEN})
+        if not conversation.title:
+            conversation.title = (text or f"Image {image.pk if image else ''}")[:60]
+        conversation.save(update_fields=["title", "updated"])
+        transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk))
+    return turn
+
+
+def turn_get(*, conversation: Conversation, turn_id: Any) -> Turn:
+    if not isinstance(turn_id, int) or isinstance(turn_id, bool):
+        raise TurnRejected("bad_message", "turn must be a turn id")
+    turn = Turn.objects.filter(pk=turn_id, conversation=conversation).first()
+    if turn is None:
+        raise TurnRejected("not_found", f"Turn {turn_id} is not part of this conversation.")
+    return turn
+
+
+def turn_more(*, turn: Turn) -> Turn:
+    """Ask for the next page of k results of a finished turn."""
+    if turn.status != Turn.Status.DONE:
+        raise TurnRejected("not_ready", "This turn has no results yet; wait for them before asking for more.")
+    if (turn.pages + 1) * turn.k > settings.CIR_K_MAX * 5:
+        raise TurnRejected("bad_k", "That is as far as this turn's results go; refine instead.")
+    with transaction.atomic():
+        Turn.objects.filter(pk=turn.pk).update(pages=turn.pages + 1, status=Turn.Status.QUEUED, error="", error_code="")
+        transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk))
+    turn.refresh_from_db()
+    return turn
+
+
+def feedback_set(*, turn: Turn, image_id: Any, value: Any) -> Feedback:
+    if value not in Feedback.Value.values:
+        raise TurnRejected("bad_message", "value must be 'chosen' or 'rejected'")
+    if not isinstance(image_id, int) or not turn.results.filter(image_id=image_id).exists():
+        raise TurnRejected("not_found", f"Image {image_id} is not a result of turn {turn.pk}.")
+    feedback, _ = Feedback.objects.update_or_create(turn=turn, image_id=image_id, defaults={"value": value})
+    if value == Feedback.Value.CHOSEN:
+        Turn.objects.filter(pk=turn.pk).update(chosen_image_id=image_id)
+    return feedback
+
+
+def turn_excluded_images(*, turn: Turn) -> set[int]:
+    """What this turn must not show: results already shown on its branch (when `exclude_seen`), every
+    result rejected anywhere in the conversation, and its own reference image."""
+    excluded = set(
+        Feedback.objects.filter(turn__conversation=turn.conversation_id, value=Feedback.Value.REJECTED).values_list(
+            "image_id", flat=True
+        )
+    )
+    if turn.reference_image_id:
+        excluded.add(turn.reference_image_id)
+    if turn.exclude_seen:
+        ancestors: list[int] = []
+        node = turn.parent
+        while node is not None and len(ancestors) < 1000:
+            ancestors.append(node.pk)
+            node = node.parent
+        excluded |= set(TurnResult.objects.filter(turn_id__in=ancestors).values_list("image_id", flat=True))
+    return excluded
+
+
+def turn_expire_stale(*, conversation: Conversation | None = None) -> int:
+    """Fail turns that waited longer than CIR_TURN_EXPIRES (their worker died or never came)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.CIR_TURN_EXPIRES)
+    stale = Turn.objects.filter(status__in=Turn.PENDING, created__lt=cutoff)
+    if conversation is not None:
+        stale = stale.filter(conversation=conversation)
+    return stale.update(
+        status=Turn.Status.FAILED,
+        error_code="timeout",
+        finished=timezone.now(),
+        error=f"No search worker answered within {settings.CIR_TURN_EXPIRES} seconds. Try again.",
+    )
+
+
+# -- called by the search worker ----------------------------------------------------------------------------
+
+
+def turn_begin(*, turn_id: int) -> Turn | None:
+    """Claim a queued turn for searching; None when it is already answered (a redelivered task) or gone."""
+    with transaction.atomic():
+        turn = (
+            Turn.objects.select_for_update()
+            .select_related("conversation__collection__active_version", "reference_image", "reference_upload")
+            .filter(pk=turn_id)
+            .first()
+        )
+        if turn is None or turn.status not in Turn.PENDING:
+            return None
+        turn.status = Turn.Status.ENCODING
+        turn.save(update_fields=["status"])
+    return turn
+
+
+def turn_set_stage(*, turn_id: int, stage: str) -> None:
+    Turn.objects.filter(pk=turn_id, status__in=Turn.PENDING).update(status=stage)
+
+
+def turn_complete(
+    *, turn: Turn, ranked: list[tuple[int, float]], timings_ms: dict[str, float], version: IndexVersion | None
+) -> list[TurnResult]:
+    """Store the ranked results (image id, score) of all pages so far; returns the newest page's rows."""
+    offset = (turn.pages - 1) * turn.k
+    with transaction.atomic():
+        TurnResult.objects.filter(turn=turn, rank__gte=offset).delete()
+        rows = TurnResult.objects.bulk_create(
+            [TurnResult(turn=turn, rank=offset + i, image_id=img, score=score) for i, (img, score) in enumerate(ranked)]
+        )
+        now = timezone.now()
+        Turn.objects.filter(pk=turn.pk).update(
+            status=Turn.Status.DONE,
+            timings_ms=timings_ms,
+            finished=now,
+            index_version=version,
+            latency_ms=(now - turn.created).total_seconds() * 1000,
+            error="",
+            error_code="",
+        )
+    return rows
+
+
+def turn_fail(*, turn_id: int, code: str, message: str) -> None:
+    Turn.objects.filter(pk=turn_id).update(
+        status=Turn.Status.FAILED, error_code=code, error=message, finished=timezone.now()
+    )
+
+
+def result_payload(image_id: int, score: float) -> dict[str, Any]:
+    """One result as the protocol sends it."""
+    return {
+        "image": image_id,
+        "score": round(float(score), 4),
+        "thumb": f"/images/{image_id}/thumb",
+        "url": f"/images/{image_id}",
+    }

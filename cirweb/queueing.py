@@ -1,0 +1,40 @@
+"""Enqueueing work for the workers, by task name through the light Celery app (never importing the tasks,
+which would load the engine into the web process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from workers.app import INDEX_QUEUE, SEARCH_QUEUE, app
+
+
+def enqueue_search_turn(turn_id: int) -> None:
+    # A turn nobody picked up within CIR_TURN_EXPIRES is dropped by the broker; the turn itself is then
+    # failed with a readable message by `turn_expire_stale` (see conversations.services).
+    app.send_task("workers.tasks.search_turn", args=[turn_id], queue=SEARCH_QUEUE, expires=settings.CIR_TURN_EXPIRES)
+
+
+def enqueue_reindex(job_id: int) -> None:
+    app.send_task("workers.tasks.reindex_collection", args=[job_id], queue=INDEX_QUEUE)
+
+
+def search_now(payload: dict[str, Any], timeout: float) -> Any:
+    """Run a stateless query on a search worker and wait for its answer (the scripting API)."""
+    result = app.send_task("workers.tasks.search_query", args=[payload], queue=SEARCH_QUEUE, expires=timeout)
+    try:
+        return result.get(timeout=timeout, propagate=True)
+    finally:
+        result.forget()
+
+
+def ping_search_worker(timeout: float = 2.0) -> bool:
+    """True when a search worker answers a trivial task within `timeout` seconds."""
+    result = app.send_task("workers.tasks.ping", queue=SEARCH_QUEUE, expires=timeout)
+    try:
+        return result.get(timeout=timeout) == "pong"
+    except Exception:
+        return False
+    finally:
+        result.forget()

@@ -1,0 +1,96 @@
+"""Stage 2: the Combiner on frozen, precomputed stage-1 features (Adam, logit scale 100, best checkpoint
+by validation recall), as CLIP4Cir trains it.
+
+With the features precomputed, scoring a prediction against the whole training gallery costs less than
+the Combiner itself, so every step's softmax runs over all training images rather than the batch only:
+the same cross-entropy, with every sibling of every target among the negatives.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from retrieval.combiner import Combiner, Fuser, Mode, save_combiner
+from retrieval.datasets.base import SplitData
+from retrieval.encoders import load_clip
+from retrieval.evaluate import encode_gallery, evaluate_split, format_metrics
+from retrieval.training.clip_finetune import LOGIT_SCALE, selection_score
+from retrieval.training.common import RunState, load_resume, log, save_resume, seed_everything
+
+
+def train_combiner(
+    train: SplitData,
+    val: SplitData,
+    clip_spec: str,
+    out: Path,
+    *,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 2e-4,
+    projection_dim: int | None = None,
+    hidden_dim: int | None = None,
+    seed: int = 0,
+    targetpad: bool = False,
+    max_minutes: float | None = None,
+    restart: bool = False,
+) -> dict[str, float]:
+    """Train a Combiner for the CLIP at `clip_spec`; the best epoch goes to `out` as ``{"Combiner": ...}``."""
+    seed_everything(seed)
+    encoder = load_clip(clip_spec, preprocessing="targetpad" if targetpad else "clip")
+    dim = encoder.dim
+    log("encoding the training and validation images with the frozen CLIP")
+    gallery = encode_gallery(encoder, train.images)
+    val_gallery = encode_gallery(encoder, val.images)
+    triplets = [t for t in train.triplets if t.target in gallery.index and t.reference in gallery.index]
+    captions = sorted({c for t in triplets for c in (t.captions or (t.caption,))})
+    log(f"encoding {len(captions)} training captions")
+    caption_row = {c: i for i, c in enumerate(captions)}
+    caption_features = torch.from_numpy(encoder.encode_texts(captions, batch_size=256))
+    images = torch.from_numpy(gallery.features)
+    targets_all = F.normalize(images, dim=-1)
+    ref_rows = torch.from_numpy(gallery.rows([t.reference for t in triplets]))
+    target_rows = torch.from_numpy(gallery.rows([t.target for t in triplets]))  # type: ignore[misc]
+
+    combiner = Combiner(dim, projection_dim or 4 * dim, hidden_dim or 8 * dim)
+    optimizer = torch.optim.Adam(combiner.parameters(), lr=lr)
+    resume_path = out.with_suffix(".last.pt")
+    state = (None if restart else load_resume(resume_path, combiner, optimizer, "Combiner")) or RunState()
+    started = time.monotonic()
+    for epoch in range(state.epoch, epochs):
+        rng = random.Random(seed * 1000 + epoch)
+        combiner.train()
+        order = torch.from_numpy(np.random.default_rng(seed * 1000 + epoch).permutation(len(triplets)))
+        bar = tqdm(range(0, len(order), batch_size), desc=f"stage 2 epoch {epoch + 1}/{epochs}")
+        for start in bar:
+            idx = order[start : start + batch_size]
+            text_rows = [caption_row[rng.choice(triplets[i].captions or (triplets[i].caption,))] for i in idx.tolist()]
+            predicted = combiner.combine_features(images[ref_rows[idx]], caption_features[text_rows])
+            loss = F.cross_entropy(LOGIT_SCALE * predicted @ targets_all.T, target_rows[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        combiner.eval()
+        metrics = evaluate_split(
+            encoder, Fuser(combiner, dim), val, Mode.COMBINER, gallery=val_gallery, show_progress=False
+        )
+        score = selection_score(metrics)
+        state.epoch = epoch + 1
+        state.history.append({"epoch": epoch + 1, "score": score, **metrics})
+        log(f"stage 2 epoch {epoch + 1}: validation (combiner) {format_metrics(metrics)}")
+        if score > state.best:
+            state.best = score
+            save_combiner(combiner, out, epoch=epoch + 1, score=score)
+        save_resume(resume_path, combiner, optimizer, state, "Combiner", {})
+        if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+            log(f"stopping after {max_minutes} minutes (resume with the same command)")
+            break
+    return {"best_score": state.best, "epochs": float(state.epoch)}

@@ -1,0 +1,131 @@
+"""The whole recipe for the offline default model: world -> stage 0 -> stage 1 -> stage 2 -> export.
+
+Presets: "full" (the committed model; about 1.5 hours on 2 cores) and "quick" (what `bootstrap_demo`
+trains when the committed weights are absent: under 10 minutes on 2 cores, lower quality). The exported
+checkpoints are stored in half precision (CLIP's own release format) to stay small; `manifest.json` records
+the command, seed, wall time, checksums and validation figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from retrieval.datasets import load_dataset
+from retrieval.training.clip_finetune import finetune_clip
+from retrieval.training.clip_pretrain import TinyClipConfig, train_clip
+from retrieval.training.combiner_train import train_combiner
+from retrieval.training.common import log
+
+
+@dataclass(frozen=True)
+class Preset:
+    stage0_epochs: int
+    stage1_epochs: int
+    stage2_epochs: int
+    stage0_max_minutes: float | None = None
+    stage1_max_minutes: float | None = None
+    stage2_max_minutes: float | None = None
+
+
+PRESETS = {
+    "full": Preset(16, 8, 20),
+    "quick": Preset(6, 2, 6, stage0_max_minutes=4.5, stage1_max_minutes=3.0, stage2_max_minutes=1.0),
+}
+CLIP_FILE, COMBINER_FILE, MANIFEST = "shapes-clip.pt", "shapes-combiner.pt", "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_half(source: Path, target: Path, key: str) -> None:
+    """Keep only the weights, in float16 (floating tensors), under CLIP4Cir's key."""
+    state = torch.load(source, map_location="cpu", weights_only=True)[key]
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    torch.save({key: half}, tmp)
+    tmp.replace(target)
+
+
+def train_default_models(
+    root: Path, out_dir: Path, *, preset: str = "full", seed: int = 0, work_dir: Path | None = None
+) -> dict[str, Any]:
+    """Train the shapes world's CLIP and Combiner into `out_dir` (the two checkpoints and manifest.json)."""
+    p = PRESETS[preset]
+    work = work_dir or out_dir / "training"
+    started = time.monotonic()
+    log(f"training the default models ({preset} preset) on {root}")
+    stage0 = train_clip(
+        root,
+        work / "stage0-clip.pt",
+        config=TinyClipConfig(),
+        epochs=p.stage0_epochs,
+        seed=seed,
+        max_minutes=p.stage0_max_minutes,
+    )
+    train, val = load_dataset("shapes", root, "train"), load_dataset("shapes", root, "val")
+    stage1 = finetune_clip(
+        train,
+        val,
+        str(work / "stage0-clip.pt"),
+        work / "stage1-clip.pt",
+        epochs=p.stage1_epochs,
+        seed=seed,
+        max_minutes=p.stage1_max_minutes,
+    )
+    export_half(work / "stage1-clip.pt", out_dir / CLIP_FILE, "CLIP")
+    stage2 = train_combiner(
+        train,
+        val,
+        str(out_dir / CLIP_FILE),
+        work / "stage2-combiner.pt",
+        epochs=p.stage2_epochs,
+        seed=seed,
+        max_minutes=p.stage2_max_minutes,
+    )
+    export_half(work / "stage2-combiner.pt", out_dir / COMBINER_FILE, "Combiner")
+    manifest = {
+        "preset": preset,
+        "seed": seed,
+        "world": str(root),
+        "command": " ".join(sys.argv),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "tiny_clip": asdict(TinyClipConfig()),
+        "stage0": stage0,
+        "stage1": stage1,
+        "stage2": stage2,
+        "files": {
+            name: {"sha256": sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}
+            for name in (CLIP_FILE, COMBINER_FILE)
+        },
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def verify_models(out_dir: Path) -> str | None:
+    """None when the two checkpoints match the manifest's checksums; else what is wrong."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return f"{out_dir / MANIFEST} is missing or unreadable"
+    for name, info in manifest.get("files", {}).items():
+        path = out_dir / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if sha256(path) != info["sha256"]:
+            return f"{path} does not match its checksum in the manifest"
+    return None

@@ -1,0 +1,104 @@
+"""The spine with real parts: websocket -> daphne -> Redis -> celery worker -> Faiss -> back."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from retrieval.datasets.shapes import scene_diff
+from retrieval.datasets.shapes_text import phrase_all
+from tests.integration.clients import Api
+from tests.integration.conftest import LiveServices, ShapesCollection, create_collection, wait_job
+
+pytestmark = pytest.mark.integration
+
+
+def edit_text(shapes: ShapesCollection, a: str, b: str) -> str:
+    scene_a, scene_b = shapes.scenes[a], shapes.scenes[b]
+    return phrase_all(scene_diff(scene_a, scene_b), scene_a, random.Random(0))
+
+
+def result_ids(frame: dict[str, Any]) -> list[int]:
+    return [r["image"] for r in frame["results"]]
+
+
+def test_three_turn_refinement_finds_the_right_scenes(live_services: LiveServices, shapes: ShapesCollection) -> None:
+    api = Api(live_services.base_url)
+    conversation = api.conversation(shapes.slug)
+    ws = api.socket(live_services.ws_url, conversation["ws"])
+    hits = []
+    for family in range(6):  # R -> S1, then S1 -> D (a result of turn 1), then D -> S2 (a result of turn 2)
+        r, s1, s2, d = (f"dev-{family}-{m}" for m in (0, 1, 2, 5))
+        t1, first = ws.turn(edit_text(shapes, r, s1), {"image": shapes.ids[r]})
+        assert first["offset"] == 0 and len(first["results"]) == 24
+        assert set(first["timings_ms"]) >= {"text", "combine", "search", "total"}
+        assert shapes.ids[r] not in result_ids(first), "the reference itself is never a result"
+        t2, second = ws.turn(edit_text(shapes, s1, d), {"image": shapes.ids[s1]}, parent=t1)
+        _, third = ws.turn(edit_text(shapes, d, s2), {"image": shapes.ids[d]}, parent=t2)
+        hits.append(
+            (
+                shapes.ids[s1] in result_ids(first)[:10],
+                shapes.ids[d] in result_ids(second)[:10],
+                shapes.ids[s2] in result_ids(third)[:10],
+            )
+        )
+        # branch: exclude_seen keeps turn 1's results out of its child's page
+        assert not set(result_ids(first)) & set(result_ids(second))
+    ws.close()
+    found = sum(sum(h) for h in hits)
+    assert found >= 0.8 * len(hits) * 3, f"targets in the top 10 for only {found} of {len(hits) * 3} turns: {hits}"
+    detail = api.request("GET", f"/api/conversations/{conversation['id']}").json()
+    assert len(detail["turns"]) == 18 and all(t["status"] == "done" for t in detail["turns"])
+    assert detail["turns"][1]["parent"] == detail["turns"][0]["id"]
+    assert detail["turns"][0]["chosen_image"] == shapes.ids["dev-0-1"] or not hits[0][0]
+
+
+def test_reindex_while_searching_switches_versions_without_a_gap(
+    live_services: LiveServices, shapes_world: Any, django_db_blocker: Any
+) -> None:
+    from cirweb.catalog.models import Collection, Image
+    from cirweb.catalog.services import reindex_job_start
+
+    with django_db_blocker.unblock():
+        first = create_collection("shapes-reindex", shapes_world, "train")
+    assert wait_job(first, django_db_blocker).status == "succeeded"
+    with django_db_blocker.unblock():
+        collection = Collection.objects.get(slug="shapes-reindex")
+        reference = Image.objects.filter(collection=collection).order_by("pk").first()
+    api = Api(live_services.base_url)
+    conversation = api.conversation("shapes-reindex")
+    ws = api.socket(live_services.ws_url, conversation["ws"])
+    stop = threading.Event()
+    answered: list[tuple[float, int]] = []
+    errors: list[Any] = []
+
+    def search_loop() -> None:
+        while not stop.is_set():
+            try:
+                turn, _ = ws.turn("make the circle red", {"image": reference.pk}, k=5, exclude_seen=False)
+                answered.append((time.monotonic(), turn))
+            except Exception as exc:  # any failure during the switch is the bug this test looks for
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=search_loop)
+    thread.start()
+    time.sleep(1.0)
+    with django_db_blocker.unblock():
+        second = reindex_job_start(collection=collection, kind="full").pk
+    job = wait_job(second, django_db_blocker)
+    time.sleep(1.0)
+    stop.set()
+    thread.join(60)
+    ws.close()
+    assert not errors, errors
+    assert job.status == "succeeded" and job.version.number == 2
+    turns = api.request("GET", f"/api/conversations/{conversation['id']}").json()["turns"]
+    versions = [t["index_version"] for t in turns]
+    assert all(t["status"] == "done" for t in turns)
+    assert versions[0] == 1 and versions[-1] == 2, versions
+    assert versions == sorted(versions), f"an answer went back to the old version: {versions}"

@@ -1,0 +1,36 @@
+"""`python manage.py serve [--port 8000]`: everything the product needs, supervised, on one machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from workers.supervisor import Supervisor, build_children
+
+
+class Command(BaseCommand):
+    help = "Start Redis (private unless CIR_REDIS_URL is set), a search worker, an index worker and daphne."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--no-colour", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        env = dict(os.environ)
+        redis_port = settings.CIR_PRIVATE_REDIS_PORT if settings.CIR_REDIS_IS_PRIVATE else None
+        env["CIR_REDIS_URL"] = settings.CIR_REDIS_URL  # children agree on the one Redis
+        env["CIR_DATA_DIR"] = str(settings.CIR_DATA_DIR)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        children = build_children(
+            port=options["port"], host=options["host"], redis_port=redis_port, data_dir=settings.CIR_DATA_DIR
+        )
+        shown_host = "localhost" if options["host"] in ("127.0.0.1", "0.0.0.0") else options["host"]
+        url = f"http://{shown_host}:{options['port']}/"
+        self.stdout.write(f"starting {', '.join(c.name for c in children)}; Ctrl-C stops them all")
+        colour = not options["no_colour"] and sys.stdout.isatty()
+        sys.exit(Supervisor(children, env, colour=colour).run(ready_url=url))

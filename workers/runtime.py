@@ -1,0 +1,116 @@
+"""What a worker process keeps in memory, loaded once: models by (encoder, combiner), index versions by
+(collection, version), and features of recent uploads.
+
+Loads are idempotent and locked (two threads asking for the same model load it once). Index versions are
+memory-mapped and read-only; a new active version is loaded on the first turn that needs it while the old
+one keeps serving turns already running, and is dropped once two newer ones are loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from retrieval.combiner import Fuser, load_combiner
+from retrieval.encoders import ClipEncoder, load_clip
+from retrieval.images import open_image
+from retrieval.store import IndexVersion, load_version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Models:
+    """The loaded bundle a search needs: encoder (with its preprocessing) and the fusion of features."""
+
+    clip_spec: str
+    combiner_spec: str
+    encoder: ClipEncoder
+    fuser: Fuser
+    load_seconds: float
+
+    @property
+    def key(self) -> str:
+        """Short identity of this pair, for caches on disk."""
+        return hashlib.sha1(f"{self.clip_spec}\0{self.combiner_spec}".encode()).hexdigest()[:12]
+
+
+class Runtime:
+    """Per-process caches. One instance per worker process (`runtime` below)."""
+
+    def __init__(self, device: str = "cpu", max_uploads: int = 256) -> None:
+        self.device = device
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, str], Models] = {}
+        self._indexes: OrderedDict[tuple[int, int], IndexVersion] = OrderedDict()
+        self._uploads: OrderedDict[tuple[int, str], NDArray[np.float32]] = OrderedDict()
+        self._max_uploads = max_uploads
+
+    def models(self, clip_spec: str, combiner_spec: str) -> Models:
+        key = (clip_spec, combiner_spec)
+        if key in self._models:
+            return self._models[key]
+        with self._lock:
+            if key not in self._models:
+                started = time.perf_counter()
+                encoder = load_clip(clip_spec, device=self.device)
+                combiner = None if combiner_spec in ("", "sum") else load_combiner(combiner_spec, device=encoder.device)
+                seconds = time.perf_counter() - started
+                self._models[key] = Models(clip_spec, combiner_spec, encoder, Fuser(combiner, encoder.dim), seconds)
+                log.info("loaded %s + %s in %.2fs", clip_spec, combiner_spec or "sum", seconds)
+        return self._models[key]
+
+    def index(self, collection_id: int, number: int, path: str) -> IndexVersion:
+        key = (collection_id, number)
+        if key in self._indexes:
+            self._indexes.move_to_end(key)
+            return self._indexes[key]
+        with self._lock:
+            if key not in self._indexes:
+                started = time.perf_counter()
+                self._indexes[key] = load_version(Path(path), mmap=True)
+                log.info(
+                    "loaded index %s v%d (%d vectors) in %.2fs",
+                    collection_id,
+                    number,
+                    self._indexes[key].meta.count,
+                    time.perf_counter() - started,
+                )
+                self._evict(collection_id)
+        return self._indexes[key]
+
+    def _evict(self, collection_id: int) -> None:
+        versions = sorted(n for c, n in self._indexes if c == collection_id)
+        for old in versions[:-2]:
+            self._indexes.pop((collection_id, old), None)
+
+    def upload_feature(self, upload_id: int, path: str, models: Models, cache_dir: Path) -> NDArray[np.float32]:
+        """The raw CLIP feature of an upload: from memory, from its file on disk, or encoded now (and kept)."""
+        key = (upload_id, models.key)
+        if key in self._uploads:
+            self._uploads.move_to_end(key)
+            return self._uploads[key]
+        cached = cache_dir / f"{upload_id}.{models.key}.npy"
+        if cached.is_file():
+            feature = np.load(cached)
+        else:
+            feature = models.encoder.encode_images([open_image(path)])[0]
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp.npy")
+            np.save(tmp, feature)
+            tmp.replace(cached)
+        self._uploads[key] = feature
+        while len(self._uploads) > self._max_uploads:
+            self._uploads.popitem(last=False)
+        return feature
+
+
+runtime = Runtime()

@@ -1,0 +1,198 @@
+"""Answering a turn: reference feature, text feature, fusion, search, results stored and published.
+
+Glue between the database (through the conversation and catalog services) and the engine (through the
+process's `runtime`). Every failure a user can cause ends as a `turn.failed` with a readable message.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from numpy.typing import NDArray
+
+from cirweb.catalog.models import Collection, IndexVersion
+from cirweb.catalog.services import collection_combiner, collection_encoder
+from cirweb.conversations import services as turns
+from retrieval.combiner import Mode
+from retrieval.errors import RetrievalError
+from retrieval.images import ImageError
+from retrieval.store import IndexVersion as LoadedVersion
+from workers.publish import publish
+from workers.runtime import Models, runtime
+
+
+class SearchFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+@dataclass
+class SearchOutcome:
+    ranked: list[tuple[int, float]]
+    timings_ms: dict[str, float]
+    version: IndexVersion
+
+
+def active_index(collection: Collection) -> tuple[IndexVersion, LoadedVersion]:
+    version = collection.active_version
+    if version is None:
+        raise SearchFailed(
+            "not_indexed", f"The collection {collection.name!r} has no index yet; ask staff to reindex it."
+        )
+    try:
+        return version, runtime.index(collection.pk, version.number, version.path)
+    except (OSError, RetrievalError) as exc:
+        raise SearchFailed("index_unavailable", f"The index of {collection.name!r} cannot be read ({exc}).") from None
+
+
+def models_for(collection: Collection) -> Models:
+    try:
+        return runtime.models(collection_encoder(collection), collection_combiner(collection))
+    except RetrievalError as exc:
+        raise SearchFailed("model_unavailable", str(exc)) from None
+
+
+def reference_feature(
+    models: Models, loaded: LoadedVersion, image_id: int | None, upload_path: str | None, upload_id: int | None
+) -> NDArray[np.float32] | None:
+    if image_id is not None:
+        try:
+            return loaded.features_of([image_id])
+        except KeyError:
+            raise SearchFailed(
+                "reference_missing",
+                f"Image {image_id} is not in the collection's current index; pick another reference or reindex.",
+            ) from None
+    if upload_id is not None and upload_path is not None:
+        try:
+            feature = runtime.upload_feature(
+                upload_id, upload_path, models, Path(settings.CIR_UPLOADS_DIR) / "features"
+            )
+        except ImageError as exc:
+            raise SearchFailed("reference_missing", f"The uploaded image cannot be read: {exc}") from None
+        return feature[None, :]
+    return None
+
+
+def run_search(
+    *,
+    collection: Collection,
+    mode: str,
+    text: str,
+    image_id: int | None,
+    upload_id: int | None,
+    upload_path: str | None,
+    k: int,
+    exclude: set[int],
+    stage: Any = None,
+) -> SearchOutcome:
+    """Fuse and search; `stage(name)` is called as the work moves on (for progress frames)."""
+    started = time.perf_counter()
+    version, loaded = active_index(collection)
+    models = models_for(collection)
+    if models.encoder.dim != loaded.meta.dim:
+        raise SearchFailed(
+            "model_mismatch",
+            f"The index holds {loaded.meta.dim}-d features but the model gives "
+            f"{models.encoder.dim}-d ones; reindex the collection.",
+        )
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    ref = reference_feature(models, loaded, image_id, upload_path, upload_id)
+    timings["reference"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    txt = models.encoder.encode_texts([text]) if text else None
+    timings["text"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    try:
+        query = models.fuser.fuse(Mode(mode), ref, txt)
+    except ValueError as exc:
+        raise SearchFailed("bad_mode", str(exc)) from None
+    timings["combine"] = (time.perf_counter() - t) * 1000
+    if stage:
+        stage("searching")
+    t = time.perf_counter()
+    scores, ids = loaded.index.search(query, k, exclude=exclude)
+    timings["search"] = (time.perf_counter() - t) * 1000
+    timings["total"] = (time.perf_counter() - started) * 1000
+    ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+    return SearchOutcome(ranked, {key: round(v, 2) for key, v in timings.items()}, version)
+
+
+def answer_turn(turn_id: int) -> str:
+    """Run one turn end to end. Returns what happened, for the task's log line."""
+    turns.turn_expire_stale()
+    turn = turns.turn_begin(turn_id=turn_id)
+    if turn is None:
+        return "skipped (already answered or gone)"
+    group = turn.conversation.group_name
+    publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": "encoding"})
+
+    def stage(name: str) -> None:
+        turns.turn_set_stage(turn_id=turn.pk, stage=name)
+        publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": name})
+
+    try:
+        upload = turn.reference_upload
+        if upload is not None and upload.deleted:
+            raise SearchFailed("reference_missing", "The uploaded reference was deleted.")
+        outcome = run_search(
+            collection=turn.conversation.collection,
+            mode=turn.mode,
+            text=turn.text,
+            image_id=turn.reference_image_id,
+            upload_id=upload.pk if upload else None,
+            upload_path=str(Path(settings.CIR_UPLOADS_DIR) / upload.file) if upload else None,
+            k=turn.pages * turn.k,
+            exclude=turns.turn_excluded_images(turn=turn),
+            stage=stage,
+        )
+    except SearchFailed as exc:
+        turns.turn_fail(turn_id=turn.pk, code=exc.code, message=exc.message)
+        publish(group, {"type": "turn.failed", "turn": turn.pk, "code": exc.code, "error": exc.message})
+        return f"failed: {exc.code}"
+    offset = (turn.pages - 1) * turn.k
+    page = outcome.ranked[offset:]
+    turns.turn_complete(turn=turn, ranked=page, timings_ms=outcome.timings_ms, version=outcome.version)
+    publish(
+        group,
+        {
+            "type": "turn.results",
+            "turn": turn.pk,
+            "offset": offset,
+            "results": [turns.result_payload(i, s) for i, s in page],
+            "timings_ms": outcome.timings_ms,
+        },
+    )
+    return f"done: {len(page)} results in {outcome.timings_ms['total']:.1f} ms"
+
+
+def answer_query(payload: dict[str, Any]) -> dict[str, Any]:
+    """The stateless scripting API (`POST /api/search`): validated by the web, searched here."""
+    collection = Collection.objects.select_related("active_version").get(pk=payload["collection_id"])
+    exclude = {payload["image"]} if payload.get("image") else set()
+    try:
+        outcome = run_search(
+            collection=collection,
+            mode=payload["mode"],
+            text=payload["text"],
+            image_id=payload.get("image"),
+            upload_id=payload.get("upload"),
+            upload_path=payload.get("upload_path"),
+            k=payload["k"],
+            exclude=exclude,
+        )
+    except SearchFailed as exc:
+        return {"ok": False, "code": exc.code, "error": exc.message}
+    return {
+        "ok": True,
+        "results": [turns.result_payload(i, s) for i, s in outcome.ranked],
+        "timings_ms": outcome.timings_ms,
+        "index_version": outcome.version.number,
+    }

@@ -1,0 +1,45 @@
+"""Listing a collection's source (a folder, or a dataset split) as `SourceImage`s for the catalog."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cirweb.catalog.models import Collection
+from cirweb.catalog.services import SourceImage
+from retrieval.datasets import load_dataset
+from retrieval.datasets.folder import scan_folder
+from retrieval.errors import DatasetError
+
+
+def source_listing(collection: Collection) -> list[SourceImage]:
+    """Every image the source holds now. Raises DatasetError (with the path and layout) when it cannot be read."""
+    kind, root = collection.source, Path(collection.source_path)
+    if kind == Collection.Source.FOLDER:
+        return [SourceImage(f.relpath, str(f.path), f.size, f.mtime_ns) for f in scan_folder(root)]
+    if kind not in (Collection.Source.CIRR, Collection.Source.FASHIONIQ, Collection.Source.SHAPES):
+        raise DatasetError(f"unknown collection source {kind!r}")
+    data = load_dataset(kind, root, collection.source_split or "val", check_images=True)
+    if not data.images:
+        raise DatasetError(
+            f"the {collection.source_split or 'val'} split under {root} lists no image that exists on disk"
+        )
+    scenes = _shapes_scenes(root, collection.source_split or "val") if kind == Collection.Source.SHAPES else {}
+    listing = []
+    for name, path in sorted(data.images.items()):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        listing.append(SourceImage(name, str(path), st.st_size, st.st_mtime_ns, scenes.get(name, {})))
+    return listing
+
+
+def _shapes_scenes(root: Path, split: str) -> dict[str, dict]:
+    import json
+
+    path = root / "shapes" / f"scenes.{split}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

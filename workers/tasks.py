@@ -1,0 +1,77 @@
+"""Celery tasks: ids and JSON in, one service call, retries on transient errors. Nothing else lives here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+from django.conf import settings
+from django.db import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from cirweb.conversations import services as turns
+from workers.app import app
+from workers.indexing import reindex_run
+from workers.runtime import runtime
+from workers.search import answer_query, answer_turn
+
+log = logging.getLogger(__name__)
+TRANSIENT = (OperationalError, RedisConnectionError)
+
+
+@worker_process_init.connect
+def _load_models_once(**_: Any) -> None:
+    """Load the default models when the worker process starts, not on its first turn."""
+    runtime.device = settings.CIR_DEVICE
+    try:
+        runtime.models(settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
+    except Exception as exc:  # a missing default model must not stop collections with their own models
+        log.warning("default models not loaded at start: %s", exc)
+
+
+@app.task(
+    bind=True,
+    name="workers.tasks.search_turn",
+    autoretry_for=TRANSIENT,
+    retry_backoff=0.5,
+    retry_backoff_max=5,
+    max_retries=3,
+    soft_time_limit=settings.CIR_SEARCH_TIME_LIMIT,
+    time_limit=settings.CIR_SEARCH_TIME_LIMIT + 15,
+)
+def search_turn(self: Any, turn_id: int) -> str:
+    try:
+        return answer_turn(turn_id)
+    except SoftTimeLimitExceeded:
+        turns.turn_fail(turn_id=turn_id, code="timeout", message="The search took too long and was stopped.")
+        raise
+    except TRANSIENT:
+        raise
+    except Exception:
+        turns.turn_fail(turn_id=turn_id, code="internal", message="Something went wrong on our side; try again.")
+        raise
+
+
+@app.task(name="workers.tasks.search_query", soft_time_limit=settings.CIR_SEARCH_TIME_LIMIT)
+def search_query(payload: dict[str, Any]) -> dict[str, Any]:
+    return answer_query(payload)
+
+
+@app.task(
+    bind=True,
+    name="workers.tasks.reindex_collection",
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    max_retries=5,
+    soft_time_limit=24 * 3600,
+    time_limit=24 * 3600 + 60,
+)
+def reindex_collection(self: Any, job_id: int) -> str:
+    return reindex_run(job_id)
+
+
+@app.task(name="workers.tasks.ping")
+def ping() -> str:
+    return "pong"
