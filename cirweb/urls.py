@@ -3,9 +3,12 @@ from django.urls import path
 
 from cirweb.api.api import api
 from cirweb.catalog import views as catalog_views
+from cirweb.conversations import views as chat_views
 from cirweb.health import healthz
 
 urlpatterns = [
+    path("", chat_views.chat, name="chat"),
+    path("c/<uuid:conversation_id>", chat_views.chat, name="conversation"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("healthz", healthz, name="healthz"),

@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.live import live_services, shapes, shapes_world  # noqa: F401  (session fixtures, shared)
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from clip.model import CLIP

@@ -72,7 +72,7 @@ def _indexed_sources(version: IndexVersion | None) -> dict[str, tuple[int, int]]
     return {rel: (size, mtime) for rel, size, mtime in data.values()}
 
 
-def reindex_run(job_id: int) -> str:
+def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
     job = ReindexJob.objects.select_related("collection__active_version").filter(pk=job_id).first()
     if job is None or job.status in ReindexJob.FINISHED:
         return "skipped"
@@ -136,7 +136,7 @@ def reindex_run(job_id: int) -> str:
             on_progress=on_progress,
             should_stop=should_stop,
             draft_size=models.encoder.input_resolution * 2,
-            show_progress=False,
+            show_progress=show_progress,
         )
     except ExtractionCancelled:
         shutil.rmtree(work_dir, ignore_errors=True)

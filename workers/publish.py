@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 log = logging.getLogger(__name__)
+_last_warning = 0.0
 
 
 def publish(group: str, event: dict[str, Any]) -> None:
@@ -17,7 +19,10 @@ def publish(group: str, event: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    global _last_warning
     try:
         async_to_sync(layer.group_send)(group, event)
-    except Exception:
-        log.exception("could not publish %s to %s", event.get("type"), group)
+    except Exception as exc:  # Redis down: the stored row is the record; say so, at most once a minute
+        if time.monotonic() - _last_warning > 60:
+            _last_warning = time.monotonic()
+            log.warning("could not publish %s to %s: %s", event.get("type"), group, exc)

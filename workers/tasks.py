@@ -43,7 +43,9 @@ def _load_models_once(**_: Any) -> None:
 )
 def search_turn(self: Any, turn_id: int) -> str:
     try:
-        return answer_turn(turn_id)
+        outcome = answer_turn(turn_id)
+        log.info("turn %s %s", turn_id, outcome)
+        return outcome
     except SoftTimeLimitExceeded:
         turns.turn_fail(turn_id=turn_id, code="timeout", message="The search took too long and was stopped.")
         raise
@@ -69,7 +71,9 @@ def search_query(payload: dict[str, Any]) -> dict[str, Any]:
     time_limit=24 * 3600 + 60,
 )
 def reindex_collection(self: Any, job_id: int) -> str:
-    return reindex_run(job_id)
+    outcome = reindex_run(job_id)
+    log.info("reindex job %s %s", job_id, outcome)
+    return outcome
 
 
 @app.task(name="workers.tasks.ping")

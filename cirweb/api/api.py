@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 from django.middleware.csrf import get_token
-from ninja import File, NinjaAPI, Schema
+from ninja import File, NinjaAPI, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.utils import check_csrf
@@ -95,7 +95,7 @@ def collection_images(
 
 
 @api.post("/conversations", response={201: dict[str, Any]}, summary="Start a conversation on a collection")
-def conversation_create(request: HttpRequest, body: ConversationIn) -> tuple[int, dict[str, Any]]:
+def conversation_create(request: HttpRequest, body: ConversationIn) -> Status[dict[str, Any]]:
     require_csrf(request)
     try:
         conversation = services.conversation_create(
@@ -103,7 +103,7 @@ def conversation_create(request: HttpRequest, body: ConversationIn) -> tuple[int
         )
     except services.TurnRejected as exc:
         raise rejected(exc) from None
-    return 201, {"id": str(conversation.id), "ws": f"/ws/conversations/{conversation.id}/"}
+    return Status(201, {"id": str(conversation.id), "ws": f"/ws/conversations/{conversation.id}/"})
 
 
 @api.get("/conversations", summary="The visitor's conversations, newest first")
@@ -137,14 +137,14 @@ def conversation_rename(request: HttpRequest, conversation_id: str, body: Conver
 
 
 @api.delete("/conversations/{conversation_id}", response={204: None}, summary="Delete a conversation")
-def conversation_delete(request: HttpRequest, conversation_id: str) -> tuple[int, None]:
+def conversation_delete(request: HttpRequest, conversation_id: str) -> Status[None]:
     require_csrf(request)
     services.conversation_delete(conversation=_conversation(request, conversation_id))
-    return 204, None
+    return Status(204, None)
 
 
 @api.post("/uploads", response={201: dict[str, Any]}, summary="Upload a reference image (multipart field 'file')")
-def upload_create(request: HttpRequest, file: File[UploadedFile]) -> tuple[int, dict[str, Any]]:
+def upload_create(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, Any]]:
     require_csrf(request)
     if file.size and file.size > settings.CIR_UPLOAD_MAX_BYTES:
         raise HttpError(413, f"The file is {file.size / 2**20:.1f} MB; the limit is {uploads.upload_limit_text()}.")
@@ -152,7 +152,7 @@ def upload_create(request: HttpRequest, file: File[UploadedFile]) -> tuple[int, 
         upload = uploads.upload_create(owner=owner_of(request), data=file.read(), original_name=file.name or "")
     except uploads.UploadRejected as exc:
         raise HttpError(400, str(exc)) from None
-    return 201, shaping.upload_json(upload)
+    return Status(201, shaping.upload_json(upload))
 
 
 @api.post("/search", summary="One composed query, answered by the search workers")

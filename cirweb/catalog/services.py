@@ -158,8 +158,9 @@ def _version_ids(version: IndexVersion) -> list[int]:
     return np.load(path).tolist() if path.is_file() else []
 
 
-def reindex_job_start(*, collection: Collection, kind: str, user: Any = None) -> ReindexJob:
-    """Queue a reindex of `collection`; refused while another one of it is queued or running."""
+def reindex_job_start(*, collection: Collection, kind: str, user: Any = None, enqueue: bool = True) -> ReindexJob:
+    """Queue a reindex of `collection`; refused while another one of it is queued or running. With
+    `enqueue=False` the caller runs the job itself (a command working without the workers)."""
     if kind not in ReindexJob.Kind.values:
         raise CatalogError(f"unknown reindex kind {kind!r}: use 'full' or 'incremental'")
     with transaction.atomic():
@@ -170,7 +171,8 @@ def reindex_job_start(*, collection: Collection, kind: str, user: Any = None) ->
         job = ReindexJob.objects.create(
             collection=collection, kind=kind, created_by=user if getattr(user, "is_authenticated", False) else None
         )
-        transaction.on_commit(lambda: queueing.enqueue_reindex(job.pk))
+        if enqueue:
+            transaction.on_commit(lambda: queueing.enqueue_reindex(job.pk))
     return job
 
 

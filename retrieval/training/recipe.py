@@ -40,6 +40,8 @@ PRESETS = {
     "quick": Preset(6, 2, 6, stage0_max_minutes=4.5, stage1_max_minutes=3.0, stage2_max_minutes=1.0),
 }
 CLIP_FILE, COMBINER_FILE, MANIFEST = "shapes-clip.pt", "shapes-combiner.pt", "manifest.json"
+# The world the committed default model was trained on (its train split) and the demo serves (its val split).
+DEFAULT_WORLD_SEED, DEFAULT_WORLD_IMAGES = 7, 25200
 
 
 def sha256(path: Path) -> str:

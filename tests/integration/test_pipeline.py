@@ -12,7 +12,7 @@ import pytest
 from retrieval.datasets.shapes import scene_diff
 from retrieval.datasets.shapes_text import phrase_all
 from tests.integration.clients import Api
-from tests.integration.conftest import LiveServices, ShapesCollection, create_collection, wait_job
+from tests.live import LiveServices, ShapesCollection, create_collection, wait_job
 
 pytestmark = pytest.mark.integration
 

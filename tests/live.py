@@ -1,4 +1,5 @@
-"""Real parts for integration tests: the Redis of the test settings, two `celery worker` processes (search
+"""Real parts for integration and browser tests (fixtures made available by tests/conftest.py):
+the Redis of the test settings, two `celery worker` processes (search
 and index queues) and daphne on a free port, all sharing the test database file. Nothing is mocked.
 """
 
@@ -20,7 +21,7 @@ import redis
 import requests
 from django.conf import settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

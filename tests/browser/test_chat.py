@@ -1,0 +1,185 @@
+"""The chat page in Debian's Chromium, driven by Playwright, against daphne + workers + Redis.
+
+Screenshots of each scenario are kept under test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from retrieval.datasets.shapes import scene_diff
+from retrieval.datasets.shapes_text import phrase_all
+from tests.live import LiveServices, ShapesCollection
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+CHROMIUM = os.environ.get("CIR_CHROMIUM", "/usr/bin/chromium")
+# Playwright's sync API runs an event loop in this thread; the ORM is only used before and after it.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"browser tests need Chromium at {CHROMIUM}: apt-get install -y chromium")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, live_services: LiveServices, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_services.base_url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_default_timeout(30_000)
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"))
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def snap(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def words(shapes: ShapesCollection, a: str, b: str) -> str:
+    return phrase_all(scene_diff(shapes.scenes[a], shapes.scenes[b]), shapes.scenes[a], random.Random(1))
+
+
+def send(page: Any, text: str) -> None:
+    before = page.locator("article.turn .answer .meta").count()
+    page.fill("#composer-text", text)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelectorAll('article.turn .answer .meta').length > {before}")
+
+
+def click_result(page: Any, turn_index: int, image_id: int | None) -> int:
+    """Click a result of the turn-th turn: `image_id` when it is shown, else the first one. Returns its id."""
+    cards = page.locator("article.turn").nth(turn_index).locator("figure.card")
+    card = cards.and_(page.locator(f'figure.card[data-image="{image_id}"]')) if image_id else cards.first
+    if card.count() == 0:
+        card = cards.first
+    chosen = int(card.first.get_attribute("data-image"))
+    card.first.locator("button.pick").click()
+    return chosen
+
+
+def test_three_turn_refinement_by_clicking_results(page: Any, shapes: ShapesCollection) -> None:
+    page.goto("/")
+    page.locator('#browse-grid img[alt="dev-1-0"]').click()
+    assert "dev-1-0" in page.locator("#reference-label").inner_text()
+    send(page, words(shapes, "dev-1-0", "dev-1-1"))
+    assert re.search(r"/c/[0-9a-f-]{36}$", page.url)
+    snap(page, "refine-1")
+    chosen = click_result(page, 0, shapes.ids["dev-1-1"])
+    assert "turn 1" in page.locator("#reference-label").inner_text()
+    names = {v: k for k, v in shapes.ids.items()}
+    send(page, words(shapes, names[chosen], "dev-1-5"))
+    chosen = click_result(page, 1, shapes.ids["dev-1-5"])
+    send(page, words(shapes, names[chosen], "dev-1-2"))
+    snap(page, "refine-3")
+    turns = page.locator("article.turn")
+    assert turns.count() == 3
+    for i in range(3):
+        assert turns.nth(i).locator("figure.card").count() == 24
+        assert "results" in turns.nth(i).locator(".meta").inner_text()
+    # each turn's reference is the result clicked in the turn before
+    second_ref = turns.nth(1).locator(".ask img").get_attribute("src")
+    assert second_ref and second_ref.startswith("/images/")
+    assert page.locator("#history li.current").count() == 1
+
+
+def test_start_from_an_upload(page: Any, shapes: ShapesCollection) -> None:
+    page.goto("/")
+    picture = shapes.world / "dev" / "dev-2-0.png"
+    page.set_input_files("#upload", str(picture))
+    page.wait_for_selector("#reference:not([hidden])")
+    assert "upload" in page.locator("#reference-label").inner_text()
+    send(page, words(shapes, "dev-2-0", "dev-2-3"))
+    snap(page, "upload")
+    ask = page.locator("article.turn .ask img").first
+    assert ask.get_attribute("src").startswith("/uploads/")
+    assert page.locator("article.turn figure.card").count() == 24
+
+
+def test_reload_resumes_and_a_dropped_socket_catches_up(
+    page: Any, shapes: ShapesCollection, live_services: LiveServices
+) -> None:
+    page.goto("/")
+    page.locator('#browse-grid img[alt="dev-10-0"]').click()
+    send(page, words(shapes, "dev-10-0", "dev-10-4"))
+    url = page.url
+    page.reload()
+    page.wait_for_selector("article.turn figure.card")
+    assert page.url == url and page.locator("article.turn").count() == 1
+    live_services.restart("web")  # the server drops every socket
+    page.wait_for_function("document.getElementById('connection').textContent === ''", timeout=60_000)
+    click_result(page, 0, None)
+    send(page, "make it larger")
+    assert page.locator("article.turn").count() == 2  # caught up, nothing duplicated
+    page.go_back()
+    page.wait_for_function("document.querySelectorAll('article.turn').length === 0")
+    page.go_forward()
+    page.wait_for_function("document.querySelectorAll('article.turn').length === 2")
+
+
+def test_branch_from_the_first_turn(page: Any, shapes: ShapesCollection) -> None:
+    page.goto("/")
+    page.locator('#browse-grid img[alt="dev-11-0"]').click()
+    send(page, words(shapes, "dev-11-0", "dev-11-1"))
+    click_result(page, 0, None)
+    send(page, "make it smaller")
+    click_result(page, 0, shapes.ids["dev-11-1"])  # back to turn 1: a new branch
+    assert "new branch" in page.locator("#reference-label").inner_text()
+    send(page, "remove the square")
+    snap(page, "branch")
+    third = page.locator("article.turn").nth(2)
+    assert "refining from turn 1" in third.locator(".branch").inner_text()
+
+
+def test_bad_input_is_refused_inline_and_html_stays_text(page: Any, shapes: ShapesCollection, tmp_path: Path) -> None:
+    page.goto("/")
+    page.locator("#send").click()
+    assert "Type what you are looking for" in page.locator("#composer-error").inner_text()
+    assert page.locator("article.turn").count() == 0
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    page.set_input_files("#upload", str(fake))
+    page.wait_for_selector("#composer-error:not([hidden])")
+    page.wait_for_function("document.getElementById('composer-error').textContent.includes('not an image')")
+    assert page.locator("#reference").is_hidden()
+    send(page, "<b>bold</b> <img src=x onerror=alert(1)> circles")
+    ask = page.locator("article.turn .words").first
+    assert ask.inner_text() == "<b>bold</b> <img src=x onerror=alert(1)> circles"
+    assert page.locator("article.turn .words b").count() == 0
+    assert "<b>bold</b>" in page.locator("#history").inner_text()
+    snap(page, "bad-input")
+    page.locator("article.turn figure.card .link", has_text="Open").first.click()
+    assert page.locator("#lightbox").is_visible()
+    page.keyboard.press("Escape")
+    assert page.locator("#lightbox").is_hidden()

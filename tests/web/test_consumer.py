@@ -1,0 +1,142 @@
+"""The conversation websocket: owner-only, every message validated, the socket always stays usable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.backends.db import SessionStore
+
+from cirweb.asgi import application
+from cirweb.catalog.models import Upload
+from cirweb.conversations import services
+from cirweb.conversations.models import Turn
+from cirweb.owners import VISITOR_KEY
+from tests.web.factories import make_collection, visitor
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+@pytest.fixture(autouse=True)
+def in_memory_layer(settings: Any) -> None:
+    settings.CHANNEL_LAYERS = IN_MEMORY
+
+
+def session_for(visitor_id: str) -> str:
+    store = SessionStore()
+    store[VISITOR_KEY] = visitor_id
+    store.create()
+    return str(store.session_key)
+
+
+async def connect(conversation_id: Any, visitor_id: str) -> WebsocketCommunicator:
+    cookie = f"sessionid={await session_key(visitor_id)}".encode()
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/conversations/{conversation_id}/",
+        headers=[(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie)],
+    )
+    return communicator
+
+
+async def session_key(visitor_id: str) -> str:
+    from channels.db import database_sync_to_async
+
+    return await database_sync_to_async(session_for)(visitor_id)
+
+
+@pytest.fixture
+def conversation() -> Any:
+    collection = make_collection()
+    return services.conversation_create(owner=visitor("alice"), collection_slug=collection.slug)
+
+
+async def test_only_the_owner_may_connect(conversation: Any) -> None:
+    stranger = await connect(conversation.id, "mallory")
+    connected, code = await stranger.connect()
+    assert not connected and code == 4403
+    missing = await connect("00000000-0000-0000-0000-000000000000", "alice")
+    assert (await missing.connect())[0] is False
+    owner = await connect(conversation.id, "alice")
+    assert (await owner.connect())[0] is True
+    await owner.disconnect()
+
+
+async def test_bad_messages_get_error_frames_and_the_socket_stays_usable(conversation: Any) -> None:
+    from channels.db import database_sync_to_async
+
+    ws = await connect(conversation.id, "alice")
+    await ws.connect()
+    image = await database_sync_to_async(lambda: conversation.collection.images.first())()
+    other = await database_sync_to_async(lambda: make_collection("elsewhere", 1).images.first())()
+    upload = await database_sync_to_async(
+        lambda: Upload.objects.create(
+            file="x.png",
+            content_type="image/png",
+            size=1,
+            width=1,
+            height=1,
+            sha256="0" * 64,
+            owner_visitor="alice",
+            deleted=True,
+        )
+    )()
+    cases = [
+        ("{not json", "bad_message"),
+        ('["a list"]', "bad_message"),
+        ('{"type": "turn.destroy"}', "bad_message"),
+        ('{"type": "turn.create", "text": "x", "reference": {"image": "7"}}', "bad_message"),
+        ('{"type": "turn.create", "text": "", "reference": null}', "empty_query"),
+        ('{"type": "turn.create", "text": "' + "x" * 1001 + '", "reference": null}', "text_too_long"),
+        ('{"type": "turn.create", "text": "red", "reference": null, "k": 0}', "bad_k"),
+        ('{"type": "turn.create", "text": "red", "reference": null, "k": 1000}', "bad_k"),
+        (f'{{"type": "turn.create", "text": "red", "reference": {{"image": {other.pk}}}}}', "reference_missing"),
+        (f'{{"type": "turn.create", "text": "red", "reference": {{"upload": {upload.pk}}}}}', "reference_missing"),
+        ('{"type": "turn.create", "text": "red", "reference": null, "parent": 999999}', "not_found"),
+        ('{"type": "turn.more", "turn": 999999}', "not_found"),
+        ('{"type": "feedback", "turn": 1, "image": 1, "value": "love"}', "not_found"),
+    ]
+    for text, code in cases:
+        await ws.send_to(text_data=text)
+        frame = await ws.receive_json_from(timeout=5)
+        assert frame["type"] == "error" and frame["code"] == code, (text[:60], frame)
+        assert frame["error"] and "Traceback" not in frame["error"]
+    assert await database_sync_to_async(Turn.objects.count)() == 0  # nothing half-written
+    await ws.send_json_to(
+        {
+            "type": "turn.create",
+            "client_id": "c1",
+            "text": "make it <b>blue</b>",
+            "reference": {"image": image.pk},
+            "mode": "combiner",
+            "k": 12,
+        }
+    )
+    accepted = await ws.receive_json_from(timeout=5)
+    assert accepted["type"] == "turn.accepted" and accepted["client_id"] == "c1"
+    assert (await ws.receive_json_from(timeout=5)) == {
+        "type": "turn.progress",
+        "turn": accepted["turn"],
+        "stage": "queued",
+    }
+    turn = await database_sync_to_async(Turn.objects.get)(pk=accepted["turn"])
+    assert turn.status == "queued" and turn.text == "make it <b>blue</b>" and turn.k == 12
+    await ws.disconnect()
+
+
+async def test_worker_events_are_forwarded_unchanged(conversation: Any) -> None:
+    ws = await connect(conversation.id, "alice")
+    await ws.connect()
+    event = {
+        "type": "turn.results",
+        "turn": 5,
+        "offset": 0,
+        "results": [{"image": 1, "score": 0.5, "thumb": "/images/1/thumb", "url": "/images/1"}],
+        "timings_ms": {"total": 3.0},
+    }
+    await get_channel_layer().group_send(conversation.group_name, event)
+    assert await ws.receive_json_from(timeout=5) == event
+    await ws.disconnect()
