@@ -16,7 +16,6 @@ from django.conf import settings
 from numpy.typing import NDArray
 
 from cirweb.catalog.models import Collection, IndexVersion
-from cirweb.catalog.services import collection_combiner, collection_encoder
 from cirweb.conversations import services as turns
 from retrieval.combiner import Mode
 from retrieval.errors import RetrievalError
@@ -51,9 +50,11 @@ def active_index(collection: Collection) -> tuple[IndexVersion, LoadedVersion]:
         raise SearchFailed("index_unavailable", f"The index of {collection.name!r} cannot be read ({exc}).") from None
 
 
-def models_for(collection: Collection) -> Models:
+def models_for(version: IndexVersion) -> Models:
+    """The models the active version was built with: a collection's new settings take effect with the
+    reindex that builds a version from them, never against an index made by other models."""
     try:
-        return runtime.models(collection_encoder(collection), collection_combiner(collection))
+        return runtime.models(version.encoder, version.combiner)
     except RetrievalError as exc:
         raise SearchFailed("model_unavailable", str(exc)) from None
 
@@ -95,7 +96,7 @@ def run_search(
     """Fuse and search; `stage(name)` is called as the work moves on (for progress frames)."""
     started = time.perf_counter()
     version, loaded = active_index(collection)
-    models = models_for(collection)
+    models = models_for(version)
     if models.encoder.dim != loaded.meta.dim:
         raise SearchFailed(
             "model_mismatch",

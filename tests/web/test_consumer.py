@@ -140,3 +140,36 @@ async def test_worker_events_are_forwarded_unchanged(conversation: Any) -> None:
     await get_channel_layer().group_send(conversation.group_name, event)
     assert await ws.receive_json_from(timeout=5) == event
     await ws.disconnect()
+
+
+async def test_job_progress_channel_is_for_staff_only() -> None:
+    from channels.db import database_sync_to_async
+    from django.contrib.auth.models import User
+
+    from cirweb.catalog.models import ReindexJob
+
+    def setup() -> tuple[int, str, str]:
+        job = ReindexJob.objects.create(collection=make_collection())
+        keys = []
+        for name, staff in (("plain", False), ("staffer", True)):
+            user = User.objects.create_user(name, password="x", is_staff=staff)
+            store = SessionStore()
+            store["_auth_user_id"] = str(user.pk)
+            store["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
+            store["_auth_user_hash"] = user.get_session_auth_hash()
+            store.create()
+            keys.append(str(store.session_key))
+        return job.pk, keys[0], keys[1]
+
+    job_id, plain, staffer = await database_sync_to_async(setup)()
+    for key, allowed in ((None, False), (plain, False), (staffer, True)):
+        headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
+        if key:
+            headers.append((b"cookie", f"sessionid={key}".encode()))
+        ws = WebsocketCommunicator(application, f"/ws/admin/jobs/{job_id}/", headers=headers)
+        connected, _ = await ws.connect()
+        assert connected is allowed
+        if connected:
+            await get_channel_layer().group_send(f"reindex.{job_id}", {"type": "job.progress", "done": 3})
+            assert (await ws.receive_json_from(timeout=5))["done"] == 3
+            await ws.disconnect()

@@ -1,0 +1,279 @@
+"""Admin for collections, their index versions and reindexing jobs.
+
+Reindexing and cancelling need the `catalog.reindex_collection` permission, checked on every action and
+view that changes an index. Job pages show live progress over a websocket, with polling as a fallback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from cirweb.catalog import services
+from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
+from cirweb.catalog.validation import model_problem, source_problem
+
+REINDEX_PERMISSION = "catalog.reindex_collection"
+
+
+def can_reindex(request: HttpRequest) -> bool:
+    return bool(request.user.is_active and request.user.is_staff and request.user.has_perm(REINDEX_PERMISSION))
+
+
+class CollectionForm(forms.ModelForm):
+    class Meta:
+        model = Collection
+        fields = ["name", "slug", "description", "source", "source_path", "source_split", "encoder", "combiner"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        problem = source_problem(data.get("source", ""), data.get("source_path", ""), data.get("source_split", ""))
+        if problem:
+            self.add_error("source_path", f"This source cannot be indexed: {problem}.")
+        problem = model_problem(data.get("encoder", ""), data.get("combiner", ""))
+        if problem:
+            self.add_error("encoder" if "CLIP" in problem else "combiner", f"{problem[0].upper()}{problem[1:]}.")
+        return data
+
+
+class IndexVersionInline(admin.TabularInline):
+    model = IndexVersion
+    extra = 0
+    can_delete = False
+    fields = ["number", "count", "dim", "index_type", "encoder", "combiner", "build_seconds", "created", "activate"]
+    readonly_fields = [
+        "number",
+        "count",
+        "dim",
+        "index_type",
+        "encoder",
+        "combiner",
+        "build_seconds",
+        "created",
+        "activate",
+    ]
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="")
+    def activate(self, version: IndexVersion) -> str:
+        if version.collection.active_version_id == version.pk:
+            return "active"
+        # the form itself is rendered after the change form (forms cannot nest); see the template
+        return format_html(
+            '<button type="submit" form="activate-{}" class="button">Switch to this version</button>', version.pk
+        )
+
+
+@admin.register(Collection)
+class CollectionAdmin(admin.ModelAdmin):
+    form = CollectionForm
+    list_display = ["name", "slug", "source", "image_count", "active", "last_job"]
+    list_filter = ["source"]
+    search_fields = ["name", "slug", "source_path"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [IndexVersionInline]
+    actions = ["reindex_incremental", "reindex_full"]
+    change_form_template = "admin/catalog/collection/change_form.html"
+
+    @admin.display(description="Images")
+    def image_count(self, collection: Collection) -> int:
+        return collection.images.filter(removed=False).count()
+
+    @admin.display(description="Active version")
+    def active(self, collection: Collection) -> str:
+        v = collection.active_version
+        return f"v{v.number} · {v.count} vectors · {v.index_type}" if v else "not indexed"
+
+    @admin.display(description="Last reindex")
+    def last_job(self, collection: Collection) -> str:
+        job = collection.jobs.order_by("-created").first()
+        if job is None:
+            return "-"
+        url = reverse("admin:catalog_reindexjob_change", args=[job.pk])
+        return format_html(
+            '<a href="{}">{} {} ({}%)</a>', url, job.get_kind_display(), job.status, f"{job.percent:.0f}"
+        )
+
+    def has_reindex_permission(self, request: HttpRequest) -> bool:
+        return can_reindex(request)
+
+    def _start(self, request: HttpRequest, queryset: QuerySet[Collection], kind: str) -> HttpResponse | None:
+        jobs = []
+        for collection in queryset:
+            try:
+                jobs.append(services.reindex_job_start(collection=collection, kind=kind, user=request.user))
+            except services.CatalogError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        if len(jobs) == 1:
+            return HttpResponseRedirect(reverse("admin:catalog_reindexjob_change", args=[jobs[0].pk]))
+        if jobs:
+            self.message_user(request, f"Queued {len(jobs)} reindexing jobs.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Reindex (incremental)", permissions=["reindex"])
+    def reindex_incremental(self, request: HttpRequest, queryset: QuerySet[Collection]) -> HttpResponse | None:
+        return self._start(request, queryset, ReindexJob.Kind.INCREMENTAL)
+
+    @admin.action(description="Reindex (full)", permissions=["reindex"])
+    def reindex_full(self, request: HttpRequest, queryset: QuerySet[Collection]) -> HttpResponse | None:
+        return self._start(request, queryset, ReindexJob.Kind.FULL)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        versions = IndexVersion.objects.filter(collection_id=object_id) if object_id.isdigit() else []
+        extra = {"switchable_versions": versions if can_reindex(request) else [], **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def get_urls(self) -> list[Any]:
+        activate = self.admin_site.admin_view(require_POST(self.activate_view))
+        return [
+            path("<int:collection_id>/activate/<int:version_id>/", activate, name="catalog_collection_activate"),
+            *super().get_urls(),
+        ]
+
+    def activate_view(self, request: HttpRequest, collection_id: int, version_id: int) -> HttpResponse:
+        if not can_reindex(request):
+            raise PermissionDenied("Switching index versions needs the reindex permission.")
+        collection = get_object_or_404(Collection, pk=collection_id)
+        version = get_object_or_404(IndexVersion, pk=version_id, collection=collection)
+        services.collection_activate_version(collection=collection, version=version)
+        self.message_user(request, f"{collection.name} now searches version {version.number}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:catalog_collection_change", args=[collection.pk]))
+
+
+@admin.register(ReindexJob)
+class ReindexJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "collection", "kind", "status", "progress", "skipped", "created_by", "created", "finished"]
+    list_filter = ["status", "kind", "collection"]
+    date_hierarchy = "created"
+    readonly_fields = [f.name for f in ReindexJob._meta.fields]
+    change_form_template = "admin/catalog/reindexjob/change_form.html"
+
+    @admin.display(description="Progress")
+    def progress(self, job: ReindexJob) -> str:
+        return f"{job.done}/{job.total} ({job.percent:.0f}%)"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[Any]:
+        site = self.admin_site
+        return [
+            path("<int:job_id>/progress.json", site.admin_view(self.progress_view), name="catalog_reindexjob_progress"),
+            path(
+                "<int:job_id>/cancel/",
+                site.admin_view(require_POST(self.cancel_view)),
+                name="catalog_reindexjob_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {"can_reindex": can_reindex(request), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def progress_view(self, request: HttpRequest, job_id: int) -> JsonResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(ReindexJob.objects.select_related("version"), pk=job_id)
+        return JsonResponse(job_progress(job))
+
+    def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        if not can_reindex(request):
+            raise PermissionDenied("Cancelling a reindex needs the reindex permission.")
+        job = get_object_or_404(ReindexJob, pk=job_id)
+        try:
+            services.reindex_job_cancel(job=job)
+            self.message_user(request, f"Job {job.pk} is cancelling; the active version stays in place.")
+        except services.CatalogError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:catalog_reindexjob_change", args=[job.pk]))
+
+
+def job_progress(job: ReindexJob) -> dict[str, Any]:
+    return {
+        "job": job.pk,
+        "status": job.status,
+        "done": job.done,
+        "total": job.total,
+        "skipped": job.skipped,
+        "images_per_second": round(job.images_per_second, 1),
+        "eta_seconds": job.eta_seconds,
+        "percent": round(job.percent, 1),
+        "added": job.added,
+        "changed": job.changed,
+        "deleted": job.deleted,
+        "error": job.error,
+        "version": job.version.number if job.version else None,
+        "skipped_reasons": job.skipped_reasons,
+    }
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    list_display = ["id", "thumb", "relpath", "collection", "indexed", "removed", "skip_reason"]
+    list_filter = ["collection", "indexed", "removed"]
+    search_fields = ["relpath"]
+    readonly_fields = [f.name for f in Image._meta.fields]
+
+    @admin.display(description="")
+    def thumb(self, image: Image) -> str:
+        return format_html(
+            '<img src="/images/{}/thumb" width="48" height="48" alt="{}" loading="lazy">', image.pk, image.relpath
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Upload)
+class UploadAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "picture",
+        "original_name",
+        "content_type",
+        "size",
+        "width",
+        "height",
+        "owner_user",
+        "deleted",
+        "created",
+    ]
+    list_filter = ["deleted", "content_type"]
+    readonly_fields = [f.name for f in Upload._meta.fields]
+
+    @admin.display(description="")
+    def picture(self, upload: Upload) -> str:
+        # staff see thumbnails through the file path only; the public URL serves owners alone
+        return f"{upload.width}x{upload.height}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
