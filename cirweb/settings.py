@@ -50,6 +50,7 @@ def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": data_dir / "cirweb.sqlite3",
             "OPTIONS": SQLITE_OPTIONS,
+            "CONN_MAX_AGE": 600,  # keep connections: opening one costs milliseconds on every turn
         }
     parsed = urlparse(url)
     if parsed.scheme in ("postgres", "postgresql", "pgsql"):
@@ -60,7 +61,7 @@ def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
             "PASSWORD": unquote(parsed.password or ""),
             "HOST": parsed.hostname or "",
             "PORT": str(parsed.port or ""),
-            "CONN_MAX_AGE": 60,
+            "CONN_MAX_AGE": 600,
             "CONN_HEALTH_CHECKS": True,
         }
     if parsed.scheme == "sqlite":
@@ -68,6 +69,7 @@ def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": unquote(parsed.path) or data_dir / "cirweb.sqlite3",
             "OPTIONS": SQLITE_OPTIONS,
+            "CONN_MAX_AGE": 600,
         }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported: use postgres:// or sqlite://")
 
@@ -190,7 +192,13 @@ CIR_REDIS_IS_PRIVATE = not os.environ.get("CIR_REDIS_URL")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [CIR_REDIS_URL], "capacity": 1000, "expiry": 60},
+        # redis-py 8 times reads out after 5 s by default, the same 5 s that channels-redis blocks waiting for
+        # a message: an idle socket's consumer would die. Reads may block longer than the wait, never less.
+        "CONFIG": {
+            "hosts": [{"address": CIR_REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "capacity": 1000,
+            "expiry": 60,
+        },
     }
 }
 

@@ -15,14 +15,17 @@ import numpy as np
 from django.conf import settings
 from numpy.typing import NDArray
 
-from cirweb.catalog.models import Collection, IndexVersion
+from cirweb.catalog.models import Collection, IndexVersion, Upload
 from cirweb.conversations import services as turns
+from cirweb.conversations.models import Conversation
 from retrieval.combiner import Mode
 from retrieval.errors import RetrievalError
 from retrieval.images import ImageError
 from retrieval.store import IndexVersion as LoadedVersion
 from workers.publish import publish
 from workers.runtime import Models, runtime
+
+_last_expiry = 0.0
 
 
 class SearchFailed(Exception):
@@ -38,16 +41,33 @@ class SearchOutcome:
     version: IndexVersion
 
 
-def active_index(collection: Collection) -> tuple[IndexVersion, LoadedVersion]:
-    version = collection.active_version
-    if version is None:
-        raise SearchFailed(
-            "not_indexed", f"The collection {collection.name!r} has no index yet; ask staff to reindex it."
+# Rows that never change once written, cached per process: every ORM query on a turn's path costs
+# milliseconds of Python on small machines.
+_conversation_collection: dict[Any, int] = {}
+_versions: dict[int, IndexVersion] = {}
+
+
+def collection_of(conversation_id: Any) -> int:
+    if conversation_id not in _conversation_collection:
+        _conversation_collection[conversation_id] = (
+            Conversation.objects.filter(pk=conversation_id).values_list("collection_id", flat=True).get()
         )
+    return _conversation_collection[conversation_id]
+
+
+def active_index(collection_id: int) -> tuple[IndexVersion, LoadedVersion]:
+    """The collection's active version (read on every turn, so a switch takes effect on the next one)."""
+    version_id = Collection.objects.filter(pk=collection_id).values_list("active_version_id", flat=True).first()
+    if version_id is None:
+        name = Collection.objects.filter(pk=collection_id).values_list("name", flat=True).first() or "?"
+        raise SearchFailed("not_indexed", f"The collection {name!r} has no index yet; ask staff to reindex it.")
+    if version_id not in _versions:
+        _versions[version_id] = IndexVersion.objects.get(pk=version_id)
+    version = _versions[version_id]
     try:
-        return version, runtime.index(collection.pk, version.number, version.path)
+        return version, runtime.index(collection_id, version.number, version.path)
     except (OSError, RetrievalError) as exc:
-        raise SearchFailed("index_unavailable", f"The index of {collection.name!r} cannot be read ({exc}).") from None
+        raise SearchFailed("index_unavailable", f"Index version {version.number} cannot be read ({exc}).") from None
 
 
 def models_for(version: IndexVersion) -> Models:
@@ -60,7 +80,7 @@ def models_for(version: IndexVersion) -> Models:
 
 
 def reference_feature(
-    models: Models, loaded: LoadedVersion, image_id: int | None, upload_path: str | None, upload_id: int | None
+    models: Models, loaded: LoadedVersion, image_id: int | None, upload_id: int | None
 ) -> NDArray[np.float32] | None:
     if image_id is not None:
         try:
@@ -70,11 +90,13 @@ def reference_feature(
                 "reference_missing",
                 f"Image {image_id} is not in the collection's current index; pick another reference or reindex.",
             ) from None
-    if upload_id is not None and upload_path is not None:
+    if upload_id is not None:
+        row = Upload.objects.filter(pk=upload_id).values_list("file", "deleted").first()
+        if row is None or row[1]:
+            raise SearchFailed("reference_missing", "The uploaded reference was deleted.")
+        path = str(Path(settings.CIR_UPLOADS_DIR) / row[0])
         try:
-            feature = runtime.upload_feature(
-                upload_id, upload_path, models, Path(settings.CIR_UPLOADS_DIR) / "features"
-            )
+            feature = runtime.upload_feature(upload_id, path, models, Path(settings.CIR_UPLOADS_DIR) / "features")
         except ImageError as exc:
             raise SearchFailed("reference_missing", f"The uploaded image cannot be read: {exc}") from None
         return feature[None, :]
@@ -83,19 +105,18 @@ def reference_feature(
 
 def run_search(
     *,
-    collection: Collection,
+    collection_id: int,
     mode: str,
     text: str,
     image_id: int | None,
     upload_id: int | None,
-    upload_path: str | None,
     k: int,
     exclude: set[int],
     stage: Any = None,
 ) -> SearchOutcome:
     """Fuse and search; `stage(name)` is called as the work moves on (for progress frames)."""
     started = time.perf_counter()
-    version, loaded = active_index(collection)
+    version, loaded = active_index(collection_id)
     models = models_for(version)
     if models.encoder.dim != loaded.meta.dim:
         raise SearchFailed(
@@ -105,7 +126,7 @@ def run_search(
         )
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    ref = reference_feature(models, loaded, image_id, upload_path, upload_id)
+    ref = reference_feature(models, loaded, image_id, upload_id)
     timings["reference"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
     txt = models.encoder.encode_texts([text]) if text else None
@@ -128,28 +149,26 @@ def run_search(
 
 def answer_turn(turn_id: int) -> str:
     """Run one turn end to end. Returns what happened, for the task's log line."""
-    turns.turn_expire_stale()
+    global _last_expiry
+    if time.monotonic() - _last_expiry > 10:  # sweep turns whose worker died, now and then
+        _last_expiry = time.monotonic()
+        turns.turn_expire_stale()
     turn = turns.turn_begin(turn_id=turn_id)
     if turn is None:
         return "skipped (already answered or gone)"
-    group = turn.conversation.group_name
+    group = Conversation.group_for(turn.conversation_id)
     publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": "encoding"})
 
-    def stage(name: str) -> None:
-        turns.turn_set_stage(turn_id=turn.pk, stage=name)
+    def stage(name: str) -> None:  # shown live; the stored status stays "queued" until the turn is done
         publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": name})
 
     try:
-        upload = turn.reference_upload
-        if upload is not None and upload.deleted:
-            raise SearchFailed("reference_missing", "The uploaded reference was deleted.")
         outcome = run_search(
-            collection=turn.conversation.collection,
+            collection_id=collection_of(turn.conversation_id),
             mode=turn.mode,
             text=turn.text,
             image_id=turn.reference_image_id,
-            upload_id=upload.pk if upload else None,
-            upload_path=str(Path(settings.CIR_UPLOADS_DIR) / upload.file) if upload else None,
+            upload_id=turn.reference_upload_id,
             k=turn.pages * turn.k,
             exclude=turns.turn_excluded_images(turn=turn),
             stage=stage,
@@ -160,7 +179,7 @@ def answer_turn(turn_id: int) -> str:
         return f"failed: {exc.code}"
     offset = (turn.pages - 1) * turn.k
     page = outcome.ranked[offset:]
-    turns.turn_complete(turn=turn, ranked=page, timings_ms=outcome.timings_ms, version=outcome.version)
+    turns.turn_complete(turn=turn, ranked=page, timings_ms=outcome.timings_ms, version_id=outcome.version.pk)
     publish(
         group,
         {
@@ -176,16 +195,14 @@ def answer_turn(turn_id: int) -> str:
 
 def answer_query(payload: dict[str, Any]) -> dict[str, Any]:
     """The stateless scripting API (`POST /api/search`): validated by the web, searched here."""
-    collection = Collection.objects.select_related("active_version").get(pk=payload["collection_id"])
     exclude = {payload["image"]} if payload.get("image") else set()
     try:
         outcome = run_search(
-            collection=collection,
+            collection_id=payload["collection_id"],
             mode=payload["mode"],
             text=payload["text"],
             image_id=payload.get("image"),
             upload_id=payload.get("upload"),
-            upload_path=payload.get("upload_path"),
             k=payload["k"],
             exclude=exclude,
         )

@@ -116,7 +116,7 @@ def search_payload(
         upload = Upload.objects.filter(pk=ref.upload_id, deleted=False).first()
         if upload is None or owner is None or not owner.owns(upload):
             raise services.TurnRejected("reference_missing", f"Upload {ref.upload_id} does not exist or was deleted.")
-        payload["upload"], payload["upload_path"] = upload.pk, str(settings.CIR_UPLOADS_DIR / upload.file)
+        payload["upload"] = upload.pk
     has_reference = "image" in payload or "upload" in payload
     if not has_reference and not payload["text"]:
         raise services.TurnRejected("empty_query", "Give a text, a reference, or both.")

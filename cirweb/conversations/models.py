@@ -32,7 +32,11 @@ class Conversation(models.Model):
     @property
     def group_name(self) -> str:
         """The channel-layer group that receives this conversation's events."""
-        return f"conversation.{self.id.hex}"
+        return self.group_for(self.id)
+
+    @staticmethod
+    def group_for(conversation_id: uuid.UUID) -> str:
+        return f"conversation.{conversation_id.hex}"
 
 
 class Turn(models.Model):

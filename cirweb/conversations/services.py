@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from cirweb import queueing
-from cirweb.catalog.models import Collection, Image, IndexVersion, Upload
+from cirweb.catalog.models import Collection, Image, Upload
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
 from cirweb.owners import Owner
 
@@ -104,7 +104,11 @@ def turn_create(
     ref = parse_reference(reference)
     image = upload = None
     if ref.image_id is not None:
-        image = Image.objects.filter(pk=ref.image_id, collection=conversation.collection_id, removed=False).first()
+        image = (
+            Image.objects.filter(pk=ref.image_id, collection=conversation.collection_id, removed=False)
+            .values_list("pk", flat=True)
+            .first()
+        )
         if image is None:
             raise TurnRejected("reference_missing", f"Image {ref.image_id} is not in this collection.")
     if ref.upload_id is not None:
@@ -118,31 +122,39 @@ def turn_create(
         mode = Turn.Mode.TEXT  # nothing to combine with: the words alone
     elif not text:
         mode = Turn.Mode.IMAGE  # "more like this"
-    parent_turn = None
+    parent_id = None
     if parent is not None:
         if not isinstance(parent, int) or isinstance(parent, bool):
             raise TurnRejected("bad_message", "parent must be a turn id or null")
-        parent_turn = Turn.objects.filter(pk=parent, conversation=conversation).first()
-        if parent_turn is None:
+        parent_id = Turn.objects.filter(pk=parent, conversation=conversation).values_list("pk", flat=True).first()
+        if parent_id is None:
             raise TurnRejected("not_found", f"Turn {parent} is not part of this conversation.")
+    # Every query here is on the path from the user's Enter to their results: few, and narrow.
     with transaction.atomic():
         turn = Turn.objects.create(
             conversation=conversation,
-            parent=parent_turn,
+            parent_id=parent_id,
             client_id=str(client_id)[:64],
-            reference_image=image,
+            reference_image_id=image,
             reference_upload=upload,
             text=text,
             mode=mode,
             k=k,
             exclude_seen=exclude_seen,
         )
-        if parent_turn is not None and image is not None and parent_turn.results.filter(image=image).exists():
-            Turn.objects.filter(pk=parent_turn.pk).update(chosen_image=image)
-            Feedback.objects.get_or_create(turn=parent_turn, image=image, defaults={"value": Feedback.Value.CHOSEN})
+        if (
+            parent_id is not None
+            and image is not None
+            and TurnResult.objects.filter(turn_id=parent_id, image_id=image).exists()
+        ):
+            Turn.objects.filter(pk=parent_id).update(chosen_image_id=image)
+            Feedback.objects.bulk_create(
+                [Feedback(turn_id=parent_id, image_id=image, value=Feedback.Value.CHOSEN)], ignore_conflicts=True
+            )
+        changes: dict[str, Any] = {"updated": timezone.now()}
         if not conversation.title:
-            conversation.title = (text or f"Image {image.pk if image else ''}")[:60]
-        conversation.save(update_fields=["title", "updated"])
+            conversation.title = changes["title"] = (text or f"Image {image or ''}")[:60]
+        Conversation.objects.filter(pk=conversation.pk).update(**changes)
         transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk))
     return turn
 
@@ -190,12 +202,13 @@ def turn_excluded_images(*, turn: Turn) -> set[int]:
     )
     if turn.reference_image_id:
         excluded.add(turn.reference_image_id)
-    if turn.exclude_seen:
+    if turn.exclude_seen and turn.parent_id:
+        parents = dict(Turn.objects.filter(conversation=turn.conversation_id).values_list("pk", "parent_id"))
         ancestors: list[int] = []
-        node = turn.parent
-        while node is not None and len(ancestors) < 1000:
-            ancestors.append(node.pk)
-            node = node.parent
+        node: int | None = turn.parent_id
+        while node is not None and node not in ancestors:  # the branch from this turn up to the first one
+            ancestors.append(node)
+            node = parents.get(node)
         excluded |= set(TurnResult.objects.filter(turn_id__in=ancestors).values_list("image_id", flat=True))
     return excluded
 
@@ -217,33 +230,40 @@ def turn_expire_stale(*, conversation: Conversation | None = None) -> int:
 # -- called by the search worker ----------------------------------------------------------------------------
 
 
+TURN_FIELDS = (
+    "id",
+    "conversation_id",
+    "parent_id",
+    "reference_image_id",
+    "reference_upload_id",
+    "text",
+    "mode",
+    "k",
+    "pages",
+    "exclude_seen",
+    "status",
+    "created",
+)
+
+
 def turn_begin(*, turn_id: int) -> Turn | None:
-    """Claim a queued turn for searching; None when it is already answered (a redelivered task) or gone."""
-    with transaction.atomic():
-        turn = (
-            Turn.objects.select_for_update()
-            .select_related("conversation__collection__active_version", "reference_image", "reference_upload")
-            .filter(pk=turn_id)
-            .first()
-        )
-        if turn is None or turn.status not in Turn.PENDING:
-            return None
-        turn.status = Turn.Status.ENCODING
-        turn.save(update_fields=["status"])
-    return turn
+    """The queued turn to answer; None when it is already answered (a redelivered task) or gone.
 
-
-def turn_set_stage(*, turn_id: int, stage: str) -> None:
-    Turn.objects.filter(pk=turn_id, status__in=Turn.PENDING).update(status=stage)
+    Nothing is written here: a turn stays "queued" in the database until its results are stored (progress
+    is shown live over the socket), so a turn whose worker died is simply answered by the redelivery.
+    """
+    turn = Turn.objects.filter(pk=turn_id).only(*TURN_FIELDS).first()
+    return turn if turn is not None and turn.status in Turn.PENDING else None
 
 
 def turn_complete(
-    *, turn: Turn, ranked: list[tuple[int, float]], timings_ms: dict[str, float], version: IndexVersion | None
+    *, turn: Turn, ranked: list[tuple[int, float]], timings_ms: dict[str, float], version_id: int | None
 ) -> list[TurnResult]:
     """Store the ranked results (image id, score) of all pages so far; returns the newest page's rows."""
     offset = (turn.pages - 1) * turn.k
     with transaction.atomic():
-        TurnResult.objects.filter(turn=turn, rank__gte=offset).delete()
+        if offset:  # a later page: replace what an interrupted earlier attempt may have left
+            TurnResult.objects.filter(turn=turn, rank__gte=offset).delete()
         rows = TurnResult.objects.bulk_create(
             [TurnResult(turn=turn, rank=offset + i, image_id=img, score=score) for i, (img, score) in enumerate(ranked)]
         )
@@ -252,7 +272,7 @@ def turn_complete(
             status=Turn.Status.DONE,
             timings_ms=timings_ms,
             finished=now,
-            index_version=version,
+            index_version_id=version_id,
             latency_ms=(now - turn.created).total_seconds() * 1000,
             error="",
             error_code="",

@@ -102,3 +102,13 @@ def test_reindex_while_searching_switches_versions_without_a_gap(
     assert all(t["status"] == "done" for t in turns)
     assert versions[0] == 1 and versions[-1] == 2, versions
     assert versions == sorted(versions), f"an answer went back to the old version: {versions}"
+
+
+def test_an_idle_socket_stays_open(live_services: LiveServices, shapes: ShapesCollection) -> None:
+    """The channel layer waits 5 s for messages; an idle socket must survive longer than that."""
+    api = Api(live_services.base_url)
+    ws = api.socket(live_services.ws_url, api.conversation(shapes.slug)["ws"])
+    time.sleep(12)
+    turn, results = ws.turn("make the circle blue", {"image": shapes.ids["dev-0-0"]})
+    assert results["turn"] == turn and results["results"]
+    ws.close()
