@@ -153,6 +153,7 @@ def live_services(django_db_blocker: Any) -> Iterator[LiveServices]:
         db_url = database_url()
     env = {
         **os.environ,
+        "CIR_TURN_EXPIRES": "15",  # short, so the test of a dead worker does not wait two minutes
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": db_url,
         "PYTHONUNBUFFERED": "1",

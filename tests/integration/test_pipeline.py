@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from retrieval.datasets.shapes import scene_diff
 from retrieval.datasets.shapes_text import phrase_all
 from tests.integration.clients import Api
-from tests.live import LiveServices, ShapesCollection, create_collection, wait_job
+from tests.live import LiveServices, ShapesCollection, create_collection, wait_healthy, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -111,4 +112,35 @@ def test_an_idle_socket_stays_open(live_services: LiveServices, shapes: ShapesCo
     time.sleep(12)
     turn, results = ws.turn("make the circle blue", {"image": shapes.ids["dev-0-0"]})
     assert results["turn"] == turn and results["results"]
+    ws.close()
+
+
+def test_a_turn_nobody_answers_fails_with_a_message(live_services: LiveServices, shapes: ShapesCollection) -> None:
+    """No search worker (it died): the turn is failed with a readable message, never left queued."""
+    api = Api(live_services.base_url)
+    conversation = api.conversation(shapes.slug)
+    ws = api.socket(live_services.ws_url, conversation["ws"])
+    live_services.processes["search"].stop(signal.SIGKILL)
+    try:
+        ws.send(
+            {
+                "type": "turn.create",
+                "client_id": "lost",
+                "text": "make it green",
+                "reference": {"image": shapes.ids["dev-0-0"]},
+            }
+        )
+        turn = ws.until("turn.accepted")["turn"]
+        failed = ws.until("turn.failed", turn, timeout=60)
+        assert failed["code"] == "timeout" and "worker" in failed["error"]
+        detail = api.request("GET", f"/api/conversations/{conversation['id']}").json()
+        assert detail["turns"][0]["status"] == "failed"
+    finally:
+        ws.close()
+        live_services.processes["search"].start(live_services.env)
+        wait_healthy(live_services)
+    # with the worker back, the same conversation goes on
+    ws = api.socket(live_services.ws_url, conversation["ws"])
+    _, results = ws.turn("make it green", {"image": shapes.ids["dev-0-0"]})
+    assert results["results"]
     ws.close()

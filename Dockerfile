@@ -1,0 +1,12 @@
+# One image for the web process and both workers (the command differs). CPU build of PyTorch.
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 CIR_DATA_DIR=/data
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY requirements.txt .
+# The CPU wheels are a fraction of the default CUDA build; use the default index on a GPU host instead.
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+COPY . .
+RUN python manage.py collectstatic --no-input -v0
+EXPOSE 8000
+CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "cirweb.asgi:application"]
