@@ -34,10 +34,12 @@ Preprocess = Callable[[Image.Image], torch.Tensor]
 
 @dataclass(frozen=True)
 class Item:
-    """One image to extract: its id (the collection's image id) and where its bytes are."""
+    """One image to extract: its id (the collection's image id), where its bytes are, and a stamp of the
+    file's version (size and mtime, say) so a resumed run never reuses features of an older file."""
 
     id: int
     path: Path
+    stamp: str = ""
 
 
 @dataclass
@@ -123,7 +125,7 @@ class ChunkStore:
     def fingerprint(items: Sequence[Item]) -> str:
         digest = hashlib.sha1()
         for it in items:
-            digest.update(f"{it.id}\0{it.path}\n".encode())
+            digest.update(f"{it.id}\0{it.path}\0{it.stamp}\n".encode())
         return digest.hexdigest()
 
     def path(self, n: int) -> Path:

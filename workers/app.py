@@ -40,8 +40,10 @@ app.conf.update(
     task_track_started=False,
     result_expires=3600,
     broker_connection_retry_on_startup=True,
-    # With Redis, a message taken by a worker that vanished (machine lost) comes back after this long.
-    broker_transport_options={"visibility_timeout": 15 * 60},
+    # With Redis, a message taken by a worker that vanished (machine lost) comes back after this long. It
+    # must exceed the longest task (a reindex may run for hours), or a second worker would start the same
+    # job while the first still runs; turns lost this way fail by expiry long before.
+    broker_transport_options={"visibility_timeout": 25 * 3600},
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )

@@ -8,11 +8,15 @@ leaves search exactly as it was. A job redelivered after its worker died resumes
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from cirweb.catalog import services as catalog
@@ -24,6 +28,7 @@ from workers.publish import publish
 from workers.runtime import runtime
 from workers.sources import source_listing
 
+log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5  # seconds between stored/published progress updates
 MAX_REASONS = 500
 
@@ -73,33 +78,58 @@ def _indexed_sources(version: IndexVersion | None) -> dict[str, tuple[int, int]]
 
 
 def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
+    """Run a reindex job; whatever happens, the job ends succeeded, failed or cancelled (never stuck running)."""
     job = ReindexJob.objects.select_related("collection__active_version").filter(pk=job_id).first()
     if job is None or job.status in ReindexJob.FINISHED:
         return "skipped"
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    if catalog.reindex_job_alive_elsewhere(job, me):
+        return "skipped: another worker is running this job"
     if job.cancel_requested:
         return _finish(job, ReindexJob.Status.CANCELLED)
+    try:
+        return _run(job, show_progress)
+    except SoftTimeLimitExceeded:
+        return _finish(job, ReindexJob.Status.FAILED, "the job ran past its time limit and was stopped")
+    except Exception as exc:  # the job must end readable whatever broke; the traceback goes to the log
+        log.exception("reindex job %s failed", job.pk)
+        return _finish(job, ReindexJob.Status.FAILED, f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _run(job: ReindexJob, show_progress: bool) -> str:
     collection, previous = job.collection, job.collection.active_version
-    catalog.reindex_job_update(job_id=job.pk, status=ReindexJob.Status.RUNNING, started=job.started or timezone.now())
+    catalog.reindex_job_update(
+        job_id=job.pk, status=ReindexJob.Status.RUNNING, started=job.started or timezone.now(), heartbeat=timezone.now()
+    )
     started = time.monotonic()
     try:
         listing = source_listing(collection)
         models = runtime.models(catalog.collection_encoder(collection), catalog.collection_combiner(collection))
     except RetrievalError as exc:
         return _finish(job, ReindexJob.Status.FAILED, str(exc))
-    incremental = job.kind == ReindexJob.Kind.INCREMENTAL and previous is not None
-    scan = catalog.collection_apply_scan(
-        collection=collection, listing=listing, indexed=_indexed_sources(previous) if incremental else None
-    )
-    if incremental and _indexed_sources(previous) is None:
-        incremental = False  # the active version predates source tracking: treat as full
+    indexed = _indexed_sources(previous) if job.kind == ReindexJob.Kind.INCREMENTAL and previous is not None else None
+    if (
+        indexed is not None
+        and previous is not None
+        and (previous.encoder, previous.dim) != (models.clip_spec, models.encoder.dim)
+    ):
+        indexed = None  # another encoder made the active version: its features cannot be reused
+    incremental = indexed is not None
+    scan = catalog.collection_apply_scan(collection=collection, listing=listing, indexed=indexed)
     catalog.reindex_job_update(
-        job_id=job.pk, added=scan.added, changed=scan.changed, deleted=scan.deleted, total=len(scan.extract_ids)
+        job_id=job.pk,
+        added=scan.added,
+        changed=scan.changed,
+        deleted=scan.deleted,
+        total=len(scan.extract_ids),
+        heartbeat=timezone.now(),
     )
     if incremental and not scan.extract_ids and not scan.deleted_ids:
         catalog.reindex_job_update(job_id=job.pk, version=previous)
         return _finish(job, ReindexJob.Status.SUCCEEDED)
-    paths = dict(Image.objects.filter(pk__in=scan.extract_ids).values_list("pk", "path"))
-    items = [Item(i, Path(paths[i])) for i in scan.extract_ids]
+    rows = Image.objects.filter(pk__in=scan.extract_ids).values_list("pk", "path", "size", "mtime_ns")
+    files = {pk: (path, f"{size}:{mtime}") for pk, path, size, mtime in rows}
+    items = [Item(i, Path(files[i][0]), files[i][1]) for i in scan.extract_ids]
     work_dir = catalog.collection_dir(collection) / "jobs" / str(job.pk)
     last = {"t": 0.0, "cancel_checked": 0.0}
 
@@ -115,6 +145,7 @@ def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
             skipped=p.skipped,
             images_per_second=p.images_per_second,
             eta_seconds=p.eta_seconds,
+            heartbeat=timezone.now(),
         )
         job.refresh_from_db()
         publish_job(job)
@@ -141,9 +172,10 @@ def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
     except ExtractionCancelled:
         shutil.rmtree(work_dir, ignore_errors=True)
         return _finish(job, ReindexJob.Status.CANCELLED)
-    reasons = {i: r for i, r in result.skipped.items()}
+    reasons = dict(result.skipped)
     for image_id, reason in reasons.items():
         Image.objects.filter(pk=image_id).update(skip_reason=reason[:500])
+    Image.objects.filter(pk__in=result.ids.tolist()).exclude(skip_reason="").update(skip_reason="")
     ids, features = result.ids, result.features
     if incremental and previous is not None:
         old = load_version(previous.path, mmap=True)
@@ -154,22 +186,15 @@ def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
     if len(ids) == 0:
         shutil.rmtree(work_dir, ignore_errors=True)
         return _finish(job, ReindexJob.Status.FAILED, "no image could be read, so there is nothing to index")
-    sources = dict(Image.objects.filter(pk__in=ids.tolist()).values_list("pk", "relpath"))
     stats = {
-        i: (r, s, m)
-        for i, r, s, m in Image.objects.filter(pk__in=ids.tolist()).values_list("pk", "relpath", "size", "mtime_ns")
+        pk: (rel, size, mtime)
+        for pk, rel, size, mtime in Image.objects.filter(pk__in=ids.tolist()).values_list(
+            "pk", "relpath", "size", "mtime_ns"
+        )
     }
     root = catalog.collection_dir(collection)
-    number = (
-        max(
-            [
-                *version_numbers(root),
-                *IndexVersion.objects.filter(collection=collection).values_list("number", flat=True),
-            ],
-            default=0,
-        )
-        + 1
-    )
+    taken = IndexVersion.objects.filter(collection=collection).values_list("number", flat=True)
+    number = max([*version_numbers(root), *taken], default=0) + 1
     written = write_version(
         root,
         ids,
@@ -178,8 +203,12 @@ def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
         combiner=models.combiner_spec,
         version=number,
         extra={"job": job.pk, "skipped": len(reasons)},
-        extra_files={"sources.json": json.dumps({str(i): stats[i] for i in sources})},
+        extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},
     )
+    if ReindexJob.objects.filter(pk=job.pk, cancel_requested=True).exists():  # cancelled while writing
+        shutil.rmtree(written.path, ignore_errors=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return _finish(job, ReindexJob.Status.CANCELLED)
     version = catalog.index_version_register(
         collection=collection,
         number=number,

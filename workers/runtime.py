@@ -12,6 +12,7 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,13 +71,13 @@ class Runtime:
 
     def index(self, collection_id: int, number: int, path: str) -> IndexVersion:
         key = (collection_id, number)
-        if key in self._indexes:
-            self._indexes.move_to_end(key)
-            return self._indexes[key]
-        with self._lock:
-            if key not in self._indexes:
+        with self._lock:  # cheap: the common case is a dictionary hit
+            if key in self._indexes:
+                self._indexes.move_to_end(key)
+            else:
                 started = time.perf_counter()
                 self._indexes[key] = load_version(Path(path), mmap=True)
+                self._indexes.move_to_end(key)
                 log.info(
                     "loaded index %s v%d (%d vectors) in %.2fs",
                     collection_id,
@@ -84,13 +85,15 @@ class Runtime:
                     self._indexes[key].meta.count,
                     time.perf_counter() - started,
                 )
-                self._evict(collection_id)
-        return self._indexes[key]
+                self._evict(collection_id, keep=key)
+            return self._indexes[key]
 
-    def _evict(self, collection_id: int) -> None:
-        versions = sorted(n for c, n in self._indexes if c == collection_id)
-        for old in versions[:-2]:
-            self._indexes.pop((collection_id, old), None)
+    def _evict(self, collection_id: int, keep: tuple[int, int]) -> None:
+        """Keep the two versions of a collection used most recently (the new one and the one that may still
+        be serving turns already running); the mapping is ordered by last use."""
+        used = [k for k in self._indexes if k[0] == collection_id and k != keep]
+        for old in used[:-1]:
+            self._indexes.pop(old, None)
 
     def upload_feature(self, upload_id: int, path: str, models: Models, cache_dir: Path) -> NDArray[np.float32]:
         """The raw CLIP feature of an upload: from memory, from its file on disk, or encoded now (and kept)."""
@@ -104,7 +107,7 @@ class Runtime:
         else:
             feature = models.encoder.encode_images([open_image(path)])[0]
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp.npy")
+            tmp = cached.with_suffix(f".{uuid.uuid4().hex}.tmp.npy")
             np.save(tmp, feature)
             tmp.replace(cached)
         self._uploads[key] = feature

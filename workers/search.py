@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import OperationalError
 from numpy.typing import NDArray
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cirweb.catalog.models import Collection, IndexVersion, Upload
 from cirweb.conversations import services as turns
@@ -26,6 +29,7 @@ from workers.publish import publish
 from workers.runtime import Models, runtime
 
 _last_expiry = 0.0
+TRANSIENT = (OperationalError, RedisConnectionError)  # worth a retry: the database or Redis blinked
 
 
 class SearchFailed(Exception):
@@ -162,23 +166,35 @@ def answer_turn(turn_id: int) -> str:
     def stage(name: str) -> None:  # shown live; the stored status stays "queued" until the turn is done
         publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": name})
 
+    def fail(code: str, message: str) -> None:
+        turns.turn_fail(turn_id=turn.pk, code=code, message=message)
+        publish(group, {"type": "turn.failed", "turn": turn.pk, "code": code, "error": message})
+
     try:
+        # a later page ("more") searches k more: the pages already shown are among the exclusions
         outcome = run_search(
             collection_id=collection_of(turn.conversation_id),
             mode=turn.mode,
             text=turn.text,
             image_id=turn.reference_image_id,
             upload_id=turn.reference_upload_id,
-            k=turn.pages * turn.k,
+            k=turn.k,
             exclude=turns.turn_excluded_images(turn=turn),
             stage=stage,
         )
     except SearchFailed as exc:
-        turns.turn_fail(turn_id=turn.pk, code=exc.code, message=exc.message)
-        publish(group, {"type": "turn.failed", "turn": turn.pk, "code": exc.code, "error": exc.message})
+        fail(exc.code, exc.message)
         return f"failed: {exc.code}"
+    except SoftTimeLimitExceeded:
+        fail("timeout", "The search took too long and was stopped.")
+        raise
+    except TRANSIENT:
+        raise  # retried by the task; if it never succeeds the turn expires with a message
+    except Exception:
+        fail("internal", "Something went wrong on our side; try again.")
+        raise
     offset = (turn.pages - 1) * turn.k
-    page = outcome.ranked[offset:]
+    page = outcome.ranked
     turns.turn_complete(turn=turn, ranked=page, timings_ms=outcome.timings_ms, version_id=outcome.version.pk)
     publish(
         group,

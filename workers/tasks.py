@@ -5,20 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 from django.conf import settings
-from django.db import OperationalError
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from cirweb.conversations import services as turns
 from workers.app import app
 from workers.indexing import reindex_run
 from workers.runtime import runtime
-from workers.search import answer_query, answer_turn
+from workers.search import TRANSIENT, answer_query, answer_turn
 
 log = logging.getLogger(__name__)
-TRANSIENT = (OperationalError, RedisConnectionError)
 
 
 @worker_process_init.connect
@@ -42,18 +37,9 @@ def _load_models_once(**_: Any) -> None:
     time_limit=settings.CIR_SEARCH_TIME_LIMIT + 15,
 )
 def search_turn(self: Any, turn_id: int) -> str:
-    try:
-        outcome = answer_turn(turn_id)
-        log.info("turn %s %s", turn_id, outcome)
-        return outcome
-    except SoftTimeLimitExceeded:
-        turns.turn_fail(turn_id=turn_id, code="timeout", message="The search took too long and was stopped.")
-        raise
-    except TRANSIENT:
-        raise
-    except Exception:
-        turns.turn_fail(turn_id=turn_id, code="internal", message="Something went wrong on our side; try again.")
-        raise
+    outcome = answer_turn(turn_id)  # failures are stored and published there; transient ones retried here
+    log.info("turn %s %s", turn_id, outcome)
+    return outcome
 
 
 @app.task(name="workers.tasks.search_query", soft_time_limit=settings.CIR_SEARCH_TIME_LIMIT)

@@ -14,7 +14,7 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         job_id = self.scope["url_route"]["kwargs"]["job_id"]
-        if not (user is not None and user.is_active and user.is_staff) or not await self._exists(job_id):
+        if not await self._allowed(user, job_id):
             await self.close(code=4403)
             return
         self.group = f"reindex.{job_id}"
@@ -32,5 +32,8 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(event)
 
     @database_sync_to_async
-    def _exists(self, job_id: int) -> bool:
+    def _allowed(self, user: Any, job_id: int) -> bool:
+        """Staff who may view reindexing jobs, for a job that exists (as the admin's own job page)."""
+        if user is None or not (user.is_active and user.is_staff and user.has_perm("catalog.view_reindexjob")):
+            return False
         return ReindexJob.objects.filter(pk=job_id).exists()

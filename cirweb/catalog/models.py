@@ -124,6 +124,8 @@ class ReindexJob(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="Last sign of life from the worker.")
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running the job.")
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:

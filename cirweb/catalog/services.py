@@ -5,8 +5,10 @@ Plain functions, keyword-only; views, admin actions and worker tasks call these 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -140,15 +142,17 @@ def index_version_register(
 
 
 def collection_activate_version(*, collection: Collection, version: IndexVersion) -> None:
-    """Switch the collection to `version` in one UPDATE; searches pick it up on their next turn."""
+    """Switch the collection to `version` (searches pick it up on their next turn), together with the
+    images' `indexed` flags, in one transaction."""
     if version.collection_id != collection.pk:
         raise CatalogError(f"version {version.number} belongs to another collection")
-    Collection.objects.filter(pk=collection.pk).update(active_version=version, updated=timezone.now())
-    collection.active_version = version
-    Image.objects.filter(collection=collection).update(indexed=False)
     indexed_ids = _version_ids(version)
-    for start in range(0, len(indexed_ids), 5000):
-        Image.objects.filter(pk__in=indexed_ids[start : start + 5000]).update(indexed=True)
+    with transaction.atomic():
+        Collection.objects.filter(pk=collection.pk).update(active_version=version, updated=timezone.now())
+        Image.objects.filter(collection=collection).update(indexed=False)
+        for start in range(0, len(indexed_ids), 5000):
+            Image.objects.filter(pk__in=indexed_ids[start : start + 5000]).update(indexed=True)
+    collection.active_version = version
 
 
 def _version_ids(version: IndexVersion) -> list[int]:
@@ -166,6 +170,13 @@ def reindex_job_start(*, collection: Collection, kind: str, user: Any = None, en
     with transaction.atomic():
         Collection.objects.select_for_update().get(pk=collection.pk)
         running = ReindexJob.objects.filter(collection=collection).exclude(status__in=ReindexJob.FINISHED).first()
+        if running is not None and reindex_job_is_stale(running):
+            ReindexJob.objects.filter(pk=running.pk).update(
+                status=ReindexJob.Status.FAILED,
+                finished=timezone.now(),
+                error="its worker stopped answering (no progress for 10 minutes)",
+            )
+            running = None
         if running is not None:
             raise ReindexConflict(f"{collection.name} is already being reindexed (job {running.pk}, {running.status})")
         job = ReindexJob.objects.create(
@@ -185,11 +196,37 @@ def reindex_job_cancel(*, job: ReindexJob) -> ReindexJob:
             raise CatalogError(f"job {job.pk} has already {job.status}")
         job.cancel_requested = True
         fields = ["cancel_requested"]
-        if job.status == ReindexJob.Status.QUEUED:
+        if job.status == ReindexJob.Status.QUEUED or reindex_job_is_stale(job):  # nobody will see the request
             job.status, job.finished = ReindexJob.Status.CANCELLED, timezone.now()
             fields += ["status", "finished"]
         job.save(update_fields=fields)
     return job
+
+
+STALE_AFTER = timedelta(minutes=10)  # a running job shows progress every half second
+
+
+def reindex_job_is_stale(job: ReindexJob) -> bool:
+    """A running job whose worker has given no sign of life for a long time (its process or machine died)."""
+    last = job.heartbeat or job.started
+    return job.status == ReindexJob.Status.RUNNING and last is not None and timezone.now() - last > STALE_AFTER
+
+
+def reindex_job_alive_elsewhere(job: ReindexJob, me: str) -> bool:
+    """True when another live process runs this job (a duplicate delivery must not start it twice). A job
+    redelivered because its process died on this host is taken over at once, to resume from its chunks."""
+    if job.status != ReindexJob.Status.RUNNING or not job.worker or job.worker == me:
+        return False
+    host, _, pid = job.worker.rpartition(":")
+    if host == me.rpartition(":")[0] and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False  # that process is gone
+        except PermissionError:
+            return True
+        return True
+    return job.heartbeat is not None and timezone.now() - job.heartbeat < timedelta(seconds=60)
 
 
 def reindex_job_update(*, job_id: int, **fields: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -38,7 +38,7 @@ def thumbnail(source: Path, kind: str, key: int, size: int | None = None) -> tup
             picture = ImageOps.exif_transpose(image).convert("RGB")
             picture.thumbnail((size, size), PILImage.Resampling.LANCZOS)
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
             picture.save(tmp, "JPEG", quality=85, optimize=True)
             tmp.replace(target)
     except (OSError, ValueError, SyntaxError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def upload_create(*, owner: Owner, data: bytes, original_name: str = "") -> Uplo
     path = Path(settings.CIR_UPLOADS_DIR) / relative
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
     return Upload.objects.create(

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.http import FileResponse, Http404, HttpRequest, HttpResponseBase, HttpResponseNotModified
 from django.views.decorators.http import require_GET
 
-from cirweb.catalog.models import Image
+from cirweb.catalog.models import Image, Upload
 from cirweb.catalog.thumbnails import ThumbnailError, etag_for, thumbnail
 from cirweb.catalog.uploads import upload_get, upload_path
 from cirweb.owners import owner_from
@@ -29,10 +29,22 @@ def _serve(request: HttpRequest, path: Path, etag: str, content_type: str | None
 
 
 def _image(image_id: int) -> Path:
-    image = Image.objects.filter(pk=image_id).only("path").first()
-    if image is None or not Path(image.path).is_file():
+    """The file of a collection image, only if it still belongs to the source and sits inside it (a
+    symlink in a source folder must not expose files elsewhere on the server)."""
+    row = (
+        Image.objects.filter(pk=image_id, removed=False)
+        .values_list("path", "collection__source", "collection__source_path")
+        .first()
+    )
+    if row is None:
         raise Http404("No such image.")
-    return Path(image.path)
+    path = Path(row[0]).resolve()
+    root = Path(row[2]).resolve()
+    if row[1] == "folder" and not path.is_relative_to(root):
+        raise Http404("No such image.")
+    if not path.is_file():
+        raise Http404("No such image.")
+    return path
 
 
 @require_GET
@@ -53,6 +65,13 @@ def image_thumb(request: HttpRequest, image_id: int) -> HttpResponseBase:
 def _upload(request: HttpRequest, upload_id: int) -> Path:
     owner = owner_from(request.session, request.user, create=False)
     upload = upload_get(owner=owner, upload_id=upload_id) if owner else None
+    if (
+        upload is None
+        and request.user.is_active
+        and request.user.is_staff
+        and request.user.has_perm("catalog.view_upload")
+    ):  # staff reviewing the query history
+        upload = Upload.objects.filter(pk=upload_id).first()
     if upload is None:
         raise Http404("No such upload.")
     return upload_path(upload)

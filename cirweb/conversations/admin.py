@@ -221,6 +221,11 @@ class TurnAdmin(ReadOnlyAdmin):
                 return value
 
         writer = csv.writer(Echo())
+
+        def cell(value: str) -> str:
+            # a cell a spreadsheet would run as a formula is written as text
+            return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
         header = [
             "turn",
             "conversation",
@@ -253,11 +258,11 @@ class TurnAdmin(ReadOnlyAdmin):
                         t.created.isoformat(),
                         owner_text(t.conversation),
                         t.mode,
-                        t.text,
+                        cell(t.text),
                         t.reference_image_id or "",
                         t.reference_upload_id or "",
                         t.status,
-                        t.error,
+                        cell(t.error),
                         "" if t.latency_ms is None else round(t.latency_ms, 1),
                         top,
                         t.chosen_image_id or "",

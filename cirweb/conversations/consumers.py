@@ -30,6 +30,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         found = await self._load(self.scope["url_route"]["kwargs"]["conversation_id"])
         if found is None:
+            # accepted first so the close code reaches the browser (a refused handshake is only "1006")
+            await self.accept()
             await self.close(code=REFUSED)
             return
         self.owner, self.conversation = found
@@ -88,10 +90,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self._watch(turn.pk)
 
     async def on_feedback(self, msg: dict[str, Any]) -> None:
-        feedback = await self._feedback(msg)
-        await self.send_json(
-            {"type": "feedback.saved", "turn": feedback.turn_id, "image": feedback.image_id, "value": feedback.value}
-        )
+        await self._feedback(msg)  # the protocol has no acknowledgement frame; errors come as `error`
 
     # -- group events from the worker: forwarded as they are --------------------------------------------
 
@@ -157,4 +156,4 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     @database_sync_to_async
     def _expire(self, turn_id: int) -> Turn | None:
         services.turn_expire_stale(conversation=self.conversation)
-        return Turn.objects.filter(pk=turn_id, status=Turn.Status.FAILED, error_code="timeout").first()
+        return Turn.objects.filter(pk=turn_id, status=Turn.Status.FAILED).first()

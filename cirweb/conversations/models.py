@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from cirweb.catalog.models import Collection, Image, IndexVersion, Upload
 
@@ -80,6 +81,11 @@ class Turn(models.Model):
         help_text="The result the user refined from next.",
     )
     created = models.DateTimeField(auto_now_add=True, db_index=True)
+    queued_at = models.DateTimeField(
+        default=timezone.now,
+        db_index=True,
+        help_text="When the latest request (the turn, or its last 'more') was queued.",
+    )
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:

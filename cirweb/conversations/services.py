@@ -175,7 +175,9 @@ def turn_more(*, turn: Turn) -> Turn:
     if (turn.pages + 1) * turn.k > settings.CIR_K_MAX * 5:
         raise TurnRejected("bad_k", "That is as far as this turn's results go; refine instead.")
     with transaction.atomic():
-        Turn.objects.filter(pk=turn.pk).update(pages=turn.pages + 1, status=Turn.Status.QUEUED, error="", error_code="")
+        Turn.objects.filter(pk=turn.pk).update(
+            pages=turn.pages + 1, status=Turn.Status.QUEUED, error="", error_code="", queued_at=timezone.now()
+        )
         transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk))
     turn.refresh_from_db()
     return turn
@@ -193,8 +195,9 @@ def feedback_set(*, turn: Turn, image_id: Any, value: Any) -> Feedback:
 
 
 def turn_excluded_images(*, turn: Turn) -> set[int]:
-    """What this turn must not show: results already shown on its branch (when `exclude_seen`), every
-    result rejected anywhere in the conversation, and its own reference image."""
+    """What this turn must not show: with `exclude_seen`, every result the conversation has already shown
+    (ARCHITECTURE.md: "excluding what the conversation has already shown"); always, results rejected
+    anywhere in the conversation, the turn's own reference, and the pages of this turn already shown."""
     excluded = set(
         Feedback.objects.filter(turn__conversation=turn.conversation_id, value=Feedback.Value.REJECTED).values_list(
             "image_id", flat=True
@@ -202,21 +205,17 @@ def turn_excluded_images(*, turn: Turn) -> set[int]:
     )
     if turn.reference_image_id:
         excluded.add(turn.reference_image_id)
-    if turn.exclude_seen and turn.parent_id:
-        parents = dict(Turn.objects.filter(conversation=turn.conversation_id).values_list("pk", "parent_id"))
-        ancestors: list[int] = []
-        node: int | None = turn.parent_id
-        while node is not None and node not in ancestors:  # the branch from this turn up to the first one
-            ancestors.append(node)
-            node = parents.get(node)
-        excluded |= set(TurnResult.objects.filter(turn_id__in=ancestors).values_list("image_id", flat=True))
+    shown = TurnResult.objects.filter(turn__conversation=turn.conversation_id)
+    if not turn.exclude_seen:
+        shown = shown.filter(turn=turn)  # earlier pages of this turn only
+    excluded |= set(shown.values_list("image_id", flat=True))
     return excluded
 
 
 def turn_expire_stale(*, conversation: Conversation | None = None) -> int:
     """Fail turns that waited longer than CIR_TURN_EXPIRES (their worker died or never came)."""
     cutoff = timezone.now() - timedelta(seconds=settings.CIR_TURN_EXPIRES)
-    stale = Turn.objects.filter(status__in=Turn.PENDING, created__lt=cutoff)
+    stale = Turn.objects.filter(status__in=Turn.PENDING, queued_at__lt=cutoff)
     if conversation is not None:
         stale = stale.filter(conversation=conversation)
     return stale.update(
@@ -259,7 +258,7 @@ def turn_begin(*, turn_id: int) -> Turn | None:
 def turn_complete(
     *, turn: Turn, ranked: list[tuple[int, float]], timings_ms: dict[str, float], version_id: int | None
 ) -> list[TurnResult]:
-    """Store the ranked results (image id, score) of all pages so far; returns the newest page's rows."""
+    """Store the newest page's ranked results (image id, score) at ranks from (pages - 1) * k."""
     offset = (turn.pages - 1) * turn.k
     with transaction.atomic():
         if offset:  # a later page: replace what an interrupted earlier attempt may have left
@@ -273,7 +272,7 @@ def turn_complete(
             timings_ms=timings_ms,
             finished=now,
             index_version_id=version_id,
-            latency_ms=(now - turn.created).total_seconds() * 1000,
+            latency_ms=(now - turn.queued_at).total_seconds() * 1000,
             error="",
             error_code="",
         )

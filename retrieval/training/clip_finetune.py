@@ -108,6 +108,8 @@ def finetune_clip(
             schedule.step()
             state.step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+                break  # out of time: finish this epoch here (validate, save) and stop
         model.eval()
         metrics = evaluate_split(
             ClipEncoder(model, encoder.preprocess, encoder.device, clip_spec),

@@ -93,6 +93,7 @@ def train_clip(
     seed: int = 0,
     max_minutes: float | None = None,
     restart: bool = False,
+    max_families: int | None = None,
 ) -> dict[str, float]:
     """Pretrain a tiny CLIP on the shapes world at `root`; the best epoch (by validation accuracy) goes to
     `out` as ``{"CLIP": state_dict}``; `<out>.last.pt` lets an interrupted run resume."""
@@ -103,7 +104,7 @@ def train_clip(
     cache_dir = out.parent / "cache"
     cache = PixelCache.build(train.images, config.image_resolution, cache_dir)
     val_cache = PixelCache.build(val.images, config.image_resolution, cache_dir)
-    groups = families_of(sorted(train.images))
+    groups = families_of(sorted(train.images))[:max_families]
     model = config.build().train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = -(-len(groups) // families_per_batch)
@@ -132,6 +133,8 @@ def train_clip(
             schedule.step()
             state.step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+                break  # out of time: finish this epoch here (validate, save) and stop
         accuracy = description_accuracy(model, val_cache, val_scenes, config.context_length)
         state.epoch = epoch + 1
         state.history.append({"epoch": epoch + 1, "val_description_accuracy": accuracy, "loss": float(loss.item())})

@@ -78,6 +78,8 @@ def train_combiner(
             optimizer.step()
             state.step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+                break  # out of time: finish this epoch here (validate, save) and stop
         combiner.eval()
         metrics = evaluate_split(
             encoder, Fuser(combiner, dim), val, Mode.COMBINER, gallery=val_gallery, show_progress=False

@@ -71,6 +71,13 @@ def words(shapes: ShapesCollection, a: str, b: str) -> str:
     return phrase_all(scene_diff(shapes.scenes[a], shapes.scenes[b]), shapes.scenes[a], random.Random(1))
 
 
+def start(page: Any, shapes: ShapesCollection) -> None:
+    """Open the page on a new conversation over the test collection (other tests make collections too)."""
+    page.goto("/")
+    page.select_option("#collection", shapes.slug)
+    page.wait_for_selector("#browse-grid img")
+
+
 def send(page: Any, text: str) -> None:
     before = page.locator("article.turn .answer .meta").count()
     page.fill("#composer-text", text)
@@ -90,7 +97,7 @@ def click_result(page: Any, turn_index: int, image_id: int | None) -> int:
 
 
 def test_three_turn_refinement_by_clicking_results(page: Any, shapes: ShapesCollection) -> None:
-    page.goto("/")
+    start(page, shapes)
     page.locator('#browse-grid img[alt="dev-1-0"]').click()
     assert "dev-1-0" in page.locator("#reference-label").inner_text()
     send(page, words(shapes, "dev-1-0", "dev-1-1"))
@@ -115,7 +122,7 @@ def test_three_turn_refinement_by_clicking_results(page: Any, shapes: ShapesColl
 
 
 def test_start_from_an_upload(page: Any, shapes: ShapesCollection) -> None:
-    page.goto("/")
+    start(page, shapes)
     picture = shapes.world / "dev" / "dev-2-0.png"
     page.set_input_files("#upload", str(picture))
     page.wait_for_selector("#reference:not([hidden])")
@@ -130,7 +137,7 @@ def test_start_from_an_upload(page: Any, shapes: ShapesCollection) -> None:
 def test_reload_resumes_and_a_dropped_socket_catches_up(
     page: Any, shapes: ShapesCollection, live_services: LiveServices
 ) -> None:
-    page.goto("/")
+    start(page, shapes)
     page.locator('#browse-grid img[alt="dev-10-0"]').click()
     send(page, words(shapes, "dev-10-0", "dev-10-4"))
     url = page.url
@@ -149,7 +156,7 @@ def test_reload_resumes_and_a_dropped_socket_catches_up(
 
 
 def test_branch_from_the_first_turn(page: Any, shapes: ShapesCollection) -> None:
-    page.goto("/")
+    start(page, shapes)
     page.locator('#browse-grid img[alt="dev-11-0"]').click()
     send(page, words(shapes, "dev-11-0", "dev-11-1"))
     click_result(page, 0, None)
@@ -163,7 +170,7 @@ def test_branch_from_the_first_turn(page: Any, shapes: ShapesCollection) -> None
 
 
 def test_bad_input_is_refused_inline_and_html_stays_text(page: Any, shapes: ShapesCollection, tmp_path: Path) -> None:
-    page.goto("/")
+    start(page, shapes)
     page.locator("#send").click()
     assert "Type what you are looking for" in page.locator("#composer-error").inner_text()
     assert page.locator("article.turn").count() == 0

@@ -96,6 +96,20 @@ def test_oversized_upload(settings: Any) -> None:
     assert response.status_code == 413 and "limit" in response.json()["detail"]
 
 
+def test_an_upload_too_large_is_refused_before_it_is_read(settings: Any) -> None:
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image as PILImage
+
+    settings.CIR_UPLOAD_MAX_BYTES = 1000
+    noise = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    buffer = __import__("io").BytesIO()
+    PILImage.fromarray(noise).save(buffer, "PNG")
+    assert len(buffer.getvalue()) > 1000 + 64 * 1024
+    response = Client().post("/api/uploads", {"file": SimpleUploadedFile("big.png", buffer.getvalue())})
+    assert response.status_code == 413 and "the limit is" in response.json()["detail"]
+
+
 def test_upload_is_stored_once_and_only_its_owner_sees_it() -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 

@@ -23,6 +23,7 @@ from cirweb.catalog.services import reindex_job_start
 from retrieval.datasets.shapes_world import generate_world
 from retrieval.training import recipe
 from workers.indexing import reindex_run
+from workers.publish import publisher
 
 REPO_MODELS = Path(settings.BASE_DIR) / "models" / "shapes"
 SLUG = "shapes"
@@ -97,6 +98,7 @@ class Command(BaseCommand):
         job = reindex_job_start(collection=collection, kind="full", enqueue=False)
         self.stdout.write(f"index: extracting features of {world.name}'s val split (job {job.pk})")
         outcome = reindex_run(job.pk, show_progress=True)
+        publisher.flush()
         job.refresh_from_db()
         if job.status != ReindexJob.Status.SUCCEEDED:
             raise CommandError(f"indexing failed: {job.error or outcome}")

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from cirweb.catalog.models import Collection, ReindexJob
 from cirweb.catalog.services import CatalogError, reindex_job_start
 from workers.indexing import reindex_run
+from workers.publish import publisher
 
 
 class Command(BaseCommand):
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{kind} reindex of {collection.slug}: job {job.pk}")
         if options["inline"]:
             reindex_run(job.pk, show_progress=True)
+            publisher.flush()
         elif options["wait"]:
             self.follow(job)
         else:

@@ -12,6 +12,8 @@ const state = {
   pending: new Map(), // client_id -> placeholder turn
   socket: null,
   retry: 0,
+  creating: null, // the POST that creates the conversation, while it is on its way
+  sending: false,
   reference: null, // {image|upload: id, thumb, label, parent}
   collection: null,
   browse: { offset: 0, seed: null, total: 0 },
@@ -64,13 +66,15 @@ function setStatus(message) { $("connection").textContent = message; }
 function connect() {
   if (!state.conversation) return;
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${state.conversation.ws}`;
+  const previous = state.socket;
   const socket = new WebSocket(url);
   state.socket = socket;
+  if (previous && previous.readyState <= WebSocket.OPEN) previous.close();
   socket.onopen = async () => {
-    const reconnected = state.retry > 0;
     state.retry = 0;
     setStatus("");
-    if (reconnected) await catchUp();
+    // events published before this socket joined (page render, a drop) are read from the server's record
+    await catchUp().catch((error) => setStatus(error.message));
   };
   socket.onmessage = (message) => handleFrame(JSON.parse(message.data));
   socket.onclose = (event) => {
@@ -98,11 +102,21 @@ function socketReady() {
 }
 
 async function catchUp() {
-  // after a drop: the server's record is the truth; turns are merged by id, never duplicated
+  // the server's record is the truth; turns are merged by id (never duplicated), and a turn this page has
+  // already seen finish is not taken back to an older state by a snapshot that raced with its results
   const data = await api("GET", `/api/conversations/${state.conversation.id}`);
-  for (const turn of data.turns) state.turns.set(turn.id, turn);
+  for (const turn of data.turns) {
+    const local = state.turns.get(turn.id);
+    const localNewer = local && local.status === "done" && (turn.status !== "done" || local.results.length > turn.results.length);
+    if (!localNewer) state.turns.set(turn.id, turn);
+  }
   for (const [clientId, placeholder] of state.pending) {
-    if (data.turns.some((t) => t.client_id === clientId)) { state.pending.delete(clientId); placeholder.node?.remove(); }
+    const arrived = data.turns.some((t) => t.client_id === clientId);
+    if (arrived || Date.now() - placeholder.sent > 5000) {
+      state.pending.delete(clientId);
+      placeholder.node?.remove();
+      if (!arrived) showError("A message was lost while the connection dropped; please send it again.");
+    }
   }
   renderThread();
 }
@@ -113,9 +127,10 @@ function handleFrame(frame) {
     case "turn.accepted": {
       const placeholder = state.pending.get(frame.client_id);
       state.pending.delete(frame.client_id);
-      const created = { ...(placeholder ? placeholder.turn : {}), id: frame.turn, status: "queued", results: [] };
-      state.turns.set(frame.turn, created);
       placeholder?.node?.remove();
+      if (!state.turns.has(frame.turn)) { // a catch-up may have brought it already
+        state.turns.set(frame.turn, { ...(placeholder ? placeholder.turn : {}), id: frame.turn, status: "queued", results: [] });
+      }
       renderThread();
       if (state.turns.size === 1) refreshHistory(); // the conversation is named after its first turn
       break;
@@ -126,6 +141,7 @@ function handleFrame(frame) {
     case "turn.results":
       if (turn) {
         turn.results = turn.results.slice(0, frame.offset).concat(frame.results);
+        turn.pages = Math.floor(frame.offset / (turn.k || 24)) + 1;
         turn.status = "done";
         turn.timings_ms = frame.timings_ms;
         renderTurn(turn);
@@ -133,9 +149,6 @@ function handleFrame(frame) {
       break;
     case "turn.failed":
       if (turn) { turn.status = "failed"; turn.error = frame.error; turn.code = frame.code; renderTurn(turn); }
-      break;
-    case "feedback.saved":
-      if (turn && frame.value === "rejected") { turn.rejected = [...(turn.rejected || []), frame.image]; renderTurn(turn); }
       break;
     case "error": {
       const placeholder = frame.client_id && state.pending.get(frame.client_id);
@@ -255,18 +268,21 @@ function clearReference() {
   $("reference").hidden = true;
 }
 
-async function ensureConversation() {
-  if (state.conversation) return state.conversation;
-  const created = await api("POST", "/api/conversations", { collection: state.collection });
-  state.conversation = { id: created.id, ws: created.ws, title: "", collection: state.collection };
-  history.pushState({ id: created.id }, "", `/c/${created.id}`);
-  $("collection").disabled = true;
-  connect();
-  return state.conversation;
+function ensureConversation() {
+  if (state.conversation) return Promise.resolve(state.conversation);
+  state.creating ??= api("POST", "/api/conversations", { collection: state.collection }).then((created) => {
+    state.conversation = { id: created.id, ws: created.ws, title: "", collection: state.collection };
+    history.pushState({ id: created.id }, "", `/c/${created.id}`);
+    $("collection").disabled = true;
+    connect();
+    return state.conversation;
+  }).finally(() => { state.creating = null; });
+  return state.creating;
 }
 
 async function send(event) {
   event?.preventDefault();
+  if (state.sending) return; // a second Enter while the first is on its way
   const text = $("composer-text").value.trim();
   if (!text && !state.reference) return showError("Type what you are looking for, or pick a reference image first.");
   if (text.length > boot.limits.text) return showError(`The text is ${text.length} characters; the limit is ${boot.limits.text}.`);
@@ -278,11 +294,12 @@ async function send(event) {
   const placeholderTurn = { id: null, text, reference: state.reference && { ...reference, thumb: state.reference.thumb },
     parent: state.reference?.parent ?? null, status: "sending", results: [], k: 24, pages: 1 };
   $("send").disabled = true;
+  state.sending = true;
   try {
     await ensureConversation();
     const socket = await socketReady();
     const node = buildTurn(placeholderTurn, null);
-    state.pending.set(clientId, { turn: placeholderTurn, node });
+    state.pending.set(clientId, { turn: placeholderTurn, node, sent: Date.now() });
     $("thread").append(node);
     $("browse").hidden = true;
     socket.send(JSON.stringify({ type: "turn.create", client_id: clientId, text, reference,
@@ -293,6 +310,7 @@ async function send(event) {
     showError(error.message);
   } finally {
     $("send").disabled = false;
+    state.sending = false;
   }
 }
 
@@ -302,6 +320,8 @@ async function more(turn) {
 
 async function reject(turn, image) {
   (await socketReady()).send(JSON.stringify({ type: "feedback", turn: turn.id, image, value: "rejected" }));
+  turn.rejected = [...(turn.rejected || []), image]; // the server answers only if something is wrong
+  renderTurn(turn);
 }
 
 async function upload(file) {
