@@ -109,11 +109,10 @@ def collection_apply_scan(
         Image.objects.filter(pk__in=[r.pk for r in gone]).update(removed=True, indexed=False)
         ids = dict(Image.objects.filter(collection=collection).values_list("relpath", "pk"))
     deleted_rel = [rel for rel in (indexed or {}) if rel not in seen]
-    if indexed is None:
-        added = len(listing)
-    return ScanResult(
-        [ids[r] for r in extract_rel], [ids[r] for r in deleted_rel if r in ids], added, changed, len(deleted_rel)
-    )
+    deleted = len(deleted_rel)
+    if indexed is None:  # a full reindex reports what changed in the source since the catalog last saw it
+        added, changed, deleted = len(to_create), len(to_update), len(gone)
+    return ScanResult([ids[r] for r in extract_rel], [ids[r] for r in deleted_rel if r in ids], added, changed, deleted)
 
 
 def index_version_register(
