@@ -83,49 +83,27 @@ def _train_default(args: argparse.Namespace) -> int:
 
 
 @command("finetune-clip")
-def _finetune_clip(args: argparse.Namespace) -> int:
+@command("train-combiner")
+def _train_stage(args: argparse.Namespace) -> int:
+    """Stages 1 and 2 share their inputs: a dataset's train and val splits and a CLIP to start from."""
     from retrieval.datasets import load_dataset
     from retrieval.training.clip_finetune import finetune_clip
-
-    train, val = load_dataset(args.dataset, args.root, "train"), load_dataset(args.dataset, args.root, "val")
-    print(train.report(), file=sys.stderr)
-    result = finetune_clip(
-        train,
-        val,
-        args.clip,
-        Path(args.out),
-        epochs=args.epochs,
-        lr=args.lr,
-        seed=args.seed,
-        groups_per_batch=args.groups_per_batch,
-        targetpad=args.targetpad,
-        max_minutes=args.max_minutes,
-        restart=args.restart,
-    )
-    print(json.dumps(result))
-    return 0
-
-
-@command("train-combiner")
-def _train_combiner(args: argparse.Namespace) -> int:
-    from retrieval.datasets import load_dataset
     from retrieval.training.combiner_train import train_combiner
 
     train, val = load_dataset(args.dataset, args.root, "train"), load_dataset(args.dataset, args.root, "val")
     print(train.report(), file=sys.stderr)
-    result = train_combiner(
-        train,
-        val,
-        args.clip,
-        Path(args.out),
+    common = dict(
         epochs=args.epochs,
         lr=args.lr,
         seed=args.seed,
-        batch_size=args.batch_size,
         targetpad=args.targetpad,
         max_minutes=args.max_minutes,
         restart=args.restart,
     )
+    if args.command == "finetune-clip":
+        result = finetune_clip(train, val, args.clip, Path(args.out), groups_per_batch=args.groups_per_batch, **common)
+    else:
+        result = train_combiner(train, val, args.clip, Path(args.out), batch_size=args.batch_size, **common)
     print(json.dumps(result))
     return 0
 

@@ -38,25 +38,7 @@ def job_group(job_id: int) -> str:
 
 
 def publish_job(job: ReindexJob) -> None:
-    publish(
-        job_group(job.pk),
-        {
-            "type": "job.progress",
-            "job": job.pk,
-            "status": job.status,
-            "done": job.done,
-            "total": job.total,
-            "skipped": job.skipped,
-            "images_per_second": round(job.images_per_second, 1),
-            "eta_seconds": job.eta_seconds,
-            "percent": round(job.percent, 1),
-            "added": job.added,
-            "changed": job.changed,
-            "deleted": job.deleted,
-            "error": job.error,
-            "version": job.version.number if job.version else None,
-        },
-    )
+    publish(job_group(job.pk), catalog.reindex_job_progress(job))
 
 
 def _finish(job: ReindexJob, status: str, error: str = "") -> str:

@@ -197,7 +197,7 @@ class ReindexJobAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         job = get_object_or_404(ReindexJob.objects.select_related("version"), pk=job_id)
-        return JsonResponse(job_progress(job))
+        return JsonResponse(services.reindex_job_progress(job))
 
     def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
         if not can_reindex(request):
@@ -209,25 +209,6 @@ class ReindexJobAdmin(admin.ModelAdmin):
         except services.CatalogError as exc:
             self.message_user(request, str(exc), messages.WARNING)
         return HttpResponseRedirect(reverse("admin:catalog_reindexjob_change", args=[job.pk]))
-
-
-def job_progress(job: ReindexJob) -> dict[str, Any]:
-    return {
-        "job": job.pk,
-        "status": job.status,
-        "done": job.done,
-        "total": job.total,
-        "skipped": job.skipped,
-        "images_per_second": round(job.images_per_second, 1),
-        "eta_seconds": job.eta_seconds,
-        "percent": round(job.percent, 1),
-        "added": job.added,
-        "changed": job.changed,
-        "deleted": job.deleted,
-        "error": job.error,
-        "version": job.version.number if job.version else None,
-        "skipped_reasons": job.skipped_reasons,
-    }
 
 
 @admin.register(Image)

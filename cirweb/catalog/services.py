@@ -228,6 +228,27 @@ def reindex_job_alive_elsewhere(job: ReindexJob, me: str) -> bool:
     return job.heartbeat is not None and timezone.now() - job.heartbeat < timedelta(seconds=60)
 
 
+def reindex_job_progress(job: ReindexJob) -> dict[str, Any]:
+    """A job's progress as the admin page shows it (pushed over the websocket and polled as JSON)."""
+    return {
+        "type": "job.progress",
+        "job": job.pk,
+        "status": job.status,
+        "done": job.done,
+        "total": job.total,
+        "skipped": job.skipped,
+        "images_per_second": round(job.images_per_second, 1),
+        "eta_seconds": job.eta_seconds,
+        "percent": round(job.percent, 1),
+        "added": job.added,
+        "changed": job.changed,
+        "deleted": job.deleted,
+        "error": job.error,
+        "version": job.version.number if job.version else None,
+        "skipped_reasons": job.skipped_reasons,
+    }
+
+
 def reindex_job_update(*, job_id: int, **fields: Any) -> None:
     """Store progress or an outcome on a job (called by the index worker)."""
     ReindexJob.objects.filter(pk=job_id).update(**fields)
