@@ -121,6 +121,8 @@ def _load_models(args: argparse.Namespace) -> tuple[Any, Any]:
 
 @command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
+    """Prints (or, with --json, one JSON object of) the metrics of the first mode at the top level, and every
+    mode's metrics under "modes"."""
     from retrieval.combiner import Mode
     from retrieval.datasets import load_dataset
     from retrieval.evaluate import evaluate_split, format_metrics, recall_plot
@@ -129,27 +131,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(data.report(), file=sys.stderr)
     encoder, fuser = _load_models(args)
     modes = [Mode(m) for m in args.mode]
-    results: dict[str, Any] = {
-        "dataset": args.dataset,
-        "split": args.split,
-        "clip": args.clip,
-        "combiner": args.combiner,
-        "skipped": data.skipped,
-    }
+    per_mode: dict[str, dict[str, Any]] = {}
     for mode in modes:
         if args.dataset == "fashioniq":
             from retrieval.datasets.fashioniq import evaluate_fashioniq
 
-            results[mode.value] = evaluate_fashioniq(encoder, fuser, data, mode)
+            per_mode[mode.value] = dict(evaluate_fashioniq(encoder, fuser, data, mode))
         else:
-            results[mode.value] = evaluate_split(encoder, fuser, data, mode)
+            per_mode[mode.value] = evaluate_split(encoder, fuser, data, mode)
+    results: dict[str, Any] = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "clip": args.clip,
+        "combiner_checkpoint": args.combiner,
+        "skipped": data.skipped,
+        "mode": modes[0].value,
+        **per_mode[modes[0].value],
+        "modes": per_mode,
+    }
     if args.plot and args.dataset != "fashioniq":
-        results["plot"] = str(recall_plot({m.value: results[m.value] for m in modes}, Path(args.plot)))
+        results["plot"] = str(recall_plot(per_mode, Path(args.plot)))
     if args.json:
         print(json.dumps(results))
     else:
         for mode in modes:
-            print(f"{mode.value:>8}: {format_metrics(results[mode.value])}")
+            print(f"{mode.value:>8}: {format_metrics(per_mode[mode.value])}")
     return 0
 
 

@@ -88,9 +88,10 @@ def test_tiny_world_trains_evaluates_and_submits(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)  # one JSON object on stdout; progress went to stderr
-    chance_at_10 = 10 / (result["combiner"]["gallery"] - 1)
-    assert result["combiner"]["recall@10"] > 4 * chance_at_10
-    assert result["combiner"]["queries"] == 180 and "recall_subset@1" in result["combiner"]
+    chance_at_10 = 10 / (result["gallery"] - 1)
+    assert result["mode"] == "combiner" and result["recall@10"] > 4 * chance_at_10  # the first mode, on top
+    assert result["queries"] == 180 and "recall_subset@1" in result
+    assert set(result["modes"]) == {"combiner", "image"}
     assert (tmp_path / "recall.png").stat().st_size > 1000
 
     done = cli(
