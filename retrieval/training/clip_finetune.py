@@ -10,7 +10,6 @@ trained with cross-entropy towards its target. Batches hold whole img_sets, so t
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import torch
@@ -22,12 +21,13 @@ from retrieval.datasets.base import SplitData, Triplet
 from retrieval.encoders import ClipEncoder, load_clip
 from retrieval.evaluate import evaluate_split, format_metrics
 from retrieval.training.common import (
+    Budget,
     RunState,
+    close_epoch,
     group_triplets,
     grouped_batches,
     load_resume,
     log,
-    save_resume,
     seed_everything,
 )
 from retrieval.training.pixels import PixelCache
@@ -95,7 +95,7 @@ def finetune_clip(
     state = (None if restart else load_resume(resume_path, model, optimizer, "CLIP")) or RunState()
     for _ in range(state.step):
         schedule.step()
-    started = time.monotonic()
+    budget = Budget(max_minutes)
     for epoch in range(state.epoch, epochs):
         rng = random.Random(seed * 1000 + epoch)
         batches = list(grouped_batches(groups, groups_per_batch, rng))
@@ -108,7 +108,7 @@ def finetune_clip(
             schedule.step()
             state.step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+            if budget.spent():
                 break  # out of time: finish this epoch here (validate, save) and stop
         model.eval()
         metrics = evaluate_split(
@@ -119,18 +119,19 @@ def finetune_clip(
             show_progress=False,
         )
         model.train()
-        score = selection_score(metrics)
-        state.epoch = epoch + 1
-        state.history.append({"epoch": epoch + 1, "score": score, **metrics})
         log(f"stage 1 epoch {epoch + 1}: validation (sum) {format_metrics(metrics)}")
-        if score > state.best:
-            state.best = score
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".tmp")
-            torch.save({"CLIP": model.state_dict(), "epoch": epoch + 1, "score": score}, tmp)
-            tmp.replace(out)
-        save_resume(resume_path, model, optimizer, state, "CLIP", {})
-        if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+        close_epoch(
+            state,
+            epoch,
+            selection_score(metrics),
+            metrics,
+            best=out,
+            resume=resume_path,
+            key="CLIP",
+            model=model,
+            optimizer=optimizer,
+        )
+        if budget.spent():
             log(f"stopping after {max_minutes} minutes (resume with the same command)")
             break
     return {"best_score": state.best, "epochs": float(state.epoch)}

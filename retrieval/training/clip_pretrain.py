@@ -8,7 +8,6 @@ so each description meets the near-identical pictures it must tell apart.
 from __future__ import annotations
 
 import random
-import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,15 @@ from tqdm import tqdm
 from retrieval.datasets.cirr import load_cirr
 from retrieval.datasets.shapes import describe
 from retrieval.datasets.shapes_world import load_scenes
-from retrieval.training.common import RunState, grouped_batches, load_resume, log, save_resume, seed_everything
+from retrieval.training.common import (
+    Budget,
+    RunState,
+    close_epoch,
+    grouped_batches,
+    load_resume,
+    log,
+    seed_everything,
+)
 from retrieval.training.pixels import PixelCache
 
 with warnings.catch_warnings():
@@ -114,7 +121,7 @@ def train_clip(
     state = state or RunState()
     for _ in range(state.step):
         schedule.step()
-    started = time.monotonic()
+    budget = Budget(max_minutes)
     for epoch in range(state.epoch, epochs):
         rng = random.Random(seed * 1000 + epoch)
         flat = [[i] for i in range(len(groups))]
@@ -133,24 +140,22 @@ def train_clip(
             schedule.step()
             state.step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+            if budget.spent():
                 break  # out of time: finish this epoch here (validate, save) and stop
         accuracy = description_accuracy(model, val_cache, val_scenes, config.context_length)
-        state.epoch = epoch + 1
-        state.history.append({"epoch": epoch + 1, "val_description_accuracy": accuracy, "loss": float(loss.item())})
         log(f"stage 0 epoch {epoch + 1}: validation image->description accuracy {accuracy:.3f}")
-        if accuracy > state.best:
-            state.best = accuracy
-            _save_clip(model, out, epoch=epoch + 1, accuracy=accuracy)
-        save_resume(resume_path, model, optimizer, state, "CLIP", {})
-        if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+        close_epoch(
+            state,
+            epoch,
+            accuracy,
+            {"loss": float(loss.item())},
+            best=out,
+            resume=resume_path,
+            key="CLIP",
+            model=model,
+            optimizer=optimizer,
+        )
+        if budget.spent():
             log(f"stopping after {max_minutes} minutes (resume with the same command)")
             break
     return {"best_val_description_accuracy": state.best, "epochs": float(state.epoch)}
-
-
-def _save_clip(model: CLIP, out: Path, **extra: float) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save({"CLIP": model.state_dict(), **extra}, tmp)
-    tmp.replace(out)

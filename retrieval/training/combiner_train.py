@@ -9,7 +9,6 @@ the same cross-entropy, with every sibling of every target among the negatives.
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from retrieval.combiner import Combiner, Fuser, Mode, save_combiner
+from retrieval.combiner import Combiner, Fuser, Mode
 from retrieval.datasets.base import SplitData
 from retrieval.encoders import load_clip
 from retrieval.evaluate import encode_gallery, evaluate_split, format_metrics
 from retrieval.training.clip_finetune import LOGIT_SCALE, selection_score
-from retrieval.training.common import RunState, load_resume, log, save_resume, seed_everything
+from retrieval.training.common import Budget, RunState, close_epoch, load_resume, log, seed_everything
 
 
 def train_combiner(
@@ -62,7 +61,7 @@ def train_combiner(
     optimizer = torch.optim.Adam(combiner.parameters(), lr=lr)
     resume_path = out.with_suffix(".last.pt")
     state = (None if restart else load_resume(resume_path, combiner, optimizer, "Combiner")) or RunState()
-    started = time.monotonic()
+    budget = Budget(max_minutes)
     for epoch in range(state.epoch, epochs):
         rng = random.Random(seed * 1000 + epoch)
         combiner.train()
@@ -78,21 +77,25 @@ def train_combiner(
             optimizer.step()
             state.step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+            if budget.spent():
                 break  # out of time: finish this epoch here (validate, save) and stop
         combiner.eval()
         metrics = evaluate_split(
             encoder, Fuser(combiner, dim), val, Mode.COMBINER, gallery=val_gallery, show_progress=False
         )
-        score = selection_score(metrics)
-        state.epoch = epoch + 1
-        state.history.append({"epoch": epoch + 1, "score": score, **metrics})
         log(f"stage 2 epoch {epoch + 1}: validation (combiner) {format_metrics(metrics)}")
-        if score > state.best:
-            state.best = score
-            save_combiner(combiner, out, epoch=epoch + 1, score=score)
-        save_resume(resume_path, combiner, optimizer, state, "Combiner", {})
-        if max_minutes and (time.monotonic() - started) / 60 > max_minutes:
+        close_epoch(
+            state,
+            epoch,
+            selection_score(metrics),
+            metrics,
+            best=out,
+            resume=resume_path,
+            key="Combiner",
+            model=combiner,
+            optimizer=optimizer,
+        )
+        if budget.spent():
             log(f"stopping after {max_minutes} minutes (resume with the same command)")
             break
     return {"best_score": state.best, "epochs": float(state.epoch)}

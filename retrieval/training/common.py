@@ -6,6 +6,7 @@ import json
 import os
 import random
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,47 @@ class RunState:
     step: int = 0
     best: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Budget:
+    """An optional time limit for a run: checked after every step, so a run stops mid-epoch when it must."""
+
+    minutes: float | None
+    started: float = field(default_factory=time.monotonic)
+
+    def spent(self) -> bool:
+        return bool(self.minutes) and (time.monotonic() - self.started) / 60 > (self.minutes or 0)
+
+
+def save_weights(path: Path, key: str, model: torch.nn.Module, **extra: Any) -> None:
+    """``{key: state_dict, **extra}`` (CLIP4Cir's format), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({key: model.state_dict(), **extra}, tmp)
+    tmp.replace(path)
+
+
+def close_epoch(
+    state: RunState,
+    epoch: int,
+    score: float,
+    record: dict[str, Any],
+    *,
+    best: Path,
+    resume: Path,
+    key: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """Record an epoch's validation figures, keep its weights if they are the best so far, and write the
+    resume point. Every stage ends its epochs here."""
+    state.epoch = epoch + 1
+    state.history.append({"epoch": epoch + 1, "score": score, **record})
+    if score > state.best:
+        state.best = score
+        save_weights(best, key, model, epoch=epoch + 1, score=score)
+    save_resume(resume, model, optimizer, state, key, {})
 
 
 def save_resume(
