@@ -40,7 +40,7 @@ class Preset:
 PRESETS = {
     "full": Preset(16, 8, 20),
     # sized to finish in under 10 minutes on 2 cores, world and index included; the time limits are a net
-    "quick": Preset(3, 2, 6, stage0_max_minutes=3.0, stage1_max_minutes=3.0, stage2_max_minutes=1.5, max_families=1000),
+    "quick": Preset(6, 1, 8, stage0_max_minutes=4.0, stage1_max_minutes=2.0, stage2_max_minutes=1.5, max_families=1000),
 }
 CLIP_FILE, COMBINER_FILE, MANIFEST = "shapes-clip.pt", "shapes-combiner.pt", "manifest.json"
 # The world the committed default model was trained on (its train split) and the demo serves (its val split).
