@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import RetrievalError
+from retrieval.errors import DatasetError, RetrievalError
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Handler] = {}
@@ -166,6 +166,9 @@ def _cirr_submission(args: argparse.Namespace) -> int:
     from retrieval.submission import validate_cirr_submission, write_cirr_submission
 
     data = load_dataset(args.dataset, args.root, args.split)
+    missing = {reason: n for reason, n in data.skipped.items() if "annotation" in reason}
+    if missing:  # the test server scores every query: a partial submission would be scored as wrong answers
+        raise DatasetError(f"cannot answer every query of {args.split}: skipped {missing}; fix the images first")
     encoder, fuser = _load_models(args)
     recall, subset = write_cirr_submission(
         encoder, fuser, data, Path(args.out), mode=Mode(args.mode[0]), name=args.name
