@@ -20,7 +20,7 @@ from ninja.utils import check_csrf
 from cirweb.api import shaping
 from cirweb.catalog import services as catalog
 from cirweb.catalog import uploads
-from cirweb.catalog.models import Collection, Image
+from cirweb.catalog.models import Collection
 from cirweb.conversations import services
 from cirweb.conversations.models import Conversation
 from cirweb.owners import Owner, owner_from
@@ -80,17 +80,7 @@ def collection_images(
     collection = Collection.objects.filter(slug=slug).first()
     if collection is None:
         raise HttpError(404, f"There is no collection {slug!r}.")
-    limit = max(1, min(limit, 200))
-    rows = Image.objects.filter(collection=collection, removed=False, indexed=True)
-    total = rows.count()
-    if seed is not None and total:
-        # a cheap, stable shuffle: order by a hash of the id and the seed
-        ids = sorted(rows.values_list("pk", flat=True), key=lambda i: hash((seed, i)) & 0xFFFFFFFF)
-        page = ids[max(offset, 0) : max(offset, 0) + limit]
-        by_id = {img.pk: img for img in Image.objects.filter(pk__in=page)}
-        images = [by_id[i] for i in page]
-    else:
-        images = list(rows.order_by("relpath")[max(offset, 0) : max(offset, 0) + limit])
+    total, images = catalog.collection_images_page(collection=collection, offset=offset, limit=limit, seed=seed)
     return {"total": total, "offset": offset, "images": [shaping.image_json(img) for img in images]}
 
 

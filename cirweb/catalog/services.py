@@ -258,6 +258,22 @@ def collection_list() -> QuerySet[Collection]:
     return Collection.objects.select_related("active_version").order_by("name")
 
 
+def collection_images_page(
+    *, collection: Collection, offset: int, limit: int, seed: int | None = None
+) -> tuple[int, list[Image]]:
+    """(how many searchable images the collection has, one page of them): in name order, or in a stable
+    shuffled order for a given `seed` (the page's "Shuffle")."""
+    offset, limit = max(offset, 0), max(1, min(limit, 200))
+    rows = Image.objects.filter(collection=collection, removed=False, indexed=True)
+    total = rows.count()
+    if seed is None or not total:
+        return total, list(rows.order_by("relpath")[offset : offset + limit])
+    ids = sorted(rows.values_list("pk", flat=True), key=lambda i: hash((seed, i)) & 0xFFFFFFFF)  # ints: stable
+    page = ids[offset : offset + limit]
+    by_id = {img.pk: img for img in Image.objects.filter(pk__in=page)}
+    return total, [by_id[i] for i in page]
+
+
 def collection_image_counts() -> dict[int, int]:
     from django.db.models import Count, Q
 
