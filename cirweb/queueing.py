@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
-from workers.app import INDEX_QUEUE, SEARCH_QUEUE, app
+from cirweb.celery_app import INDEX_QUEUE, SEARCH_QUEUE, app
 
 
 def enqueue_search_turn(turn_id: int) -> None:

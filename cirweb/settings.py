@@ -203,7 +203,7 @@ CHANNEL_LAYERS = {
     }
 }
 
-# Celery: https://docs.celeryq.dev/en/stable/userguide/configuration.html (read by workers/app.py)
+# Celery: https://docs.celeryq.dev/en/stable/userguide/configuration.html (read by cirweb/celery_app.py)
 CELERY_BROKER_URL = os.environ.get("CIR_BROKER_URL") or CIR_REDIS_URL
 CELERY_RESULT_BACKEND = CIR_REDIS_URL
 CELERY_TASK_ALWAYS_EAGER = False

@@ -1,49 +1,6 @@
-"""The Celery app, configured from Django settings. Light on purpose: the web process imports it to enqueue
-by task name and must not pull in torch, CLIP or Faiss (the tasks module is only imported by workers).
+"""The worker side's name for the Celery app (`celery -A workers.app worker ...`): the app itself is defined
+in `cirweb/celery_app.py`, which the web process also imports to enqueue by task name."""
 
-Queues: "search" (turns: short, latency-bound) and "index" (reindexing: long, one at a time), so a long
-reindex never delays a query. Docs: https://docs.celeryq.dev/en/stable/userguide/configuration.html
-"""
+from cirweb.celery_app import INDEX_QUEUE, SEARCH_QUEUE, app
 
-from __future__ import annotations
-
-import os
-
-from celery import Celery
-from kombu import Queue
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cirweb.settings")
-
-SEARCH_QUEUE = "search"
-INDEX_QUEUE = "index"
-
-app = Celery("cirweb", include=["workers.tasks"])
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    task_queues=(Queue(SEARCH_QUEUE), Queue(INDEX_QUEUE)),
-    task_default_queue=SEARCH_QUEUE,
-    task_routes={
-        "workers.tasks.search_turn": {"queue": SEARCH_QUEUE},
-        "workers.tasks.search_query": {"queue": SEARCH_QUEUE},
-        "workers.tasks.ping": {"queue": SEARCH_QUEUE},
-        "workers.tasks.reindex_collection": {"queue": INDEX_QUEUE},
-        "workers.tasks.check_collection": {"queue": INDEX_QUEUE},
-    },
-    # A task is acknowledged after it ran, and re-queued if its worker process dies mid-way: tasks are
-    # idempotent (a turn already answered is not answered twice; a reindex resumes from its chunks).
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_track_started=False,
-    result_expires=3600,
-    broker_connection_retry_on_startup=True,
-    # With Redis, a message taken by a worker that vanished (machine lost) comes back after this long. It
-    # must exceed the longest task (a reindex may run for hours), or a second worker would start the same
-    # job while the first still runs; turns lost this way fail by expiry long before.
-    broker_transport_options={"visibility_timeout": 25 * 3600},
-    worker_hijack_root_logger=False,
-    worker_send_task_events=False,
-)
+__all__ = ["INDEX_QUEUE", "SEARCH_QUEUE", "app"]
