@@ -111,6 +111,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # serves Swagger UI's files itself: /api/docs works offline (no CDN)
     "cirweb.catalog",
     "cirweb.conversations",
     "workers",

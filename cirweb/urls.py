@@ -17,3 +17,5 @@ urlpatterns = [
     path("uploads/<int:upload_id>", catalog_views.upload_file, name="upload"),
     path("uploads/<int:upload_id>/thumb", catalog_views.upload_thumb, name="upload-thumb"),
 ]
+
+handler404 = "cirweb.pages.not_found"

@@ -1,0 +1,44 @@
+"""What a person sees at a wrong address, at another browser's conversation, and at /api/docs offline."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+from tests.web.factories import make_collection
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_conversation_of_another_browser_says_so_and_links_home() -> None:
+    mine, theirs = Client(), Client()
+    collection = make_collection()
+    created = mine.post("/api/conversations", {"collection": collection.slug}, content_type="application/json")
+    url = f"/c/{created.json()['id']}"
+    assert mine.get(url).status_code == 200
+
+    page = theirs.get(url)
+
+    assert page.status_code == 404
+    body = page.content.decode()
+    assert "This conversation does not exist, or is not yours." in body
+    assert 'href="/"' in body and "Start a new conversation" in body
+    assert "<!doctype html>" in body.lower()
+
+
+def test_an_unknown_address_gets_the_friendly_page_without_internals() -> None:
+    page = Client().get("/no/such/page")
+    body = page.content.decode()
+    assert page.status_code == 404
+    assert "There is no page at this address." in body
+    assert "Resolver404" not in body and "urlpatterns" not in body
+
+
+def test_api_docs_work_offline_from_our_own_static_files() -> None:
+    page = Client().get("/api/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.content.decode())
+    assert any("swagger-ui-bundle.js" in s for s in sources)
+    assert all(s.startswith("/") for s in sources), f"assets must come from this server: {sources}"
