@@ -11,7 +11,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -63,6 +63,9 @@ class IndexVersionInline(admin.TabularInline):
     ]
     show_change_link = False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[IndexVersion]:
+        return super().get_queryset(request).select_related("collection")
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -87,9 +90,26 @@ class CollectionAdmin(admin.ModelAdmin):
     actions = ["reindex_incremental", "reindex_full"]
     change_form_template = "admin/catalog/collection/change_form.html"
 
-    @admin.display(description="Images")
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Collection]:
+        # one query for the whole list: the counts and the last job come as annotations, not per row
+        last = ReindexJob.objects.filter(collection=OuterRef("pk")).order_by("-created", "-pk")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("active_version")
+            .annotate(
+                n_images=Count("images", filter=Q(images__removed=False)),
+                last_job_id=Subquery(last.values("pk")[:1]),
+                last_job_kind=Subquery(last.values("kind")[:1]),
+                last_job_status=Subquery(last.values("status")[:1]),
+                last_job_done=Subquery(last.values("done")[:1]),
+                last_job_total=Subquery(last.values("total")[:1]),
+            )
+        )
+
+    @admin.display(description="Images", ordering="n_images")
     def image_count(self, collection: Collection) -> int:
-        return collection.images.filter(removed=False).count()
+        return getattr(collection, "n_images", 0)
 
     @admin.display(description="Active version")
     def active(self, collection: Collection) -> str:
@@ -98,13 +118,14 @@ class CollectionAdmin(admin.ModelAdmin):
 
     @admin.display(description="Last reindex")
     def last_job(self, collection: Collection) -> str:
-        job = collection.jobs.order_by("-created").first()
-        if job is None:
+        job_id = getattr(collection, "last_job_id", None)
+        if job_id is None:
             return "-"
-        url = reverse("admin:catalog_reindexjob_change", args=[job.pk])
-        return format_html(
-            '<a href="{}">{} {} ({}%)</a>', url, job.get_kind_display(), job.status, f"{job.percent:.0f}"
-        )
+        done, total = collection.last_job_done, collection.last_job_total  # type: ignore[attr-defined]
+        percent = 100.0 * done / total if total else 0.0
+        kind = ReindexJob.Kind(collection.last_job_kind).label  # type: ignore[attr-defined]
+        url = reverse("admin:catalog_reindexjob_change", args=[job_id])
+        return format_html('<a href="{}">{} {} ({}%)</a>', url, kind, collection.last_job_status, f"{percent:.0f}")  # type: ignore[attr-defined]
 
     def has_reindex_permission(self, request: HttpRequest) -> bool:
         return can_reindex(request)
@@ -158,6 +179,7 @@ class CollectionAdmin(admin.ModelAdmin):
 class ReindexJobAdmin(admin.ModelAdmin):
     list_display = ["id", "collection", "kind", "status", "progress", "skipped", "created_by", "created", "finished"]
     list_filter = ["status", "kind", "collection"]
+    list_select_related = ["collection", "created_by"]
     date_hierarchy = "created"
     readonly_fields = [f.name for f in ReindexJob._meta.fields]
     change_form_template = "admin/catalog/reindexjob/change_form.html"
@@ -215,6 +237,7 @@ class ReindexJobAdmin(admin.ModelAdmin):
 class ImageAdmin(admin.ModelAdmin):
     list_display = ["id", "thumb", "relpath", "collection", "indexed", "removed", "skip_reason"]
     list_filter = ["collection", "indexed", "removed"]
+    list_select_related = ["collection"]
     search_fields = ["relpath"]
     readonly_fields = [f.name for f in Image._meta.fields]
 
@@ -246,6 +269,7 @@ class UploadAdmin(admin.ModelAdmin):
         "created",
     ]
     list_filter = ["deleted", "content_type"]
+    list_select_related = ["owner_user"]
     readonly_fields = [f.name for f in Upload._meta.fields]
 
     @admin.display(description="")

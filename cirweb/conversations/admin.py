@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
@@ -112,16 +112,22 @@ class TurnResultInline(admin.TabularInline):
     readonly_fields = ["rank", "picture", "image", "score", "feedback"]
     ordering = ["rank"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TurnResult]:
+        feedback = Feedback.objects.filter(turn_id=OuterRef("turn_id"), image_id=OuterRef("image_id"))
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("image__collection")  # the image's name is "<collection>/<path>"
+            .annotate(feedback_value=Subquery(feedback.values("value")[:1]))
+        )
+
     @admin.display(description="")
     def picture(self, result: TurnResult) -> str:
         return thumb(f"/images/{result.image_id}/thumb", f"result {result.rank + 1}", 72)
 
     @admin.display(description="Feedback")
     def feedback(self, result: TurnResult) -> str:
-        value = Feedback.objects.filter(turn_id=result.turn_id, image_id=result.image_id).values_list(
-            "value", flat=True
-        )
-        return value[0] if value else ""
+        return getattr(result, "feedback_value", None) or ""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -162,13 +168,14 @@ class TurnAdmin(ReadOnlyAdmin):
         "status",
         "error_code",
         "error",
-        "timings_ms",
-        "latency_ms",
+        "timings",
+        "latency",
         "index_version",
         "chosen_image",
         "created",
         "finished",
     ]
+    fields = readonly_fields  # only these, in this order (the raw timings and latency are shown formatted)
     change_list_template = "admin/conversations/turn/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Turn]:
@@ -195,6 +202,15 @@ class TurnAdmin(ReadOnlyAdmin):
     @admin.display(description="Owner")
     def owner(self, turn: Turn) -> str:
         return owner_text(turn.conversation)
+
+    @admin.display(description="Timings")
+    def timings(self, turn: Turn) -> str:
+        """The worker's stage timings as a small table, in the order the stages ran."""
+        stages = [(name, f"{float(ms):.1f} ms") for name, ms in (turn.timings_ms or {}).items() if _is_number(ms)]
+        if not stages:
+            return "-"
+        rows = format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td></tr>", stages)
+        return format_html('<table class="timings"><tbody>{}</tbody></table>', rows)
 
     @admin.display(description="Top 5")
     def top_results(self, turn: Turn) -> str:
@@ -280,6 +296,10 @@ class TurnAdmin(ReadOnlyAdmin):
         if context is not None and "cl" in context:
             context["figures"] = turn_figures(context["cl"].queryset)
         return response
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def turn_figures(turns: QuerySet[Turn]) -> dict[str, Any]:
