@@ -175,7 +175,8 @@ class TurnAdmin(ReadOnlyAdmin):
         "created",
         "finished",
     ]
-    fields = readonly_fields  # only these, in this order (the raw timings and latency are shown formatted)
+    # only these, in this order: the raw timings and latency are shown formatted
+    fields = readonly_fields  # type: ignore[assignment]
     change_list_template = "admin/conversations/turn/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Turn]:
