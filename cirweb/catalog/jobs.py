@@ -114,9 +114,12 @@ def reindex_job_sweep() -> JobSweep:
         if job.attempts >= settings.CIR_JOB_MAX_ATTEMPTS:
             report.failed += bool(_too_many_attempts(job.pk, job.attempts))
             continue
-        report.released += ReindexJob.objects.filter(
-            pk=job.pk, status=ReindexJob.Status.RUNNING, worker=job.worker
-        ).update(status=ReindexJob.Status.QUEUED, sent_at=None)
+        if ReindexJob.objects.filter(pk=job.pk, status=ReindexJob.Status.RUNNING, worker=job.worker).update(
+            status=ReindexJob.Status.QUEUED, sent_at=None
+        ):
+            report.released += 1
+            report.resent += 1
+            reindex_job_send(job_id=job.pk)
     now = timezone.now()
     expired = ReindexJob.objects.filter(
         status=ReindexJob.Status.QUEUED,

@@ -166,10 +166,14 @@ def turn_sweep() -> SweepReport:
     )
     running = Turn.objects.filter(status=Turn.Status.RUNNING).values_list("pk", "worker", "claimed_at")
     for pk, worker, claimed_at in running:
-        if claim_lost(worker, claimed_at, _claim_grace()):
-            report.released += Turn.objects.filter(pk=pk, status=Turn.Status.RUNNING, worker=worker).update(
-                status=Turn.Status.QUEUED, sent_at=None
-            )
+        if not claim_lost(worker, claimed_at, _claim_grace()):
+            continue
+        if Turn.objects.filter(pk=pk, status=Turn.Status.RUNNING, worker=worker).update(
+            status=Turn.Status.QUEUED, sent_at=None
+        ):
+            report.released += 1
+            report.resent += 1
+            turn_send(turn_id=pk)
     now = timezone.now()
     never_sent = Q(sent_at__isnull=True, queued_at__lt=now - timedelta(seconds=2))  # on_commit had its chance
     lost = Q(sent_at__lt=now - timedelta(seconds=settings.CIR_TURN_RESEND_AFTER))
