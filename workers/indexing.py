@@ -214,6 +214,8 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
     except ExtractionCancelled:
         shutil.rmtree(work_dir, ignore_errors=True)
         return _finish(job, ReindexJob.Status.CANCELLED)
+    if result.resumed_chunks:
+        log.info("reindex job %s: %d chunks reused from an earlier attempt", job.pk, result.resumed_chunks)
     reasons = dict(result.skipped)
     for image_id, reason in reasons.items():
         Image.objects.filter(pk=image_id).update(skip_reason=reason[:500])
