@@ -60,11 +60,12 @@ def reindex_job_claim(*, job_id: int, worker: str) -> ReindexJob | None:
         return None
     if job.status == ReindexJob.Status.QUEUED:
         expected = Q(status=ReindexJob.Status.QUEUED)
-    elif reindex_job_claim_lost(job):
+    elif job.worker == worker or reindex_job_claim_lost(job):  # a retry here, or a worker that died
         expected = Q(status=ReindexJob.Status.RUNNING, worker=job.worker)
     else:
         return None
-    if job.attempts >= settings.CIR_JOB_MAX_ATTEMPTS:
+    retry = job.worker == worker  # not a death: it does not count as an attempt
+    if not retry and job.attempts >= settings.CIR_JOB_MAX_ATTEMPTS:
         _too_many_attempts(job.pk, job.attempts)
         return None
     now = timezone.now()
@@ -73,7 +74,7 @@ def reindex_job_claim(*, job_id: int, worker: str) -> ReindexJob | None:
         worker=worker,
         heartbeat=now,
         started=job.started or now,
-        attempts=F("attempts") + 1,
+        attempts=F("attempts") + (0 if retry else 1),
     )
     if not taken:
         return None

@@ -69,11 +69,14 @@ def turn_claim(*, turn_id: int, worker: str) -> Turn | None:
         return None
     if turn.status == Turn.Status.QUEUED:
         expected = Q(status=Turn.Status.QUEUED, pages=turn.pages)
-    elif turn.status == Turn.Status.RUNNING and claim_lost(turn.worker, turn.claimed_at, _claim_grace()):
+    elif turn.status == Turn.Status.RUNNING and (
+        turn.worker == worker or claim_lost(turn.worker, turn.claimed_at, _claim_grace())
+    ):  # a retry in the same process (the database blinked), or a worker that died
         expected = Q(status=Turn.Status.RUNNING, worker=turn.worker, pages=turn.pages)
     else:
         return None
-    if turn.attempts >= settings.CIR_TURN_MAX_ATTEMPTS:
+    retry = turn.worker == worker  # not a death: it does not count as an attempt
+    if not retry and turn.attempts >= settings.CIR_TURN_MAX_ATTEMPTS:
         turn_fail(
             turn_id=turn.pk,
             code="worker_lost",
@@ -82,11 +85,12 @@ def turn_claim(*, turn_id: int, worker: str) -> Turn | None:
         return None
     now = timezone.now()
     taken = Turn.objects.filter(expected, pk=turn_id).update(
-        status=Turn.Status.RUNNING, worker=worker, claimed_at=now, attempts=F("attempts") + 1
+        status=Turn.Status.RUNNING, worker=worker, claimed_at=now, attempts=F("attempts") + (0 if retry else 1)
     )
     if not taken:
         return None
-    turn.status, turn.worker, turn.claimed_at, turn.attempts = Turn.Status.RUNNING, worker, now, turn.attempts + 1
+    turn.status, turn.worker, turn.claimed_at = Turn.Status.RUNNING, worker, now
+    turn.attempts += 0 if retry else 1
     return turn
 
 

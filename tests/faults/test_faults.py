@@ -149,7 +149,8 @@ def test_redis_restarted_and_flushed_mid_conversation(stack: FaultStack) -> None
     stack.start("redis")
     stack.faults()
     counts = out.wait([during], timeout=30, settle=0)
-    record("Redis stopped and started (empty) mid-turn", recover_s=round(out.at.get(during, 0) - down, 1), **counts)
+    back = round(out.at[during] - down, 1) if during in out.at else None
+    record("Redis stopped and started (empty) mid-turn", recover_s=back, **counts)
     assert counts == {"lost": 0, "duplicated": 0, "failed": 0}, (counts, stack.logs())
     # the same socket goes on: a new turn comes back; a new socket is accepted
     t0 = time.monotonic()

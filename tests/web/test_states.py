@@ -43,6 +43,8 @@ def test_a_turn_is_claimed_once_and_only_its_claimant_stores_the_outcome(turn: T
     claimed = states.turn_claim(turn_id=turn.pk, worker=me)
     assert claimed is not None and claimed.status == "running"
     assert states.turn_claim(turn_id=turn.pk, worker="elsewhere:1") is None  # a redelivered task: no-op
+    retried = states.turn_claim(turn_id=turn.pk, worker=me)  # the task retried in its process (database blinked)
+    assert retried is not None and retried.attempts == 1
     claimed_copy = Turn.objects.get(pk=turn.pk)
     claimed_copy.worker = "elsewhere:1"
     ranked = [(i, 0.5) for i in image_ids(turn)]
