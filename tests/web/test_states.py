@@ -121,3 +121,19 @@ def test_a_queued_job_whose_message_was_lost_is_sent_again_then_fails(settings: 
     assert jobs.reindex_job_sweep().failed == 1
     job.refresh_from_db()
     assert job.status == "failed" and "no index worker took it" in job.error
+
+
+def test_files_gone_from_the_source_stay_searchable_until_the_new_version_is_activated() -> None:
+    from cirweb.catalog import services as catalog
+    from cirweb.catalog.models import Image, IndexVersion
+
+    collection = make_collection("scan", images=3)
+    rows = list(Image.objects.filter(collection=collection).order_by("relpath"))
+    listing = [catalog.SourceImage(r.relpath, r.path, r.size, r.mtime_ns) for r in rows[:2]]  # one file vanished
+    scan = catalog.collection_apply_scan(collection=collection, listing=listing, indexed=None)
+    assert scan.removed_ids == [rows[2].pk]
+    assert not Image.objects.filter(collection=collection, removed=True).exists()  # a failed job: no change
+    assert catalog.collection_image_counts()[collection.pk] == 3
+    version = IndexVersion.objects.create(collection=collection, number=1, path="/nonexistent", index_type="flat")
+    catalog.collection_activate_version(collection=collection, version=version, removed_ids=scan.removed_ids)
+    assert list(Image.objects.filter(collection=collection, removed=True)) == [rows[2]]
