@@ -127,10 +127,14 @@ def reindex_job_sweep() -> JobSweep:
         attempts=0,
         created__lt=now - timedelta(seconds=settings.CIR_JOB_QUEUED_EXPIRES),
     )
-    report.failed += expired.update(
-        status=ReindexJob.Status.FAILED,
-        finished=now,
-        error=f"no index worker took it within {settings.CIR_JOB_QUEUED_EXPIRES // 60} minutes; is one running?",
+    report.failed += (
+        0
+        if not expired.exists()
+        else expired.update(
+            status=ReindexJob.Status.FAILED,
+            finished=now,
+            error=f"no index worker took it within {settings.CIR_JOB_QUEUED_EXPIRES // 60} minutes; is one running?",
+        )
     )
     never_sent = Q(sent_at__isnull=True, created__lt=now - timedelta(seconds=2))
     lost = Q(sent_at__lt=now - timedelta(seconds=settings.CIR_JOB_RESEND_AFTER))

@@ -160,13 +160,19 @@ def turn_sweep() -> SweepReport:
     with a sentence every turn that waited longer than CIR_TURN_EXPIRES."""
     now = timezone.now()
     report = SweepReport()
-    report.expired = Turn.objects.filter(
+    expired = Turn.objects.filter(
         status__in=Turn.PENDING, queued_at__lt=now - timedelta(seconds=settings.CIR_TURN_EXPIRES)
-    ).update(
-        status=Turn.Status.FAILED,
-        error_code="timeout",
-        finished=now,
-        error=f"No search worker answered within {settings.CIR_TURN_EXPIRES} seconds. Try again.",
+    )
+    # read first: on SQLite even an UPDATE that matches nothing takes the write lock, every sweep
+    report.expired = (
+        0
+        if not expired.exists()
+        else expired.update(
+            status=Turn.Status.FAILED,
+            error_code="timeout",
+            finished=now,
+            error=f"No search worker answered within {settings.CIR_TURN_EXPIRES} seconds. Try again.",
+        )
     )
     running = Turn.objects.filter(status=Turn.Status.RUNNING).values_list("pk", "worker", "claimed_at")
     for pk, worker, claimed_at in running:

@@ -137,3 +137,45 @@ def test_files_gone_from_the_source_stay_searchable_until_the_new_version_is_act
     version = IndexVersion.objects.create(collection=collection, number=1, path="/nonexistent", index_type="flat")
     catalog.collection_activate_version(collection=collection, version=version, removed_ids=scan.removed_ids)
     assert list(Image.objects.filter(collection=collection, removed=True)) == [rows[2]]
+
+
+def test_only_the_worker_holding_a_job_can_activate_its_version() -> None:
+    from cirweb.catalog import services as catalog
+    from cirweb.catalog.models import IndexVersion
+
+    collection = make_collection("race")
+    job = ReindexJob.objects.create(collection=collection)
+    me = process_identity()
+    claimed = jobs.reindex_job_claim(job_id=job.pk, worker=me)
+    assert claimed is not None
+    fields = {"number": 1, "path": "/nonexistent", "count": 3, "dim": 8, "index_type": "flat", "encoder": "e",
+              "combiner": "c", "build_seconds": 1.0}  # fmt: skip
+    assert catalog.reindex_job_activate(job=claimed, worker="other:1", version_fields=fields, removed_ids=[]) is None
+    assert not IndexVersion.objects.exists()
+    ReindexJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    assert catalog.reindex_job_activate(job=claimed, worker=me, version_fields=fields, removed_ids=[]) is None
+    ReindexJob.objects.filter(pk=job.pk).update(cancel_requested=False)
+    version = catalog.reindex_job_activate(job=claimed, worker=me, version_fields=fields, removed_ids=[])
+    assert version is not None
+    collection.refresh_from_db()
+    claimed.refresh_from_db()
+    assert collection.active_version == version and claimed.status == "succeeded" and claimed.version == version
+
+
+def test_the_chunk_stamp_names_the_encoder(tmp_path: Any) -> None:
+    """A job resumed under another encoder (or a retrained checkpoint at the same path) never reuses chunks."""
+    from types import SimpleNamespace
+
+    from workers.indexing import models_identity
+
+    checkpoint = tmp_path / "clip.pt"
+    checkpoint.write_bytes(b"one")
+
+    def identity(spec: str, dim: int = 32) -> str:
+        return models_identity(SimpleNamespace(clip_spec=spec, encoder=SimpleNamespace(dim=dim)))  # type: ignore[arg-type]
+
+    first = identity(str(checkpoint))
+    assert first == identity(str(checkpoint))
+    assert first != identity("ViT-B/32") and first != identity(str(checkpoint), dim=64)
+    checkpoint.write_bytes(b"retrained")
+    assert identity(str(checkpoint)) != first
