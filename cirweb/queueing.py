@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-
 from cirweb.celery_app import INDEX_QUEUE, SEARCH_QUEUE, app
 
 
 def enqueue_search_turn(turn_id: int) -> None:
-    # A turn nobody picked up within CIR_TURN_EXPIRES is dropped by the broker; the turn itself is then
-    # failed with a readable message by `turn_expire_stale` (see conversations.services).
-    app.send_task("workers.tasks.search_turn", args=[turn_id], queue=SEARCH_QUEUE, expires=settings.CIR_TURN_EXPIRES)
+    # No broker expiry: the sweep (workers/sweep.py) is the one owner of a turn's expiry, and a message that
+    # comes after the turn was failed finds nothing to claim.
+    app.send_task("workers.tasks.search_turn", args=[turn_id], queue=SEARCH_QUEUE)
 
 
 def enqueue_reindex(job_id: int) -> None:

@@ -224,6 +224,18 @@ CIR_K_MAX = 200
 CIR_SEARCH_TIME_LIMIT = env_int("CIR_SEARCH_TIME_LIMIT", 60)
 CIR_TURN_EXPIRES = env_int("CIR_TURN_EXPIRES", 120)  # seconds a queued turn may wait before it fails
 
+# --- Guarantees: every turn comes back, every job ends (README "Faults"; owned by workers/sweep.py) ----------
+CIR_SWEEP_EVERY = float(os.environ.get("CIR_SWEEP_EVERY", "2"))  # seconds between sweeps
+CIR_TURN_RESEND_AFTER = env_int("CIR_TURN_RESEND_AFTER", 10)  # a queued turn nobody took: send its task again
+CIR_TURN_MAX_ATTEMPTS = 3  # a turn whose worker died this many times while answering it fails
+CIR_JOB_RESEND_AFTER = env_int("CIR_JOB_RESEND_AFTER", 60)  # a queued job nobody took: send it again
+CIR_JOB_STALE_AFTER = env_int("CIR_JOB_STALE_AFTER", 120)  # a running job silent this long lost its worker
+CIR_JOB_MAX_ATTEMPTS = env_int("CIR_JOB_MAX_ATTEMPTS", 3)  # a job that killed its worker this often fails
+CIR_JOB_QUEUED_EXPIRES = env_int("CIR_JOB_QUEUED_EXPIRES", 3600)  # a job no worker took in an hour fails
+CIR_REINDEX_CHUNK = env_int("CIR_REINDEX_CHUNK", 1024)  # images per resumable chunk of a reindex
+CIR_SOCKET_RECONCILE_EVERY = float(os.environ.get("CIR_SOCKET_RECONCILE_EVERY", "2"))  # socket vs database
+CIR_FAULTS_FILE: str | None = None  # fault injection (cirweb/faults.py): set by the test settings only
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

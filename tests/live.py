@@ -120,6 +120,18 @@ def celery_worker(queue: str, log_dir: Path) -> Process:
     )
 
 
+def sweeper(log_dir: Path) -> Process:
+    return Process("sweep", [sys.executable, str(REPO / "manage.py"), "sweep"], log_dir / "sweep.log")
+
+
+def daphne(port: int, log_dir: Path) -> Process:
+    return Process(
+        "web",
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cirweb.asgi:application"],
+        log_dir / "web.log",
+    )
+
+
 def wait_healthy(live: LiveServices, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     last: Any = None
@@ -163,11 +175,8 @@ def live_services(django_db_blocker: Any) -> Iterator[LiveServices]:
     live.processes = {
         "search": celery_worker("search", log_dir),
         "index": celery_worker("index", log_dir),
-        "web": Process(
-            "web",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cirweb.asgi:application"],
-            log_dir / "web.log",
-        ),
+        "sweep": sweeper(log_dir),
+        "web": daphne(port, log_dir),
     }
     for process in live.processes.values():
         process.start(env)

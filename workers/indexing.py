@@ -7,25 +7,29 @@ leaves search exactly as it was. A job redelivered after its worker died resumes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
-import socket
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
-from django.utils import timezone
+from django.conf import settings
 
+from cirweb.catalog import jobs
 from cirweb.catalog import services as catalog
 from cirweb.catalog.models import Image, IndexVersion, ReindexJob
+from cirweb.faults import fault_point
+from cirweb.liveness import process_identity
 from retrieval.errors import RetrievalError
 from retrieval.features import ExtractionCancelled, Item, Progress, extract_features
 from retrieval.store import load_version, version_numbers, write_version
 from workers.publish import publish
-from workers.runtime import runtime
+from workers.runtime import Models, runtime
 from workers.sources import source_listing
 
 log = logging.getLogger(__name__)
@@ -42,10 +46,48 @@ def publish_job(job: ReindexJob) -> None:
 
 
 def _finish(job: ReindexJob, status: str, error: str = "") -> str:
-    catalog.reindex_job_update(job_id=job.pk, status=status, error=error, finished=timezone.now())
+    if not jobs.reindex_job_finish(job_id=job.pk, worker=job.worker, status=status, error=error):
+        return "dropped: another worker holds this job now"
     job.refresh_from_db()
     publish_job(job)
     return f"{status}: {error}" if error else status
+
+
+class JobLost(Exception):
+    """This process no longer holds the job (presumed dead and taken over): stop without writing."""
+
+
+class Heartbeat:
+    """Beats every few seconds on a thread while the job runs (a long index build shows no progress), and
+    notices when the claim was taken away, so the extraction loop can stop."""
+
+    def __init__(self, job_id: int, worker: str, every: float = 5.0) -> None:
+        self.job_id, self.worker, self.every = job_id, worker, every
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"job-{job_id}-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    if not jobs.reindex_job_beat(job_id=self.job_id, worker=self.worker):
+                        self.lost.set()
+                        return
+                except Exception as exc:  # the database blinked: the next beat tries again
+                    log.warning("heartbeat of job %s: %s", self.job_id, exc)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def _indexed_sources(version: IndexVersion | None) -> dict[str, tuple[int, int]] | None:
@@ -59,18 +101,35 @@ def _indexed_sources(version: IndexVersion | None) -> dict[str, tuple[int, int]]
     return {rel: (size, mtime) for rel, size, mtime in data.values()}
 
 
+def _beat(job: ReindexJob, **progress: object) -> None:
+    if not jobs.reindex_job_beat(job_id=job.pk, worker=job.worker, **progress):
+        raise JobLost()
+
+
+def models_identity(models: Models) -> str:
+    """The encoder that made a feature: its spec, and for a checkpoint file its size and mtime."""
+    spec = models.clip_spec
+    try:
+        stat = os.stat(spec)
+        spec = f"{spec}@{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        pass
+    return hashlib.sha1(f"{spec}\0{models.encoder.dim}".encode()).hexdigest()[:12]
+
+
 def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
-    """Run a reindex job; whatever happens, the job ends succeeded, failed or cancelled (never stuck running)."""
-    job = ReindexJob.objects.select_related("collection__active_version").filter(pk=job_id).first()
-    if job is None or job.status in ReindexJob.FINISHED:
-        return "skipped"
-    me = f"{socket.gethostname()}:{os.getpid()}"
-    if catalog.reindex_job_alive_elsewhere(job, me):
-        return "skipped: another worker is running this job"
+    """Run a reindex job; whatever happens, the job ends succeeded, failed or cancelled (never stuck running:
+    if this process dies, the sweep gives the job to another one, which resumes from the written chunks)."""
+    job = jobs.reindex_job_claim(job_id=job_id, worker=process_identity())
+    if job is None:
+        return "skipped: finished, or running in another live process"
     if job.cancel_requested:
         return _finish(job, ReindexJob.Status.CANCELLED)
     try:
-        return _run(job, show_progress)
+        with Heartbeat(job.pk, job.worker) as beat:
+            return _run(job, show_progress, beat)
+    except JobLost:
+        return "dropped: another worker took this job over"
     except SoftTimeLimitExceeded:
         return _finish(job, ReindexJob.Status.FAILED, "the job ran past its time limit and was stopped")
     except Exception as exc:  # the job must end readable whatever broke; the traceback goes to the log
@@ -78,11 +137,8 @@ def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
         return _finish(job, ReindexJob.Status.FAILED, f"unexpected error: {type(exc).__name__}: {exc}")
 
 
-def _run(job: ReindexJob, show_progress: bool) -> str:
+def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
     collection, previous = job.collection, job.collection.active_version
-    catalog.reindex_job_update(
-        job_id=job.pk, status=ReindexJob.Status.RUNNING, started=job.started or timezone.now(), heartbeat=timezone.now()
-    )
     started = time.monotonic()
     try:
         listing = source_listing(collection)
@@ -98,19 +154,20 @@ def _run(job: ReindexJob, show_progress: bool) -> str:
         indexed = None  # another encoder made the active version: its features cannot be reused
     incremental = indexed is not None
     scan = catalog.collection_apply_scan(collection=collection, listing=listing, indexed=indexed)
-    catalog.reindex_job_update(
-        job_id=job.pk,
+    _beat(
+        job,
         added=scan.added,
         changed=scan.changed,
         deleted=scan.deleted,
         total=len(scan.extract_ids),
-        heartbeat=timezone.now(),
     )
     if incremental and not scan.extract_ids and not scan.deleted_ids:
-        catalog.reindex_job_update(job_id=job.pk, version=previous)
+        _beat(job, version=previous)
         return _finish(job, ReindexJob.Status.SUCCEEDED)
     rows = Image.objects.filter(pk__in=scan.extract_ids).values_list("pk", "path", "size", "mtime_ns")
-    files = {pk: (path, f"{size}:{mtime}") for pk, path, size, mtime in rows}
+    # the stamp names the encoder too, so a job resumed under other models never reuses these chunks
+    model = models_identity(models)
+    files = {pk: (path, f"{size}:{mtime}:{model}") for pk, path, size, mtime in rows}
     items = [Item(i, Path(files[i][0]), files[i][1]) for i in scan.extract_ids]
     work_dir = catalog.collection_dir(collection) / "jobs" / str(job.pk)
     last = {"t": 0.0, "cancel_checked": 0.0}
@@ -120,19 +177,21 @@ def _run(job: ReindexJob, show_progress: bool) -> str:
         if now - last["t"] < PROGRESS_EVERY and p.done < p.total:
             return
         last["t"] = now
-        catalog.reindex_job_update(
-            job_id=job.pk,
+        _beat(
+            job,
             done=p.done,
             total=p.total,
             skipped=p.skipped,
             images_per_second=p.images_per_second,
             eta_seconds=p.eta_seconds,
-            heartbeat=timezone.now(),
         )
         job.refresh_from_db()
         publish_job(job)
+        fault_point("reindex.progress")
 
     def should_stop() -> bool:
+        if beat.lost.is_set():
+            raise JobLost()
         now = time.monotonic()
         if now - last["cancel_checked"] < 0.5:
             return False
@@ -150,10 +209,13 @@ def _run(job: ReindexJob, show_progress: bool) -> str:
             should_stop=should_stop,
             draft_size=models.encoder.input_resolution * 2,
             show_progress=show_progress,
+            chunk_size=settings.CIR_REINDEX_CHUNK,
         )
     except ExtractionCancelled:
         shutil.rmtree(work_dir, ignore_errors=True)
         return _finish(job, ReindexJob.Status.CANCELLED)
+    if result.resumed_chunks:
+        log.info("reindex job %s: %d chunks reused from an earlier attempt", job.pk, result.resumed_chunks)
     reasons = dict(result.skipped)
     for image_id, reason in reasons.items():
         Image.objects.filter(pk=image_id).update(skip_reason=reason[:500])
@@ -187,31 +249,34 @@ def _run(job: ReindexJob, show_progress: bool) -> str:
         extra={"job": job.pk, "skipped": len(reasons)},
         extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},
     )
-    if ReindexJob.objects.filter(pk=job.pk, cancel_requested=True).exists():  # cancelled while writing
-        shutil.rmtree(written.path, ignore_errors=True)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return _finish(job, ReindexJob.Status.CANCELLED)
-    version = catalog.index_version_register(
-        collection=collection,
-        number=number,
-        path=str(written.path),
-        count=written.meta.count,
-        dim=written.meta.dim,
-        index_type=written.meta.index_type,
-        encoder=models.clip_spec,
-        combiner=models.combiner_spec,
-        build_seconds=time.monotonic() - started,
-    )
-    catalog.collection_activate_version(collection=collection, version=version)
     named = dict(Image.objects.filter(pk__in=list(reasons)).values_list("pk", "relpath"))
-    catalog.reindex_job_update(
-        job_id=job.pk,
-        version=version,
+    version = catalog.reindex_job_activate(
+        job=job,
+        worker=job.worker,
+        version_fields={
+            "number": number,
+            "path": str(written.path),
+            "count": written.meta.count,
+            "dim": written.meta.dim,
+            "index_type": written.meta.index_type,
+            "encoder": models.clip_spec,
+            "combiner": models.combiner_spec,
+            "build_seconds": time.monotonic() - started,
+        },
+        removed_ids=scan.removed_ids,
         done=len(items),
         total=len(items),
         skipped=len(reasons),
         eta_seconds=0,
         skipped_reasons={named.get(i, str(i)): r for i, r in list(reasons.items())[:MAX_REASONS]},
     )
+    if version is None:  # cancelled while writing, or taken over: the built folder is nobody's
+        shutil.rmtree(written.path, ignore_errors=True)
+        if ReindexJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+            shutil.rmtree(work_dir, ignore_errors=True)
+            return _finish(job, ReindexJob.Status.CANCELLED)
+        raise JobLost()
     shutil.rmtree(work_dir, ignore_errors=True)
-    return _finish(job, ReindexJob.Status.SUCCEEDED)
+    job.refresh_from_db()
+    publish_job(job)
+    return ReindexJob.Status.SUCCEEDED

@@ -19,8 +19,11 @@ from numpy.typing import NDArray
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cirweb.catalog.models import Collection, IndexVersion, Upload
-from cirweb.conversations import services as turns
+from cirweb.conversations import services
+from cirweb.conversations import states as turns
 from cirweb.conversations.models import Conversation
+from cirweb.faults import fault_point
+from cirweb.liveness import process_identity
 from retrieval.combiner import Mode
 from retrieval.errors import RetrievalError
 from retrieval.images import ImageError
@@ -28,7 +31,6 @@ from retrieval.store import IndexVersion as LoadedVersion
 from workers.publish import publish
 from workers.runtime import Models, runtime
 
-_last_expiry = 0.0
 TRANSIENT = (OperationalError, RedisConnectionError)  # worth a retry: the database or Redis blinked
 
 
@@ -152,23 +154,28 @@ def run_search(
 
 
 def answer_turn(turn_id: int) -> str:
-    """Run one turn end to end. Returns what happened, for the task's log line."""
-    global _last_expiry
-    if time.monotonic() - _last_expiry > 10:  # sweep turns whose worker died, now and then
-        _last_expiry = time.monotonic()
-        turns.turn_expire_stale()
-    turn = turns.turn_begin(turn_id=turn_id)
-    if turn is None:
-        return "skipped (already answered or gone)"
-    group = Conversation.group_for(turn.conversation_id)
-    publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": "encoding"})
+    """Run one turn end to end. Returns what happened, for the task's log line.
 
-    def stage(name: str) -> None:  # shown live; the stored status stays "queued" until the turn is done
-        publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": name})
+    The turn is claimed first (a redelivered or late task finds nothing to do), its outcome is stored only
+    while the claim is still this process's, and published after the commit. A lost publish costs nothing:
+    the sockets reconcile against the stored outcome (cirweb.conversations.consumers)."""
+    me = process_identity()
+    turn = turns.turn_claim(turn_id=turn_id, worker=me)
+    if turn is None:
+        return "skipped (already answered, failed or taken)"
+    group = Conversation.group_for(turn.conversation_id)
+    offset = (turn.pages - 1) * turn.k
+
+    def stage(name: str) -> None:  # shown live; the stored status is "running" until the outcome
+        # `offset` lets sockets drop a progress frame that arrives after its page's results (not forwarded)
+        publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": name, "offset": offset})
+
+    stage("encoding")
+    fault_point("turn.claimed")
 
     def fail(code: str, message: str) -> None:
-        turns.turn_fail(turn_id=turn.pk, code=code, message=message)
-        publish(group, {"type": "turn.failed", "turn": turn.pk, "code": code, "error": message})
+        if turns.turn_fail(turn_id=turn.pk, code=code, message=message, worker=me):
+            publish(group, turns.failed_frame(turn_id=turn.pk, code=code, error=message))
 
     try:
         # a later page ("more") searches k more: the pages already shown are among the exclusions
@@ -179,7 +186,7 @@ def answer_turn(turn_id: int) -> str:
             image_id=turn.reference_image_id,
             upload_id=turn.reference_upload_id,
             k=turn.k,
-            exclude=turns.turn_excluded_images(turn=turn),
+            exclude=services.turn_excluded_images(turn=turn),
             stage=stage,
         )
     except SearchFailed as exc:
@@ -189,23 +196,15 @@ def answer_turn(turn_id: int) -> str:
         fail("timeout", "The search took too long and was stopped.")
         raise
     except TRANSIENT:
-        raise  # retried by the task; if it never succeeds the turn expires with a message
+        raise  # retried by the task (the claim is still ours); if it never succeeds the sweep fails the turn
     except Exception:
         fail("internal", "Something went wrong on our side; try again.")
         raise
-    offset = (turn.pages - 1) * turn.k
     page = outcome.ranked
-    turns.turn_complete(turn=turn, ranked=page, timings_ms=outcome.timings_ms, version_id=outcome.version.pk)
-    publish(
-        group,
-        {
-            "type": "turn.results",
-            "turn": turn.pk,
-            "offset": offset,
-            "results": [turns.result_payload(i, s) for i, s in page],
-            "timings_ms": outcome.timings_ms,
-        },
-    )
+    if not turns.turn_complete(turn=turn, ranked=page, timings_ms=outcome.timings_ms, version_id=outcome.version.pk):
+        return "dropped (the turn was failed or taken over meanwhile)"
+    fault_point("turn.committed")
+    publish(group, turns.results_frame(turn_id=turn.pk, offset=offset, ranked=page, timings_ms=outcome.timings_ms))
     return f"done: {len(page)} results in {outcome.timings_ms['total']:.1f} ms"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cirweb.devservers import port_open, redis_command, wait_for_port
 
-COLOURS = {"redis": "\033[35m", "search": "\033[36m", "index": "\033[33m", "web": "\033[32m"}
+COLOURS = {"redis": "\033[35m", "search": "\033[36m", "index": "\033[33m", "sweep": "\033[34m", "web": "\033[32m"}
 
 
 @dataclass
@@ -133,6 +133,7 @@ def build_children(*, port: int, host: str, redis_port: int | None, data_dir: Pa
     children += [
         Child("search", [*celery, "-Q", "search", "-n", "search@%h"]),
         Child("index", [*celery, "-Q", "index", "-n", "index@%h", "--prefetch-multiplier", "1"]),
+        Child("sweep", [py, str(Path(__file__).resolve().parents[1] / "manage.py"), "sweep"]),
         Child("web", [py, "-m", "daphne", "-b", host, "-p", str(port), "cirweb.asgi:application"]),
     ]
     return children

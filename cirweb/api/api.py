@@ -114,9 +114,7 @@ def _conversation(request: HttpRequest, conversation_id: str) -> Conversation:
 
 @api.get("/conversations/{conversation_id}", summary="A conversation with its turns (a tree) and their results")
 def conversation_detail(request: HttpRequest, conversation_id: str) -> dict[str, Any]:
-    conversation = _conversation(request, conversation_id)
-    services.turn_expire_stale(conversation=conversation)
-    return shaping.conversation_json(conversation)
+    return shaping.conversation_json(_conversation(request, conversation_id))
 
 
 @api.patch("/conversations/{conversation_id}", summary="Rename a conversation")

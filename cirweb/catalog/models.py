@@ -127,6 +127,8 @@ class ReindexJob(models.Model):
     heartbeat = models.DateTimeField(null=True, blank=True, help_text="Last sign of life from the worker.")
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running the job.")
     finished = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="When its task was last sent to the workers.")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker took it.")
 
     class Meta:
         ordering = ["-created"]

@@ -5,10 +5,8 @@ Plain functions, keyword-only; views, admin actions and worker tasks call these 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from cirweb import queueing
+from cirweb.catalog.jobs import reindex_job_claim_lost, reindex_job_send
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob
 
 
@@ -49,6 +47,7 @@ class ScanResult:
     added: int
     changed: int
     deleted: int
+    removed_ids: list[int] = field(default_factory=list)  # gone from the source: marked at activation
 
 
 def collection_dir(collection: Collection) -> Path:
@@ -69,8 +68,10 @@ def collection_apply_scan(
     """Bring the collection's Image rows in line with a scan of its source.
 
     `indexed` maps relpath -> (size, mtime_ns) for what the active index version holds (None: full
-    reindex, everything is extracted again). New and changed files are returned for extraction; files
-    gone from the source are marked removed (kept, as turns in the history point at them).
+    reindex, everything is extracted again). New and changed files are returned for extraction. Files gone
+    from the source are only listed (`removed_ids`): they are marked removed together with the activation of
+    the version that leaves them out, so a failed or cancelled job changes nothing users see. New rows are
+    not `indexed` until then either.
     """
     listing = list(listing)
     with transaction.atomic():
@@ -106,13 +107,19 @@ def collection_apply_scan(
         Image.objects.bulk_create(to_create, batch_size=1000)
         Image.objects.bulk_update(to_update, ["size", "mtime_ns", "path", "removed", "attributes"], batch_size=1000)
         gone = [r for rel, r in rows.items() if rel not in seen and not r.removed]
-        Image.objects.filter(pk__in=[r.pk for r in gone]).update(removed=True, indexed=False)
         ids = dict(Image.objects.filter(collection=collection).values_list("relpath", "pk"))
     deleted_rel = [rel for rel in (indexed or {}) if rel not in seen]
     deleted = len(deleted_rel)
     if indexed is None:  # a full reindex reports what changed in the source since the catalog last saw it
         added, changed, deleted = len(to_create), len(to_update), len(gone)
-    return ScanResult([ids[r] for r in extract_rel], [ids[r] for r in deleted_rel if r in ids], added, changed, deleted)
+    return ScanResult(
+        [ids[r] for r in extract_rel],
+        [ids[r] for r in deleted_rel if r in ids],
+        added,
+        changed,
+        deleted,
+        removed_ids=[r.pk for r in gone],
+    )
 
 
 def index_version_register(
@@ -140,14 +147,17 @@ def index_version_register(
     )
 
 
-def collection_activate_version(*, collection: Collection, version: IndexVersion) -> None:
+def collection_activate_version(
+    *, collection: Collection, version: IndexVersion, removed_ids: Iterable[int] = ()
+) -> None:
     """Switch the collection to `version` (searches pick it up on their next turn), together with the
-    images' `indexed` flags, in one transaction."""
+    images' `indexed` and `removed` flags, in one transaction (the caller's, when it has one)."""
     if version.collection_id != collection.pk:
         raise CatalogError(f"version {version.number} belongs to another collection")
     indexed_ids = _version_ids(version)
     with transaction.atomic():
         Collection.objects.filter(pk=collection.pk).update(active_version=version, updated=timezone.now())
+        Image.objects.filter(pk__in=list(removed_ids), collection=collection).update(removed=True)
         Image.objects.filter(collection=collection).update(indexed=False)
         for start in range(0, len(indexed_ids), 5000):
             Image.objects.filter(pk__in=indexed_ids[start : start + 5000]).update(indexed=True)
@@ -168,21 +178,15 @@ def reindex_job_start(*, collection: Collection, kind: str, user: Any = None, en
         raise CatalogError(f"unknown reindex kind {kind!r}: use 'full' or 'incremental'")
     with transaction.atomic():
         Collection.objects.select_for_update().get(pk=collection.pk)
+        # a job whose worker or message was lost is taken back or failed by the sweep (workers/sweep.py)
         running = ReindexJob.objects.filter(collection=collection).exclude(status__in=ReindexJob.FINISHED).first()
-        if running is not None and reindex_job_is_stale(running):
-            ReindexJob.objects.filter(pk=running.pk).update(
-                status=ReindexJob.Status.FAILED,
-                finished=timezone.now(),
-                error="its worker stopped answering (no progress for 10 minutes)",
-            )
-            running = None
         if running is not None:
             raise ReindexConflict(f"{collection.name} is already being reindexed (job {running.pk}, {running.status})")
         job = ReindexJob.objects.create(
             collection=collection, kind=kind, created_by=user if getattr(user, "is_authenticated", False) else None
         )
         if enqueue:
-            transaction.on_commit(lambda: queueing.enqueue_reindex(job.pk))
+            transaction.on_commit(lambda: reindex_job_send(job_id=job.pk))
     return job
 
 
@@ -195,37 +199,11 @@ def reindex_job_cancel(*, job: ReindexJob) -> ReindexJob:
             raise CatalogError(f"job {job.pk} has already {job.status}")
         job.cancel_requested = True
         fields = ["cancel_requested"]
-        if job.status == ReindexJob.Status.QUEUED or reindex_job_is_stale(job):  # nobody will see the request
+        if job.status == ReindexJob.Status.QUEUED or reindex_job_claim_lost(job):  # nobody will see the request
             job.status, job.finished = ReindexJob.Status.CANCELLED, timezone.now()
             fields += ["status", "finished"]
         job.save(update_fields=fields)
     return job
-
-
-STALE_AFTER = timedelta(minutes=10)  # a running job shows progress every half second
-
-
-def reindex_job_is_stale(job: ReindexJob) -> bool:
-    """A running job whose worker has given no sign of life for a long time (its process or machine died)."""
-    last = job.heartbeat or job.started
-    return job.status == ReindexJob.Status.RUNNING and last is not None and timezone.now() - last > STALE_AFTER
-
-
-def reindex_job_alive_elsewhere(job: ReindexJob, me: str) -> bool:
-    """True when another live process runs this job (a duplicate delivery must not start it twice). A job
-    redelivered because its process died on this host is taken over at once, to resume from its chunks."""
-    if job.status != ReindexJob.Status.RUNNING or not job.worker or job.worker == me:
-        return False
-    host, _, pid = job.worker.rpartition(":")
-    if host == me.rpartition(":")[0] and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False  # that process is gone
-        except PermissionError:
-            return True
-        return True
-    return job.heartbeat is not None and timezone.now() - job.heartbeat < timedelta(seconds=60)
 
 
 def reindex_job_progress(job: ReindexJob) -> dict[str, Any]:
@@ -249,9 +227,22 @@ def reindex_job_progress(job: ReindexJob) -> dict[str, Any]:
     }
 
 
-def reindex_job_update(*, job_id: int, **fields: Any) -> None:
-    """Store progress or an outcome on a job (called by the index worker)."""
-    ReindexJob.objects.filter(pk=job_id).update(**fields)
+def reindex_job_activate(
+    *, job: ReindexJob, worker: str, version_fields: dict[str, Any], removed_ids: Iterable[int], **job_fields: Any
+) -> IndexVersion | None:
+    """Register the built version, switch the collection to it, apply the catalog's removals and mark the
+    job succeeded: all in one transaction, and only while `worker` still holds the job and nobody asked to
+    cancel it. None (nothing changed) otherwise."""
+    with transaction.atomic():
+        owned = ReindexJob.objects.filter(
+            pk=job.pk, status=ReindexJob.Status.RUNNING, worker=worker, cancel_requested=False
+        ).update(status=ReindexJob.Status.SUCCEEDED, finished=timezone.now(), error="", **job_fields)
+        if not owned:
+            return None
+        version = index_version_register(collection=job.collection, **version_fields)
+        ReindexJob.objects.filter(pk=job.pk).update(version=version)
+        collection_activate_version(collection=job.collection, version=version, removed_ids=removed_ids)
+    return version
 
 
 def collection_list() -> QuerySet[Collection]:
@@ -277,5 +268,6 @@ def collection_images_page(
 def collection_image_counts() -> dict[int, int]:
     from django.db.models import Count, Q
 
-    rows = Collection.objects.annotate(n=Count("images", filter=Q(images__removed=False))).values_list("pk", "n")
+    searchable = Q(images__removed=False, images__indexed=True)  # what the active version holds
+    rows = Collection.objects.annotate(n=Count("images", filter=searchable)).values_list("pk", "n")
     return dict(rows)

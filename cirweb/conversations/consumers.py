@@ -1,31 +1,43 @@
 """The conversation websocket (the protocol is in ARCHITECTURE.md). Thin: parse, call one service, reply.
 
-Only the conversation's owner may connect. Every message is validated; a bad one gets an `error` frame and
-the socket stays open. Group events from the search worker (`turn.progress`, `turn.results`,
-`turn.failed`) are forwarded unchanged.
+Only the conversation's owner may connect. Every frame gets an answer: a bad one an `error` frame, and the
+socket stays open whatever the frame or the database did. Worker events (`turn.progress`, `turn.results`,
+`turn.failed`) are forwarded as they come; since a publish can be lost (a worker killed between its commit
+and its publish, Redis restarted or flushed), the socket also reconciles with the database every
+CIR_SOCKET_RECONCILE_EVERY seconds: it sends the outcome of every turn of the conversation that ended
+since it connected and that it has not sent yet, and joins its group again (a Redis restart forgets it).
+Each outcome goes out once per socket, whichever path brings it first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
+from django.utils import timezone
 
-from cirweb.conversations import services
+from cirweb.conversations import services, states
 from cirweb.conversations.models import Conversation, Turn
 from cirweb.owners import Owner, owner_from
 
+log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
 REFUSED = 4403  # close code: not the owner (or no such conversation)
+OVERLAP = timedelta(seconds=10)  # a turn's `finished` is stamped before its commit becomes visible
 
 
 class ConversationConsumer(AsyncJsonWebsocketConsumer):
     conversation: Conversation
     owner: Owner
+    watermark: datetime
 
     async def connect(self) -> None:
         found = await self._load(self.scope["url_route"]["kwargs"]["conversation_id"])
@@ -35,15 +47,75 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=REFUSED)
             return
         self.owner, self.conversation = found
-        self.watchers: set[asyncio.Task[None]] = set()
-        await self.channel_layer.group_add(self.conversation.group_name, self.channel_name)
+        self.sent: set[tuple[int, int]] = set()  # outcomes sent on this socket: (turn, offset or -1)
+        self.connected_at = self.watermark = timezone.now()
+        await self._join()
         await self.accept()
+        self.reconciler = asyncio.create_task(self._reconcile_forever())
 
     async def disconnect(self, code: int) -> None:
+        if hasattr(self, "reconciler"):
+            self.reconciler.cancel()
         if hasattr(self, "conversation"):
-            await self.channel_layer.group_discard(self.conversation.group_name, self.channel_name)
-        for task in getattr(self, "watchers", ()):
-            task.cancel()
+            try:
+                await self.channel_layer.group_discard(self.conversation.group_name, self.channel_name)
+            except Exception as exc:  # Redis is gone: the membership expires with it
+                log.info("group_discard failed: %s", exc)
+
+    # -- the channel layer may restart under us: keep receiving, rejoin ----------------------------------
+
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return self._receive_from_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self._layer_receive = receive  # set by channels; wrapped so a Redis restart never ends the socket
+
+    async def _receive_from_layer(self) -> dict[str, Any]:
+        while True:
+            try:
+                return await self._layer_receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("channel layer receive failed (%s); retrying", exc)
+                await asyncio.sleep(1)
+
+    async def _join(self) -> None:
+        try:
+            await self.channel_layer.group_add(self.conversation.group_name, self.channel_name)
+        except Exception as exc:  # the reconciler joins again, and catches up from the database meanwhile
+            log.warning("group_add failed (%s); will retry", exc)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(settings.CIR_SOCKET_RECONCILE_EVERY)
+            try:
+                await self._join()
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database blinked: the next round catches up
+                log.warning("reconcile failed: %s", exc)
+
+    async def reconcile(self) -> None:
+        """Send every outcome of this conversation that ended since the last round and is not sent yet."""
+        started = timezone.now()
+        since = max(self.connected_at, self.watermark - OVERLAP)  # earlier ones: the page's catch-up over HTTP
+        frames = await self._outcomes(since, frozenset(self.sent))
+        for frame in frames:
+            await self._send_outcome(frame)
+        self.watermark = started
+
+    async def _send_outcome(self, frame: dict[str, Any]) -> None:
+        key = states.outcome_key(frame)
+        if key is None or key in self.sent:
+            return
+        self.sent.add(key)  # marked before the await: the other path cannot send it meanwhile
+        await self.send_json(frame)
+
+    # -- frames from the browser -----------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         if text_data is None:
@@ -60,63 +132,59 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
         handlers = {"turn.create": self.on_turn_create, "turn.more": self.on_turn_more, "feedback": self.on_feedback}
-        handler = handlers.get(content.get("type"))  # type: ignore[arg-type]
+        kind = content.get("type")
+        handler = handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
+            shown = kind if isinstance(kind, str) and len(kind) < 40 else type(kind).__name__
             return await self.error(
-                "bad_message",
-                f"Unknown message type {content.get('type')!r}; expected one of {', '.join(handlers)}.",
-                content,
+                "bad_message", f"Unknown message type {shown!r}; expected one of {', '.join(handlers)}.", content
             )
         try:
             await handler(content)
         except services.TurnRejected as exc:
             await self.error(exc.code, exc.message, content)
+        except DatabaseError as exc:  # a lock timeout, a conversation deleted meanwhile, a lost connection
+            log.warning("database error on %s: %s", kind, exc)
+            if not await self._conversation_exists():
+                await self.error("not_found", "This conversation was deleted (in another tab?).", content)
+            else:
+                await self.error("busy", "The server is busy and could not take that; send it again.", content)
+        except Exception:
+            log.exception("unexpected error on %s", kind)
+            await self.error("internal", "Something went wrong on our side; send that again.", content)
 
     async def error(self, code: str, message: str, content: dict[str, Any] | None = None) -> None:
         frame: dict[str, Any] = {"type": "error", "code": code, "error": message}
-        if content and isinstance(content.get("client_id"), str | int):
-            frame["client_id"] = content["client_id"]
+        client_id = content.get("client_id") if content else None
+        if isinstance(client_id, str | int) and not isinstance(client_id, bool) and len(str(client_id)) <= 64:
+            frame["client_id"] = client_id
         await self.send_json(frame)
 
     async def on_turn_create(self, msg: dict[str, Any]) -> None:
         turn = await self._turn_create(msg)
         await self.send_json({"type": "turn.accepted", "turn": turn.pk, "client_id": turn.client_id})
         await self.send_json({"type": "turn.progress", "turn": turn.pk, "stage": "queued"})
-        self._watch(turn.pk)
 
     async def on_turn_more(self, msg: dict[str, Any]) -> None:
         turn = await self._turn_more(msg.get("turn"))
         await self.send_json({"type": "turn.progress", "turn": turn.pk, "stage": "queued"})
-        self._watch(turn.pk)
 
     async def on_feedback(self, msg: dict[str, Any]) -> None:
         await self._feedback(msg)  # the protocol has no acknowledgement frame; errors come as `error`
 
-    # -- group events from the worker: forwarded as they are --------------------------------------------
+    # -- group events from the worker: forwarded, each outcome once ------------------------------------
 
     async def turn_progress(self, event: dict[str, Any]) -> None:
+        offset = event.pop("offset", None)
+        if (event["turn"], -1) in self.sent or (offset is not None and (event["turn"], offset) in self.sent):
+            return  # a late progress frame must not take a finished turn back to a spinner
         await self.send_json(event)
 
     async def turn_results(self, event: dict[str, Any]) -> None:
-        await self.send_json(event)
+        await self._send_outcome(event)
 
     async def turn_failed(self, event: dict[str, Any]) -> None:
-        await self.send_json(event)
-
-    # -- a turn nobody answers fails with a message instead of waiting forever ------------------------
-
-    def _watch(self, turn_id: int) -> None:
-        task = asyncio.create_task(self._expire_later(turn_id))
-        self.watchers.add(task)
-        task.add_done_callback(self.watchers.discard)
-
-    async def _expire_later(self, turn_id: int) -> None:
-        await asyncio.sleep(settings.CIR_TURN_EXPIRES + 1)
-        failed = await self._expire(turn_id)
-        if failed is not None:
-            await self.send_json(
-                {"type": "turn.failed", "turn": turn_id, "code": failed.error_code, "error": failed.error}
-            )
+        await self._send_outcome(event)
 
     # -- database, each touch in its own small sync helper ----------------------------------------------
 
@@ -129,6 +197,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return owner, services.conversation_get(owner=owner, conversation_id=conversation_id)
         except services.TurnRejected:
             return None
+
+    @database_sync_to_async
+    def _conversation_exists(self) -> bool:
+        try:
+            return Conversation.objects.filter(pk=self.conversation.pk).exists()
+        except DatabaseError:
+            return True  # cannot tell: the busy message is the honest one
+
+    @database_sync_to_async
+    def _outcomes(self, since: datetime, sent: frozenset[tuple[int, int]]) -> list[dict[str, Any]]:
+        return states.turn_outcomes_since(conversation_id=self.conversation.pk, since=since, skip=sent)
 
     @database_sync_to_async
     def _turn_create(self, msg: dict[str, Any]) -> Turn:
@@ -152,8 +231,3 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     def _feedback(self, msg: dict[str, Any]) -> Any:
         turn = services.turn_get(conversation=self.conversation, turn_id=msg.get("turn"))
         return services.feedback_set(turn=turn, image_id=msg.get("image"), value=msg.get("value"))
-
-    @database_sync_to_async
-    def _expire(self, turn_id: int) -> Turn | None:
-        services.turn_expire_stale(conversation=self.conversation)
-        return Turn.objects.filter(pk=turn_id, status=Turn.Status.FAILED).first()

@@ -48,13 +48,16 @@ class Turn(models.Model):
         IMAGE = "image", "Image only"
 
     class Status(models.TextChoices):
+        """queued -> running -> done | failed; "more" takes a done turn back to queued. Every transition is a
+        conditional update in `cirweb.conversations.states`, so a late or repeated message is a no-op."""
+
         QUEUED = "queued", "Queued"
-        ENCODING = "encoding", "Encoding"
-        SEARCHING = "searching", "Searching"
+        RUNNING = "running", "Running"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
-    PENDING = (Status.QUEUED, Status.ENCODING, Status.SEARCHING)
+    PENDING = (Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.DONE, Status.FAILED)
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
@@ -87,6 +90,10 @@ class Turn(models.Model):
         help_text="When the latest request (the turn, or its last 'more') was queued.",
     )
     finished = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="When its search task was last sent.")
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process that claimed it.")
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Claims of the current request.")
 
     class Meta:
         ordering = ["created", "id"]

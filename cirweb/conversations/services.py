@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cirweb import queueing
 from cirweb.catalog.models import Collection, Image, Upload
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
+from cirweb.conversations.states import result_payload, turn_request_more, turn_send
 from cirweb.owners import Owner
+
+__all__ = ["result_payload"]  # shaping and the scripting API import it from here
 
 
 class TurnRejected(ValueError):
@@ -66,7 +67,7 @@ def conversation_get(*, owner: Owner, conversation_id: Any) -> Conversation:
 
 
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
-    conversation.title = title.strip()[:200]
+    conversation.title = title.replace("\x00", "").strip()[:200]
     conversation.save(update_fields=["title", "updated"])
     return conversation
 
@@ -90,6 +91,8 @@ def turn_create(
     """Validate a new turn, store it queued, and enqueue its search once the row is committed."""
     if not isinstance(text, str):
         raise TurnRejected("bad_message", "text must be a string")
+    if "\x00" in text or "\x00" in str(client_id):
+        raise TurnRejected("bad_message", "The text contains a NUL character; remove it and send again.")
     text = text.strip()
     if len(text) > settings.CIR_TEXT_MAX_CHARS:
         raise TurnRejected(
@@ -131,6 +134,12 @@ def turn_create(
             raise TurnRejected("not_found", f"Turn {parent} is not part of this conversation.")
     # Every query here is on the path from the user's Enter to their results: few, and narrow.
     with transaction.atomic():
+        changes: dict[str, Any] = {"updated": timezone.now()}
+        if not conversation.title:
+            changes["title"] = (text or f"Image {image or ''}")[:60]
+        if not Conversation.objects.filter(pk=conversation.pk).update(**changes):
+            raise TurnRejected("not_found", "This conversation was deleted (in another tab?).")
+        conversation.title = changes.get("title", conversation.title)
         turn = Turn.objects.create(
             conversation=conversation,
             parent_id=parent_id,
@@ -151,11 +160,7 @@ def turn_create(
             Feedback.objects.bulk_create(
                 [Feedback(turn_id=parent_id, image_id=image, value=Feedback.Value.CHOSEN)], ignore_conflicts=True
             )
-        changes: dict[str, Any] = {"updated": timezone.now()}
-        if not conversation.title:
-            conversation.title = changes["title"] = (text or f"Image {image or ''}")[:60]
-        Conversation.objects.filter(pk=conversation.pk).update(**changes)
-        transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk))
+        transaction.on_commit(lambda: turn_send(turn_id=turn.pk))
     return turn
 
 
@@ -174,11 +179,8 @@ def turn_more(*, turn: Turn) -> Turn:
         raise TurnRejected("not_ready", "This turn has no results yet; wait for them before asking for more.")
     if (turn.pages + 1) * turn.k > settings.CIR_K_MAX * 5:
         raise TurnRejected("bad_k", "That is as far as this turn's results go; refine instead.")
-    with transaction.atomic():
-        Turn.objects.filter(pk=turn.pk).update(
-            pages=turn.pages + 1, status=Turn.Status.QUEUED, error="", error_code="", queued_at=timezone.now()
-        )
-        transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk))
+    if not turn_request_more(turn=turn):
+        raise TurnRejected("not_ready", "The next page of this turn is already on its way.")
     turn.refresh_from_db()
     return turn
 
@@ -210,86 +212,3 @@ def turn_excluded_images(*, turn: Turn) -> set[int]:
         shown = shown.filter(turn=turn)  # earlier pages of this turn only
     excluded |= set(shown.values_list("image_id", flat=True))
     return excluded
-
-
-def turn_expire_stale(*, conversation: Conversation | None = None) -> int:
-    """Fail turns that waited longer than CIR_TURN_EXPIRES (their worker died or never came)."""
-    cutoff = timezone.now() - timedelta(seconds=settings.CIR_TURN_EXPIRES)
-    stale = Turn.objects.filter(status__in=Turn.PENDING, queued_at__lt=cutoff)
-    if conversation is not None:
-        stale = stale.filter(conversation=conversation)
-    return stale.update(
-        status=Turn.Status.FAILED,
-        error_code="timeout",
-        finished=timezone.now(),
-        error=f"No search worker answered within {settings.CIR_TURN_EXPIRES} seconds. Try again.",
-    )
-
-
-# -- called by the search worker ----------------------------------------------------------------------------
-
-
-TURN_FIELDS = (
-    "id",
-    "conversation_id",
-    "parent_id",
-    "reference_image_id",
-    "reference_upload_id",
-    "text",
-    "mode",
-    "k",
-    "pages",
-    "exclude_seen",
-    "status",
-    "created",
-)
-
-
-def turn_begin(*, turn_id: int) -> Turn | None:
-    """The queued turn to answer; None when it is already answered (a redelivered task) or gone.
-
-    Nothing is written here: a turn stays "queued" in the database until its results are stored (progress
-    is shown live over the socket), so a turn whose worker died is simply answered by the redelivery.
-    """
-    turn = Turn.objects.filter(pk=turn_id).only(*TURN_FIELDS).first()
-    return turn if turn is not None and turn.status in Turn.PENDING else None
-
-
-def turn_complete(
-    *, turn: Turn, ranked: list[tuple[int, float]], timings_ms: dict[str, float], version_id: int | None
-) -> list[TurnResult]:
-    """Store the newest page's ranked results (image id, score) at ranks from (pages - 1) * k."""
-    offset = (turn.pages - 1) * turn.k
-    with transaction.atomic():
-        if offset:  # a later page: replace what an interrupted earlier attempt may have left
-            TurnResult.objects.filter(turn=turn, rank__gte=offset).delete()
-        rows = TurnResult.objects.bulk_create(
-            [TurnResult(turn=turn, rank=offset + i, image_id=img, score=score) for i, (img, score) in enumerate(ranked)]
-        )
-        now = timezone.now()
-        Turn.objects.filter(pk=turn.pk).update(
-            status=Turn.Status.DONE,
-            timings_ms=timings_ms,
-            finished=now,
-            index_version_id=version_id,
-            latency_ms=(now - turn.queued_at).total_seconds() * 1000,
-            error="",
-            error_code="",
-        )
-    return rows
-
-
-def turn_fail(*, turn_id: int, code: str, message: str) -> None:
-    Turn.objects.filter(pk=turn_id).update(
-        status=Turn.Status.FAILED, error_code=code, error=message, finished=timezone.now()
-    )
-
-
-def result_payload(image_id: int, score: float) -> dict[str, Any]:
-    """One result as the protocol sends it."""
-    return {
-        "image": image_id,
-        "score": round(float(score), 4),
-        "thumb": f"/images/{image_id}/thumb",
-        "url": f"/images/{image_id}",
-    }

@@ -27,7 +27,6 @@ def chat(request: HttpRequest, conversation_id: str | None = None) -> HttpRespon
             conversation = services.conversation_get(owner=owner, conversation_id=conversation_id)
         except services.TurnRejected:
             raise Http404("This conversation does not exist, or is not yours.") from None
-        services.turn_expire_stale(conversation=conversation)
     counts = catalog.collection_image_counts()
     boot = {
         "collections": [shaping.collection_json(c, counts.get(c.pk, 0)) for c in catalog.collection_list()],

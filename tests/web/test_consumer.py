@@ -175,3 +175,109 @@ async def test_job_progress_channel_is_for_staff_only() -> None:
             await get_channel_layer().group_send(f"reindex.{job_id}", {"type": "job.progress", "done": 3})
             assert (await ws.receive_json_from(timeout=5))["done"] == 3
             await ws.disconnect()
+
+
+async def expect_error(ws: WebsocketCommunicator, text: str, code: str) -> dict[str, Any]:
+    await ws.send_to(text_data=text)
+    frame = await ws.receive_json_from(timeout=5)
+    assert frame["type"] == "error" and frame["code"] == code, (text[:60], frame)
+    assert frame["error"] and "Traceback" not in frame["error"]
+    return frame
+
+
+async def test_malformed_frames_of_every_shape_get_an_error_and_never_close_the_socket(conversation: Any) -> None:
+    ws = await connect(conversation.id, "alice")
+    await ws.connect()
+    for text in (
+        '{"type": []}',
+        '{"type": {"a": 1}}',
+        '{"type": null}',
+        '{"type": 7}',
+        '{"type": "' + "x" * 5000 + '"}',
+        '{"type": "turn.create", "text": "red\\u0000", "reference": null}',
+        '{"type": "turn.create", "text": "red", "reference": null, "client_id": "a\\u0000"}',
+        '{"type": "turn.create", "text": "red", "reference": [], "mode": []}',
+        '{"type": "turn.more", "turn": {"a": 1}}',
+        '{"type": "feedback", "turn": [], "image": {}, "value": []}',
+    ):
+        await expect_error(ws, text, "bad_message")
+    await ws.send_to(bytes_data=b"\x00\x01")
+    assert (await ws.receive_json_from(timeout=5))["code"] == "bad_message"
+    # still usable: a good turn is accepted
+    await ws.send_json_to({"type": "turn.create", "client_id": "ok", "text": "red", "reference": None})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "turn.accepted"
+    await ws.disconnect()
+
+
+async def test_a_conversation_deleted_in_another_tab_gets_a_sentence(conversation: Any) -> None:
+    from channels.db import database_sync_to_async
+
+    ws = await connect(conversation.id, "alice")
+    await ws.connect()
+    await database_sync_to_async(services.conversation_delete)(conversation=conversation)
+    frame = await expect_error(
+        ws, '{"type": "turn.create", "client_id": "c9", "text": "red", "reference": null}', "not_found"
+    )
+    assert "deleted" in frame["error"] and frame["client_id"] == "c9"
+    await expect_error(ws, '{"type": "turn.more", "turn": 1}', "not_found")  # and it still answers
+    await ws.disconnect()
+
+
+async def test_a_database_lock_timeout_is_answered_and_the_socket_stays_usable(
+    conversation: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    real = services.turn_create
+
+    def locked(**kwargs: Any) -> Any:
+        raise OperationalError("database is locked")
+
+    ws = await connect(conversation.id, "alice")
+    await ws.connect()
+    monkeypatch.setattr(services, "turn_create", locked)
+    frame = await expect_error(ws, '{"type": "turn.create", "text": "red", "reference": null}', "busy")
+    assert "send it again" in frame["error"]
+    monkeypatch.setattr(services, "turn_create", real)
+    await ws.send_json_to({"type": "turn.create", "client_id": "again", "text": "red", "reference": None})
+    assert (await ws.receive_json_from(timeout=5))["type"] == "turn.accepted"
+    await ws.disconnect()
+
+
+async def test_an_outcome_whose_publish_was_lost_arrives_once_and_late_progress_is_dropped(
+    conversation: Any, settings: Any
+) -> None:
+    """The worker stored the results but its publish never came: the socket finds them in the database; the
+    publish arriving afterwards is not sent twice, and a late progress frame does not bring back a spinner."""
+    from channels.db import database_sync_to_async
+
+    from cirweb.conversations import states
+    from cirweb.liveness import process_identity
+
+    settings.CIR_SOCKET_RECONCILE_EVERY = 0.2
+    ws = await connect(conversation.id, "alice")
+    await ws.connect()
+    await ws.send_json_to({"type": "turn.create", "client_id": "c1", "text": "red", "reference": None})
+    turn_id = (await ws.receive_json_from(timeout=5))["turn"]
+    assert (await ws.receive_json_from(timeout=5))["stage"] == "queued"
+
+    def answer() -> list[tuple[int, float]]:
+        turn = states.turn_claim(turn_id=turn_id, worker=process_identity())
+        assert turn is not None
+        ranked = [(i, 0.9 - i / 100) for i in conversation.collection.images.values_list("pk", flat=True)]
+        assert states.turn_complete(turn=turn, ranked=ranked, timings_ms={"total": 2.0}, version_id=None)
+        return ranked
+
+    ranked = await database_sync_to_async(answer)()
+    frame = await ws.receive_json_from(timeout=5)  # no publish at all: found by the reconciler
+    assert frame["type"] == "turn.results" and frame["turn"] == turn_id and frame["offset"] == 0
+    assert [r["image"] for r in frame["results"]] == [i for i, _ in ranked]
+    layer = get_channel_layer()
+    await layer.group_send(
+        conversation.group_name, {"type": "turn.progress", "turn": turn_id, "stage": "searching", "offset": 0}
+    )
+    await layer.group_send(
+        conversation.group_name, states.results_frame(turn_id=turn_id, offset=0, ranked=ranked, timings_ms={})
+    )
+    assert await ws.receive_nothing(timeout=1.0)
+    await ws.disconnect()

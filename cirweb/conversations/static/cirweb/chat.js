@@ -4,7 +4,8 @@
 
 const boot = JSON.parse(document.getElementById("boot").textContent);
 const $ = (id) => document.getElementById(id);
-const STAGES = { sending: "Sending…", queued: "Queued…", encoding: "Encoding…", searching: "Searching…" };
+const STAGES = { sending: "Sending…", queued: "Queued…", running: "Searching…", encoding: "Encoding…", searching: "Searching…" };
+const STALL_MS = 6000; // a pending turn with no news this long is looked up over HTTP (the socket may have lost it)
 
 const state = {
   conversation: null, // {id, title, collection, ws}
@@ -17,7 +18,10 @@ const state = {
   reference: null, // {image|upload: id, thumb, label, parent}
   collection: null,
   browse: { offset: 0, seed: null, total: 0 },
+  catchingUp: null, // the catch-up request on its way, if any
 };
+
+const finished = (turn) => turn.status === "done" || turn.status === "failed";
 
 // -- small helpers -------------------------------------------------------------------------------------
 
@@ -80,9 +84,10 @@ function connect() {
   socket.onclose = (event) => {
     if (state.socket !== socket) return; // replaced on purpose
     if (event.code === 4403) { setStatus("This conversation is not yours, or no longer exists."); return; }
-    const delay = Math.min(1000 * 2 ** state.retry, 10000);
+    // quick at first (a restarting server is back within seconds), then backing off to 10 s
+    const delay = state.retry < 8 ? 500 : Math.min(500 * 2 ** (state.retry - 7), 10000);
     state.retry += 1;
-    setStatus(`Connection lost; reconnecting in ${Math.round(delay / 1000)} s…`);
+    setStatus(`Connection lost; reconnecting in ${Math.max(1, Math.round(delay / 1000))} s…`);
     setTimeout(() => { if (state.socket === socket) connect(); }, delay);
   };
 }
@@ -101,14 +106,20 @@ function socketReady() {
   });
 }
 
-async function catchUp() {
+function catchUp() {
+  // one at a time: a stalled turn, a reconnect and an unknown frame may all ask at once
+  state.catchingUp ??= catchUpNow().finally(() => { state.catchingUp = null; });
+  return state.catchingUp;
+}
+
+async function catchUpNow() {
   // the server's record is the truth; turns are merged by id (never duplicated), and a turn this page has
   // already seen finish is not taken back to an older state by a snapshot that raced with its results
   const data = await api("GET", `/api/conversations/${state.conversation.id}`);
   for (const turn of data.turns) {
     const local = state.turns.get(turn.id);
     const localNewer = local && local.status === "done" && (turn.status !== "done" || local.results.length > turn.results.length);
-    if (!localNewer) state.turns.set(turn.id, turn);
+    if (!localNewer) state.turns.set(turn.id, { ...turn, heard: Date.now() });
   }
   for (const [clientId, placeholder] of state.pending) {
     const arrived = data.turns.some((t) => t.client_id === clientId);
@@ -121,34 +132,59 @@ async function catchUp() {
   renderThread();
 }
 
+function watchForStalls() {
+  // the server delivers every outcome, but a page can still miss one (a socket that dropped and came back
+  // between two checks): a turn that stays pending with no news is read from the server's record
+  setInterval(() => {
+    if (!state.conversation) return;
+    const now = Date.now();
+    const stalled = [...state.turns.values()].some((t) => !finished(t) && now - (t.heard || 0) > STALL_MS);
+    if (stalled && !state.catchingUp) {
+      catchUp().then(() => {
+        for (const t of state.turns.values()) if (!finished(t)) t.heard = Date.now(); // asked: wait a period
+      }).catch(() => { /* unreachable: asked again next second */ });
+    }
+  }, 1000);
+}
+
 function handleFrame(frame) {
   const turn = state.turns.get(frame.turn);
+  if (turn) turn.heard = Date.now();
   switch (frame.type) {
     case "turn.accepted": {
       const placeholder = state.pending.get(frame.client_id);
       state.pending.delete(frame.client_id);
       placeholder?.node?.remove();
       if (!state.turns.has(frame.turn)) { // a catch-up may have brought it already
-        state.turns.set(frame.turn, { ...(placeholder ? placeholder.turn : {}), id: frame.turn, status: "queued", results: [] });
+        state.turns.set(frame.turn, { ...(placeholder ? placeholder.turn : {}), id: frame.turn, status: "queued",
+          results: [], heard: Date.now() });
       }
       renderThread();
       if (state.turns.size === 1) refreshHistory(); // the conversation is named after its first turn
       break;
     }
     case "turn.progress":
-      if (turn) { turn.status = frame.stage; renderTurn(turn); }
+      // a finished turn only goes back to pending when this page asked for more
+      if (turn && (!finished(turn) || turn.askedMore)) { turn.status = frame.stage; renderTurn(turn); }
+      else if (!turn) catchUp().catch(() => {});
       break;
     case "turn.results":
-      if (turn) {
-        turn.results = turn.results.slice(0, frame.offset).concat(frame.results);
-        turn.pages = Math.floor(frame.offset / (turn.k || 24)) + 1;
-        turn.status = "done";
-        turn.timings_ms = frame.timings_ms;
-        renderTurn(turn);
-      }
+      if (!turn) { catchUp().catch(() => {}); break; } // another tab's turn: read it whole
+      // an outcome arrives once per socket, but a catch-up may have brought this page already
+      if (turn.status === "done" && frame.offset < turn.results.length) break;
+      if (frame.offset > turn.results.length) { catchUp().catch(() => {}); break; } // a page is missing
+      turn.results = turn.results.slice(0, frame.offset).concat(frame.results);
+      turn.pages = Math.floor(frame.offset / (turn.k || 24)) + 1;
+      turn.status = "done";
+      turn.askedMore = false;
+      turn.timings_ms = frame.timings_ms;
+      renderTurn(turn);
       break;
     case "turn.failed":
-      if (turn) { turn.status = "failed"; turn.error = frame.error; turn.code = frame.code; renderTurn(turn); }
+      if (!turn) { catchUp().catch(() => {}); break; }
+      if (turn.status === "failed") break;
+      turn.status = "failed"; turn.error = frame.error; turn.code = frame.code; turn.askedMore = false;
+      renderTurn(turn);
       break;
     case "error": {
       const placeholder = frame.client_id && state.pending.get(frame.client_id);
@@ -315,6 +351,8 @@ async function send(event) {
 }
 
 async function more(turn) {
+  turn.askedMore = true;
+  turn.heard = Date.now();
   (await socketReady()).send(JSON.stringify({ type: "turn.more", turn: turn.id }));
 }
 
@@ -411,7 +449,7 @@ function load(conversation) {
   state.conversation = conversation && { id: conversation.id, ws: conversation.ws, title: conversation.title,
     collection: conversation.collection };
   if (conversation) {
-    for (const turn of conversation.turns) state.turns.set(turn.id, turn);
+    for (const turn of conversation.turns) state.turns.set(turn.id, { ...turn, heard: Date.now() });
     state.collection = conversation.collection;
     $("title").textContent = conversation.title;
     document.title = `${conversation.title} · cirweb`;
@@ -465,6 +503,7 @@ function init() {
   });
   window.addEventListener("popstate", loadFromLocation);
   load(boot.conversation);
+  watchForStalls();
 }
 
 init();

@@ -1,0 +1,254 @@
+"""The turn state machine: queued -> running -> done | failed (and done -> queued for "more").
+
+Every transition is one conditional UPDATE on the status it expects, so a late, repeated or redelivered
+task is a no-op by construction: only the process that claimed a turn may store its outcome, a failed turn
+never shows results later, and two "more" requests for one page cannot both count. The broker message is
+only a wake-up; the turn row is the record, and the sweep (`turn_sweep`, run by workers/sweep.py, the one
+owner of expiry) sends the message again when it was lost and fails the turn when nobody can answer it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from cirweb import queueing
+from cirweb.conversations.models import Turn, TurnResult
+from cirweb.liveness import claim_lost
+
+log = logging.getLogger(__name__)
+
+TURN_FIELDS = (
+    "id",
+    "conversation_id",
+    "parent_id",
+    "reference_image_id",
+    "reference_upload_id",
+    "text",
+    "mode",
+    "k",
+    "pages",
+    "exclude_seen",
+    "status",
+    "created",
+    "queued_at",
+    "worker",
+    "claimed_at",
+    "attempts",
+)
+
+
+def turn_send(*, turn_id: int) -> None:
+    """Send the turn's search task (after the commit that queued it). A broker that is down is not the
+    user's error: the turn stays queued and the sweep sends it again."""
+    try:
+        queueing.enqueue_search_turn(turn_id)
+    except Exception as exc:
+        log.warning("could not send turn %s to the workers (the sweep will): %s", turn_id, exc)
+        return
+    Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(sent_at=timezone.now())
+
+
+def _claim_grace() -> timedelta:
+    # after the hard time limit the worker has surely stopped working on it, wherever it ran
+    return timedelta(seconds=settings.CIR_SEARCH_TIME_LIMIT + 20)
+
+
+def turn_claim(*, turn_id: int, worker: str) -> Turn | None:
+    """Take the turn for `worker`: a queued turn, or a running one whose claimant is gone (its process died
+    and the task came back). None when there is nothing to do (answered, failed, taken, or gone)."""
+    turn = Turn.objects.filter(pk=turn_id).only(*TURN_FIELDS).first()
+    if turn is None:
+        return None
+    if turn.status == Turn.Status.QUEUED:
+        expected = Q(status=Turn.Status.QUEUED, pages=turn.pages)
+    elif turn.status == Turn.Status.RUNNING and (
+        turn.worker == worker or claim_lost(turn.worker, turn.claimed_at, _claim_grace())
+    ):  # a retry in the same process (the database blinked), or a worker that died
+        expected = Q(status=Turn.Status.RUNNING, worker=turn.worker, pages=turn.pages)
+    else:
+        return None
+    retry = turn.worker == worker  # not a death: it does not count as an attempt
+    if not retry and turn.attempts >= settings.CIR_TURN_MAX_ATTEMPTS:
+        turn_fail(
+            turn_id=turn.pk,
+            code="worker_lost",
+            message="The search stopped unexpectedly several times on this request; try other words or another image.",
+        )
+        return None
+    now = timezone.now()
+    taken = Turn.objects.filter(expected, pk=turn_id).update(
+        status=Turn.Status.RUNNING, worker=worker, claimed_at=now, attempts=F("attempts") + (0 if retry else 1)
+    )
+    if not taken:
+        return None
+    turn.status, turn.worker, turn.claimed_at = Turn.Status.RUNNING, worker, now
+    turn.attempts += 0 if retry else 1
+    return turn
+
+
+def turn_complete(
+    *, turn: Turn, ranked: list[tuple[int, float]], timings_ms: dict[str, float], version_id: int | None
+) -> bool:
+    """Store the newest page's ranked results (image id, score) at ranks from (pages - 1) * k, if the turn is
+    still this claim's. False (and nothing written) when it is not: failed by the sweep, or taken over."""
+    offset = (turn.pages - 1) * turn.k
+    now = timezone.now()
+    with transaction.atomic():
+        owned = Turn.objects.filter(
+            pk=turn.pk, status=Turn.Status.RUNNING, worker=turn.worker, pages=turn.pages
+        ).update(
+            status=Turn.Status.DONE,
+            timings_ms=timings_ms,
+            finished=now,
+            index_version_id=version_id,
+            latency_ms=(now - turn.queued_at).total_seconds() * 1000,
+            error="",
+            error_code="",
+        )
+        if not owned:
+            return False
+        TurnResult.objects.filter(turn=turn, rank__gte=offset).delete()  # what an earlier attempt left
+        TurnResult.objects.bulk_create(
+            [TurnResult(turn=turn, rank=offset + i, image_id=img, score=score) for i, (img, score) in enumerate(ranked)]
+        )
+    return True
+
+
+def turn_fail(*, turn_id: int, code: str, message: str, worker: str | None = None) -> bool:
+    """Fail a pending turn with a sentence. With `worker`, only while that process holds the claim."""
+    pending = Turn.objects.filter(pk=turn_id, status__in=Turn.PENDING)
+    if worker is not None:
+        pending = pending.filter(worker=worker)
+    return bool(pending.update(status=Turn.Status.FAILED, error_code=code, error=message, finished=timezone.now()))
+
+
+def turn_request_more(*, turn: Turn) -> bool:
+    """Queue the next page of a done turn. False when another request moved it first (two clicks, two tabs)."""
+    with transaction.atomic():
+        moved = Turn.objects.filter(pk=turn.pk, status=Turn.Status.DONE, pages=turn.pages).update(
+            pages=turn.pages + 1,
+            status=Turn.Status.QUEUED,
+            error="",
+            error_code="",
+            queued_at=timezone.now(),
+            attempts=0,
+            worker="",
+        )
+        if moved:
+            transaction.on_commit(lambda: turn_send(turn_id=turn.pk))
+    return bool(moved)
+
+
+@dataclass
+class SweepReport:
+    resent: int = 0
+    released: int = 0
+    expired: int = 0
+
+
+def turn_sweep() -> SweepReport:
+    """The one owner of turn expiry. Sends again the task of a queued turn nobody took (its message was lost
+    with a Redis restart, or never sent), puts back in the queue a running turn whose worker died, and fails
+    with a sentence every turn that waited longer than CIR_TURN_EXPIRES."""
+    now = timezone.now()
+    report = SweepReport()
+    expired = Turn.objects.filter(
+        status__in=Turn.PENDING, queued_at__lt=now - timedelta(seconds=settings.CIR_TURN_EXPIRES)
+    )
+    # read first: on SQLite even an UPDATE that matches nothing takes the write lock, every sweep
+    report.expired = (
+        0
+        if not expired.exists()
+        else expired.update(
+            status=Turn.Status.FAILED,
+            error_code="timeout",
+            finished=now,
+            error=f"No search worker answered within {settings.CIR_TURN_EXPIRES} seconds. Try again.",
+        )
+    )
+    running = Turn.objects.filter(status=Turn.Status.RUNNING).values_list("pk", "worker", "claimed_at")
+    for pk, worker, claimed_at in running:
+        if not claim_lost(worker, claimed_at, _claim_grace()):
+            continue
+        if Turn.objects.filter(pk=pk, status=Turn.Status.RUNNING, worker=worker).update(
+            status=Turn.Status.QUEUED, sent_at=None
+        ):
+            report.released += 1
+            report.resent += 1
+            turn_send(turn_id=pk)
+    now = timezone.now()
+    never_sent = Q(sent_at__isnull=True, queued_at__lt=now - timedelta(seconds=2))  # on_commit had its chance
+    lost = Q(sent_at__lt=now - timedelta(seconds=settings.CIR_TURN_RESEND_AFTER))
+    for pk in Turn.objects.filter(never_sent | lost, status=Turn.Status.QUEUED).values_list("pk", flat=True):
+        turn_send(turn_id=pk)
+        report.resent += 1
+    return report
+
+
+# -- what a socket is sent when a turn ends (the worker's publish and the consumer's catch-up agree) -----------
+
+
+def result_payload(image_id: int, score: float) -> dict[str, Any]:
+    """One result as the protocol sends it."""
+    return {
+        "image": image_id,
+        "score": round(float(score), 4),
+        "thumb": f"/images/{image_id}/thumb",
+        "url": f"/images/{image_id}",
+    }
+
+
+def results_frame(
+    *, turn_id: int, offset: int, ranked: list[tuple[int, float]], timings_ms: dict[str, float]
+) -> dict[str, Any]:
+    return {
+        "type": "turn.results",
+        "turn": turn_id,
+        "offset": offset,
+        "results": [result_payload(i, s) for i, s in ranked],
+        "timings_ms": timings_ms,
+    }
+
+
+def failed_frame(*, turn_id: int, code: str, error: str) -> dict[str, Any]:
+    return {"type": "turn.failed", "turn": turn_id, "code": code, "error": error}
+
+
+def outcome_key(frame: dict[str, Any]) -> tuple[int, int] | None:
+    """What makes an outcome frame unique on one socket: (turn, offset), offset -1 for a failure."""
+    if frame.get("type") == "turn.results":
+        return int(frame["turn"]), int(frame["offset"])
+    if frame.get("type") == "turn.failed":
+        return int(frame["turn"]), -1
+    return None
+
+
+def turn_outcomes_since(
+    *, conversation_id: Any, since: Any, skip: frozenset[tuple[int, int]] = frozenset()
+) -> list[dict[str, Any]]:
+    """The outcome frames of the conversation's turns that ended at or after `since`, oldest first, but
+    those whose `outcome_key` is in `skip` (already sent)."""
+    rows = (
+        Turn.objects.filter(conversation_id=conversation_id, finished__gte=since, status__in=Turn.FINISHED)
+        .values_list("pk", "status", "pages", "k", "timings_ms", "error_code", "error")
+        .order_by("finished", "pk")
+    )
+    frames = []
+    for pk, status, pages, k, timings, code, error in rows:
+        offset = -1 if status == Turn.Status.FAILED else (pages - 1) * k
+        if (pk, offset) in skip:
+            continue
+        if status == Turn.Status.FAILED:
+            frames.append(failed_frame(turn_id=pk, code=code, error=error))
+            continue
+        ranked = list(TurnResult.objects.filter(turn_id=pk, rank__gte=offset).values_list("image_id", "score"))
+        frames.append(results_frame(turn_id=pk, offset=offset, ranked=ranked, timings_ms=timings))
+    return frames

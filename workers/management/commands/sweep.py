@@ -1,0 +1,27 @@
+"""`python manage.py sweep [--once]`: the loop that fails or takes back lost turns and jobs (workers/sweep.py)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from workers.sweep import sweep_forever, sweep_once
+
+
+class Command(BaseCommand):
+    help = "Fail stale turns and reindex jobs, and take back those whose worker or message was lost."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--once", action="store_true", help="sweep once and exit")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["once"]:
+            self.stdout.write(sweep_once() or "nothing to do")
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        sweep_forever(stop)
