@@ -1,6 +1,6 @@
 """Real parts for integration and browser tests (fixtures made available by tests/conftest.py):
-the Redis of the test settings, two `celery worker` processes (search
-and index queues) and daphne on a free port, all sharing the test database file. Nothing is mocked.
+the Redis of the test settings, two `celery worker` processes (search and index queues) and the web
+server (uvicorn, as `serve` runs it) on a free port, all sharing the test database file. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import pytest
 import redis
 import requests
 from django.conf import settings
+
+from cirweb.webserver import web_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,7 +138,7 @@ def wait_healthy(live: LiveServices, seconds: float = 90) -> None:
 
 @pytest.fixture(scope="session")
 def live_services(django_db_blocker: Any) -> Iterator[LiveServices]:
-    """Workers and daphne over the database the test process is configured with (a file under the
+    """Workers and the web server over the database the test process is configured with (a file under the
     throw-away CIR_DATA_DIR), migrated here. These tests talk to it through the product's own interfaces
     and read it outside any test transaction, as the processes they start do."""
     from django.core.management import call_command
@@ -165,7 +167,7 @@ def live_services(django_db_blocker: Any) -> Iterator[LiveServices]:
         "index": celery_worker("index", log_dir),
         "web": Process(
             "web",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cirweb.asgi:application"],
+            web_command(host="127.0.0.1", port=port),
             log_dir / "web.log",
         ),
     }

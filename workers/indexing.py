@@ -85,7 +85,7 @@ def _run(job: ReindexJob, show_progress: bool) -> str:
     )
     started = time.monotonic()
     try:
-        listing = source_listing(collection)
+        listing, annotation_skips = source_listing(collection)
         models = runtime.models(catalog.collection_encoder(collection), catalog.collection_combiner(collection))
     except RetrievalError as exc:
         return _finish(job, ReindexJob.Status.FAILED, str(exc))
@@ -211,7 +211,10 @@ def _run(job: ReindexJob, show_progress: bool) -> str:
         total=len(items),
         skipped=len(reasons),
         eta_seconds=0,
-        skipped_reasons={named.get(i, str(i)): r for i, r in list(reasons.items())[:MAX_REASONS]},
+        skipped_reasons={
+            **{f"annotations: {why}": f"{n} entries skipped" for why, n in annotation_skips.items()},
+            **{named.get(i, str(i)): r for i, r in list(reasons.items())[:MAX_REASONS]},
+        },
     )
     shutil.rmtree(work_dir, ignore_errors=True)
     return _finish(job, ReindexJob.Status.SUCCEEDED)

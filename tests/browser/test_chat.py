@@ -1,4 +1,4 @@
-"""The chat page in Debian's Chromium, driven by Playwright, against daphne + workers + Redis.
+"""The chat page in Debian's Chromium, driven by Playwright, against uvicorn + workers + Redis.
 
 Screenshots of each scenario are kept under test-artifacts/browser/.
 """
