@@ -309,11 +309,11 @@ CIR_TURN_EXPIRES = env_int("CIR_TURN_EXPIRES", 120)  # seconds a queued turn may
 # --- Retention (manage.py prune, and the periodic `workers.tasks.prune` on Celery beat) --------------------
 CIR_UPLOAD_RETENTION_DAYS = env_int("CIR_UPLOAD_RETENTION_DAYS", 30)
 CIR_KEEP_INDEX_VERSIONS = env_int("CIR_KEEP_INDEX_VERSIONS", 2)  # the active one plus the newest others
-CIR_PRUNE_EVERY_HOURS = env_int("CIR_PRUNE_EVERY_HOURS", 6)
+CIR_PRUNE_EVERY = env_int("CIR_PRUNE_EVERY", 6 * 3600)  # seconds between two runs on Celery beat
 CELERY_BEAT_SCHEDULE = {
     "prune": {
         "task": "workers.tasks.prune",
-        "schedule": CIR_PRUNE_EVERY_HOURS * 3600.0,
+        "schedule": float(CIR_PRUNE_EVERY),
         "options": {"queue": "index", "expires": 3600},
     },
 }

@@ -31,6 +31,7 @@ app.conf.update(
         "workers.tasks.ping": {"queue": SEARCH_QUEUE},
         "workers.tasks.reindex_collection": {"queue": INDEX_QUEUE},
         "workers.tasks.check_collection": {"queue": INDEX_QUEUE},
+        "workers.tasks.prune": {"queue": INDEX_QUEUE},
     },
     # A task is acknowledged after it ran, and re-queued if its worker process dies mid-way: tasks are
     # idempotent (a turn already answered is not answered twice; a reindex resumes from its chunks).

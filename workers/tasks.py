@@ -8,6 +8,7 @@ from typing import Any
 from celery.signals import worker_process_init
 from django.conf import settings
 
+from cirweb.catalog.retention import data_prune
 from workers.app import app
 from workers.indexing import reindex_run
 from workers.runtime import runtime
@@ -66,3 +67,11 @@ def reindex_collection(self: Any, job_id: int) -> str:
 @app.task(name="workers.tasks.ping")
 def ping() -> str:
     return "pong"
+
+
+@app.task(name="workers.tasks.prune", soft_time_limit=3600, time_limit=3700)
+def prune() -> str:
+    """Celery beat sends this every CIR_PRUNE_EVERY seconds (settings.CELERY_BEAT_SCHEDULE)."""
+    summary = data_prune().summary()
+    log.info("prune: %s", summary)
+    return summary

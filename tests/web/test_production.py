@@ -54,7 +54,7 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
 
 def test_the_web_process_keeps_no_persistent_database_connections() -> None:
     code = (
-        "import django; django.setup(); from django.db import connection as c; print(c.settings_dict['CONN_MAX_AGE'])"  # noqa: E501
+        "import django; django.setup(); from django.db import connection as c; print(c.settings_dict['CONN_MAX_AGE'])"
     )
     assert run(["-c", code], CIR_PROCESS="web").stdout.strip() == "0"
     assert run(["-c", code]).stdout.strip() == "600"  # workers: one thread each, connections reused
