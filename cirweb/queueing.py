@@ -10,19 +10,28 @@ from django.conf import settings
 from workers.app import INDEX_QUEUE, SEARCH_QUEUE, app
 
 
-def enqueue_search_turn(turn_id: int) -> None:
+def enqueue_search_turn(turn_id: int, priority: int = 0) -> None:
     # A turn nobody picked up within CIR_TURN_EXPIRES is dropped by the broker; the turn itself is then
     # failed with a readable message by `turn_expire_stale` (see conversations.services).
-    app.send_task("workers.tasks.search_turn", args=[turn_id], queue=SEARCH_QUEUE, expires=settings.CIR_TURN_EXPIRES)
+    # `priority` (0 first): how many of its visitor's turns were already in flight (cirweb/limits.py)
+    app.send_task(
+        "workers.tasks.search_turn",
+        args=[turn_id],
+        queue=SEARCH_QUEUE,
+        expires=settings.CIR_TURN_EXPIRES,
+        priority=priority,
+    )
 
 
 def enqueue_reindex(job_id: int) -> None:
     app.send_task("workers.tasks.reindex_collection", args=[job_id], queue=INDEX_QUEUE)
 
 
-def search_now(payload: dict[str, Any], timeout: float) -> Any:
+def search_now(payload: dict[str, Any], timeout: float, priority: int = 0) -> Any:
     """Run a stateless query on a search worker and wait for its answer (the scripting API)."""
-    result = app.send_task("workers.tasks.search_query", args=[payload], queue=SEARCH_QUEUE, expires=timeout)
+    result = app.send_task(
+        "workers.tasks.search_query", args=[payload], queue=SEARCH_QUEUE, expires=timeout, priority=priority
+    )
     try:
         return result.get(timeout=timeout, propagate=True)
     finally:

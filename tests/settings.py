@@ -17,6 +17,10 @@ os.environ.setdefault("CIR_COMBINER", str(_REPO / "models" / "shapes" / "shapes-
 # Generated worlds and folders live in pytest's temporary folders: the tests may read collections there
 # (the uploads, models and index folders stay refused wherever the roots are).
 os.environ.setdefault("CIR_SOURCE_ROOTS", tempfile.gettempdir())
+# Per-minute rates high enough for the suite's own traffic from one address (tests of the limits set
+# their own); the in-flight limit keeps its default, so the flood test meets it as a visitor would.
+for _name in ("CIR_RATE_TURNS", "CIR_RATE_SEARCH", "CIR_RATE_CONVERSATIONS", "CIR_RATE_UPLOADS"):
+    os.environ.setdefault(_name, "600/m")
 
 from cirweb.settings import *  # noqa: E402,F403
 from cirweb.settings import CIR_DATA_DIR, DATABASES  # noqa: E402

@@ -11,10 +11,12 @@ import asyncio
 import json
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from cirweb import limits
 from cirweb.conversations import services
 from cirweb.conversations.models import Conversation, Turn
 from cirweb.owners import Owner, owner_from
@@ -68,9 +70,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 content,
             )
         try:
+            if content.get("type") in limits.TURN_FRAMES:  # [limits] frames per minute, visitor and address
+                await sync_to_async(limits.hit)("turns", owner=self.owner, address=limits.address_of_scope(self.scope))
             await handler(content)
         except services.TurnRejected as exc:
             await self.error(exc.code, exc.message, content)
+        except limits.RateLimited as exc:  # [limits] the socket stays open
+            await self.send_json(exc.frame(content.get("client_id")))
 
     async def error(self, code: str, message: str, content: dict[str, Any] | None = None) -> None:
         frame: dict[str, Any] = {"type": "error", "code": code, "error": message}

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cirweb import queueing
+from cirweb import limits, queueing
 from cirweb.catalog.models import Collection, Image, Upload
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
 from cirweb.owners import Owner
@@ -131,6 +131,7 @@ def turn_create(
             raise TurnRejected("not_found", f"Turn {parent} is not part of this conversation.")
     # Every query here is on the path from the user's Enter to their results: few, and narrow.
     with transaction.atomic():
+        priority = limits.turn_admit(owner=owner)  # [limits] RateLimited when the visitor has enough in flight
         turn = Turn.objects.create(
             conversation=conversation,
             parent_id=parent_id,
@@ -155,7 +156,7 @@ def turn_create(
         if not conversation.title:
             conversation.title = changes["title"] = (text or f"Image {image or ''}")[:60]
         Conversation.objects.filter(pk=conversation.pk).update(**changes)
-        transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk))
+        transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk, priority=priority))
     return turn
 
 
@@ -175,10 +176,12 @@ def turn_more(*, turn: Turn) -> Turn:
     if (turn.pages + 1) * turn.k > settings.CIR_K_MAX * 5:
         raise TurnRejected("bad_k", "That is as far as this turn's results go; refine instead.")
     with transaction.atomic():
+        owner = Owner(turn.conversation.owner_user_id, turn.conversation.owner_visitor)  # [limits]
+        priority = limits.turn_admit(owner=owner)  # [limits]
         Turn.objects.filter(pk=turn.pk).update(
             pages=turn.pages + 1, status=Turn.Status.QUEUED, error="", error_code="", queued_at=timezone.now()
         )
-        transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk))
+        transaction.on_commit(lambda: queueing.enqueue_search_turn(turn.pk, priority=priority))
     turn.refresh_from_db()
     return turn
 
