@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run(code_or_args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "cirweb.settings", **env}
+    # not what the browser tests set for themselves in this process (check --deploy rightly refuses it)
+    inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    environment = {**inherited, "DJANGO_SETTINGS_MODULE": "cirweb.settings", **env}
     return subprocess.run(
         [sys.executable, *code_or_args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
     )
