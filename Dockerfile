@@ -9,4 +9,4 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requir
 COPY . .
 RUN python manage.py collectstatic --no-input -v0
 EXPOSE 8000
-CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "cirweb.asgi:application"]
+CMD ["python", "-m", "cirweb.webserver", "--host", "0.0.0.0", "--port", "8000"]

@@ -11,11 +11,22 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from cirweb.bodylimit import BodySizeLimit  # noqa: E402
 from cirweb.routing import websocket_urlpatterns  # noqa: E402
+
+
+def body_limit(path: str) -> int:
+    """Uploads may carry a file and its form; every other URL a small form or JSON document."""
+    from django.conf import settings
+
+    if path == "/api/uploads":
+        return settings.CIR_UPLOAD_MAX_BYTES + settings.CIR_MULTIPART_OVERHEAD
+    return settings.CIR_REQUEST_MAX_BYTES
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_app,
+        "http": BodySizeLimit(django_app, body_limit),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -8,19 +8,22 @@ from typing import Any
 from cirweb.celery_app import INDEX_QUEUE, SEARCH_QUEUE, app
 
 
-def enqueue_search_turn(turn_id: int) -> None:
+def enqueue_search_turn(turn_id: int, priority: int = 0) -> None:
     # No broker expiry: the sweep (workers/sweep.py) is the one owner of a turn's expiry, and a message that
-    # comes after the turn was failed finds nothing to claim.
-    app.send_task("workers.tasks.search_turn", args=[turn_id], queue=SEARCH_QUEUE)
+    # comes after the turn was failed finds nothing to claim. `priority` (0 first): how many of its visitor's
+    # turns were already in flight (cirweb/limits.py), so one visitor's burst waits behind others' first turns.
+    app.send_task("workers.tasks.search_turn", args=[turn_id], queue=SEARCH_QUEUE, priority=priority)
 
 
 def enqueue_reindex(job_id: int) -> None:
     app.send_task("workers.tasks.reindex_collection", args=[job_id], queue=INDEX_QUEUE)
 
 
-def search_now(payload: dict[str, Any], timeout: float) -> Any:
+def search_now(payload: dict[str, Any], timeout: float, priority: int = 0) -> Any:
     """Run a stateless query on a search worker and wait for its answer (the scripting API)."""
-    result = app.send_task("workers.tasks.search_query", args=[payload], queue=SEARCH_QUEUE, expires=timeout)
+    result = app.send_task(
+        "workers.tasks.search_query", args=[payload], queue=SEARCH_QUEUE, expires=timeout, priority=priority
+    )
     try:
         return result.get(timeout=timeout, propagate=True)
     finally:

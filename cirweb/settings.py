@@ -43,6 +43,18 @@ SQLITE_OPTIONS = {
 }
 
 
+def env_paths(name: str, default: list[Path]) -> list[Path]:
+    """A list of folders, separated like PATH (":" on Linux), resolved to absolute paths."""
+    value = os.environ.get(name, "")
+    return [Path(p).expanduser().resolve() for p in value.split(os.pathsep) if p] if value else default
+
+
+# Django's docs: persistent connections are not right under ASGI (each request may run on another thread,
+# and connections then pile up). The web process closes them; workers, one thread each, keep theirs.
+# https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-database-connections
+CONN_MAX_AGE = 0 if os.environ.get("CIR_PROCESS") == "web" else 600
+
+
 def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
     """DATABASE_URL (postgres://user:pass@host:port/name or sqlite:///path) as a DATABASES entry."""
     if not url:
@@ -50,7 +62,7 @@ def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": data_dir / "cirweb.sqlite3",
             "OPTIONS": SQLITE_OPTIONS,
-            "CONN_MAX_AGE": 600,  # keep connections: opening one costs milliseconds on every turn
+            "CONN_MAX_AGE": CONN_MAX_AGE,  # workers keep theirs: opening one costs milliseconds on every turn
         }
     parsed = urlparse(url)
     if parsed.scheme in ("postgres", "postgresql", "pgsql"):
@@ -61,7 +73,7 @@ def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
             "PASSWORD": unquote(parsed.password or ""),
             "HOST": parsed.hostname or "",
             "PORT": str(parsed.port or ""),
-            "CONN_MAX_AGE": 600,
+            "CONN_MAX_AGE": CONN_MAX_AGE,
             "CONN_HEALTH_CHECKS": True,
         }
     if parsed.scheme == "sqlite":
@@ -69,7 +81,7 @@ def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": unquote(parsed.path) or data_dir / "cirweb.sqlite3",
             "OPTIONS": SQLITE_OPTIONS,
-            "CONN_MAX_AGE": 600,
+            "CONN_MAX_AGE": CONN_MAX_AGE,
         }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported: use postgres:// or sqlite://")
 
@@ -103,7 +115,7 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 
 INSTALLED_APPS = [
-    "daphne",  # must come before staticfiles: `runserver` becomes the ASGI server
+    "daphne",  # `runserver` only (development); `serve` and containers run uvicorn, see cirweb/webserver.py
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -112,6 +124,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "ninja",  # serves Swagger UI's files itself: /api/docs works offline (no CDN)
+    "csp",
     "cirweb.catalog",
     "cirweb.conversations",
     "workers",
@@ -119,7 +132,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "cirweb.catalog.middleware.UploadSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -127,6 +139,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "cirweb.urls"
@@ -179,10 +192,50 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 
+# Content-Security-Policy (django-csp, https://django-csp.readthedocs.io/): scripts and styles from our own
+# origin only, never inline; websockets to our own origin. The admin's own scripts are files too.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
+
+# --- Production: one switch, DJANGO_ENV=production (compose sets it) ------------------------------------
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto. https://docs.djangoproject.com/en/5.2/howto/deployment/checklist/
+DJANGO_ENV = os.environ.get("DJANGO_ENV", "development")
+if DJANGO_ENV not in ("development", "production"):
+    raise ImproperlyConfigured(f"DJANGO_ENV={DJANGO_ENV!r}: use 'development' or 'production'")
+if DJANGO_ENV == "production":
+    if DEBUG:
+        raise ImproperlyConfigured("DJANGO_DEBUG must be off when DJANGO_ENV=production")
+    if not os.environ.get("DJANGO_SECRET_KEY"):
+        raise ImproperlyConfigured("DJANGO_ENV=production needs DJANGO_SECRET_KEY (at least 50 random characters)")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^readyz$"]  # container probes speak plain HTTP
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_REFERRER_POLICY = "same-origin"
+    SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
 # Uploads: a 20 MB file limit, stated on the page and enforced by the upload service.
 CIR_UPLOAD_MAX_BYTES = env_int("CIR_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CIR_UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Every other request body (forms, JSON): refused with 413 as it arrives, before anything buffers it
+# (cirweb/bodylimit.py). Uploads may carry CIR_UPLOAD_MAX_BYTES plus the form around the file.
+CIR_REQUEST_MAX_BYTES = env_int("CIR_REQUEST_MAX_BYTES", 1024 * 1024)
+CIR_MULTIPART_OVERHEAD = 64 * 1024
 
 # --- Redis: broker, result store and channel layer -------------------------------------------------------
 # Unset: `manage.py serve` starts a private Redis on this port (see cirweb/devservers.py).
@@ -204,6 +257,30 @@ CHANNEL_LAYERS = {
     }
 }
 
+# Django's cache on the same Redis: rate-limit counters and the readiness check's cached answer, shared
+# by every web process. https://docs.djangoproject.com/en/5.2/topics/cache/#redis
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CIR_REDIS_URL,
+        "KEY_PREFIX": "cirweb",
+        "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+    }
+}
+
+# Per-visitor limits (cirweb/limits.py, on django-ratelimit: https://django-ratelimit.readthedocs.io/).
+# Rates are "<count>/<s|m|h|d>", counted per session (the visitor) and per client address; past one, a
+# websocket frame gets an `error` frame with code `rate_limited` and `retry_after`, HTTP a 429 with Retry-After.
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_ENABLE = env_bool("CIR_RATELIMIT_ENABLE", True)
+CIR_TURNS_IN_FLIGHT = env_int("CIR_TURNS_IN_FLIGHT", 3)  # a visitor's turns queued or running at once
+CIR_RATE_TURNS = os.environ.get("CIR_RATE_TURNS", "30/m")  # turn.create and turn.more frames
+CIR_RATE_UPLOADS = os.environ.get("CIR_RATE_UPLOADS", "10/m")
+CIR_UPLOAD_BYTES_PER_DAY = env_int("CIR_UPLOAD_BYTES_PER_DAY", 200 * 1024 * 1024)
+CIR_RATE_SEARCH = os.environ.get("CIR_RATE_SEARCH", "30/m")  # POST /api/search
+CIR_RATE_CONVERSATIONS = os.environ.get("CIR_RATE_CONVERSATIONS", "10/m")  # POST /api/conversations
+CIR_ADDRESS_FACTOR = env_int("CIR_ADDRESS_FACTOR", 10)  # an address (NAT, office) may do this many visitors' worth
+
 # Celery: https://docs.celeryq.dev/en/stable/userguide/configuration.html (read by cirweb/celery_app.py)
 CELERY_BROKER_URL = os.environ.get("CIR_BROKER_URL") or CIR_REDIS_URL
 CELERY_RESULT_BACKEND = CIR_REDIS_URL
@@ -212,6 +289,12 @@ CELERY_TASK_ALWAYS_EAGER = False
 # --- The engine ------------------------------------------------------------------------------------------
 # The default models are the ones `bootstrap_demo` installs (the shapes world's tiny CLIP and Combiner).
 CIR_MODELS_DIR = CIR_DATA_DIR / "models"
+# Confinement of what staff may name in the admin. Collections are read only from folders under the source
+# roots (never the uploads, models, index or thumbnail folders, even when a root contains them); model
+# checkpoints, TorchScript included, load only from the model roots (the defaults: the data directory's
+# models/ and the repository's committed models/).
+CIR_SOURCE_ROOTS = env_paths("CIR_SOURCE_ROOTS", [CIR_DATA_DIR / "sources", CIR_DATA_DIR / "worlds"])
+CIR_MODEL_ROOTS = env_paths("CIR_MODEL_ROOTS", [CIR_MODELS_DIR, BASE_DIR / "models"])
 CIR_CLIP_MODEL = os.environ.get("CIR_CLIP_MODEL") or str(CIR_MODELS_DIR / "shapes-clip.pt")
 CIR_COMBINER = os.environ.get("CIR_COMBINER") or str(CIR_MODELS_DIR / "shapes-combiner.pt")
 CIR_DEVICE = os.environ.get("CIR_DEVICE", "cpu")
@@ -235,6 +318,14 @@ CIR_JOB_QUEUED_EXPIRES = env_int("CIR_JOB_QUEUED_EXPIRES", 3600)  # a job no wor
 CIR_REINDEX_CHUNK = env_int("CIR_REINDEX_CHUNK", 1024)  # images per resumable chunk of a reindex
 CIR_SOCKET_RECONCILE_EVERY = float(os.environ.get("CIR_SOCKET_RECONCILE_EVERY", "2"))  # socket vs database
 CIR_FAULTS_FILE: str | None = None  # fault injection (cirweb/faults.py): set by the test settings only
+
+# --- Retention (manage.py prune; the sweep process also prunes every CIR_PRUNE_EVERY seconds) --------------
+CIR_UPLOAD_RETENTION_DAYS = env_int("CIR_UPLOAD_RETENTION_DAYS", 30)
+CIR_KEEP_INDEX_VERSIONS = env_int("CIR_KEEP_INDEX_VERSIONS", 2)  # the active one plus the newest others
+CIR_PRUNE_EVERY = env_int("CIR_PRUNE_EVERY", 6 * 3600)  # seconds between two prunes by the sweep process
+
+# --- Health (cirweb/health.py) ----------------------------------------------------------------------------
+CIR_READY_CACHE_SECONDS = env_int("CIR_READY_CACHE_SECONDS", 5)
 
 LOGGING = {
     "version": 1,

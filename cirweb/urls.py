@@ -4,7 +4,7 @@ from django.urls import path
 from cirweb.api.api import api
 from cirweb.catalog import views as catalog_views
 from cirweb.conversations import views as chat_views
-from cirweb.health import healthz
+from cirweb.health import healthz, livez
 
 urlpatterns = [
     path("", chat_views.chat, name="chat"),
@@ -12,6 +12,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", healthz, name="readyz"),
+    path("livez", livez, name="livez"),
     path("images/<int:image_id>", catalog_views.image_file, name="image"),
     path("images/<int:image_id>/thumb", catalog_views.image_thumb, name="image-thumb"),
     path("uploads/<int:upload_id>", catalog_views.upload_file, name="upload"),

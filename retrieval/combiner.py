@@ -5,6 +5,7 @@ Parameter names are CLIP4Cir's, so its published checkpoints (``{"Combiner": sta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
+from retrieval.confine import confined_checkpoint
 from retrieval.errors import CheckpointError
 
 CHECKPOINT_KEYS = (
@@ -109,8 +111,12 @@ def save_combiner(combiner: Combiner, path: str | Path, **extra: Any) -> None:
     tmp.replace(path)
 
 
-def load_combiner(path: str | Path, *, device: str | torch.device = "cpu") -> Combiner:
-    """Load a CLIP4Cir Combiner checkpoint; the three dimensions are read from the weights."""
+def load_combiner(
+    path: str | Path, *, device: str | torch.device = "cpu", model_roots: Sequence[str | Path] | None = None
+) -> Combiner:
+    """Load a CLIP4Cir Combiner checkpoint (state dict, `weights_only`); the three dimensions are read from
+    the weights. With `model_roots`, a file outside them is refused unread."""
+    confined_checkpoint(path, model_roots, "Combiner checkpoint")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Combiner checkpoint {path} does not exist")

@@ -34,6 +34,7 @@ with warnings.catch_warnings():  # clip imports pkg_resources, which warns about
     import clip
     from clip.model import CLIP, build_model, convert_weights
 
+from retrieval.confine import confined_checkpoint
 from retrieval.errors import CheckpointError, ModelNotAvailable
 
 Preprocessing = Literal["clip", "targetpad"]
@@ -161,6 +162,7 @@ def load_clip(
     device: str = "cpu",
     preprocessing: Preprocessing = "clip",
     download_root: str | None = None,
+    model_roots: Sequence[str | Path] | None = None,
 ) -> ClipEncoder:
     """Load CLIP from a model name, a checkpoint path, or ``random:<architecture>``; see the module doc."""
     torch_device = resolve_device(device)
@@ -169,6 +171,7 @@ def load_clip(
     elif spec in ARCHITECTURES and not os.path.isfile(spec):
         model = build_clip(read_clip_state_dict(_named_model_file(spec, download_root)), spec)
     else:
+        confined_checkpoint(spec, model_roots, "CLIP checkpoint")  # before TorchScript may run its code
         model = build_clip(read_clip_state_dict(spec), spec)
     if torch_device.type == "cuda":
         convert_weights(model)  # fp16 on CUDA, as OpenAI's models run there

@@ -1,6 +1,6 @@
 """Real parts for integration and browser tests (fixtures made available by tests/conftest.py):
-the Redis of the test settings, two `celery worker` processes (search
-and index queues) and daphne on a free port, all sharing the test database file. Nothing is mocked.
+the Redis of the test settings, two `celery worker` processes (search and index queues) and the web
+server (uvicorn, as `serve` runs it) on a free port, all sharing the test database file. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import pytest
 import redis
 import requests
 from django.conf import settings
+
+from cirweb.webserver import web_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,12 +126,9 @@ def sweeper(log_dir: Path) -> Process:
     return Process("sweep", [sys.executable, str(REPO / "manage.py"), "sweep"], log_dir / "sweep.log")
 
 
-def daphne(port: int, log_dir: Path) -> Process:
-    return Process(
-        "web",
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "cirweb.asgi:application"],
-        log_dir / "web.log",
-    )
+def web_server(port: int, log_dir: Path) -> Process:
+    """The web server exactly as `manage.py serve` starts it (cirweb/webserver.py)."""
+    return Process("web", web_command(host="127.0.0.1", port=port), log_dir / "web.log")
 
 
 def wait_healthy(live: LiveServices, seconds: float = 90) -> None:
@@ -148,7 +147,7 @@ def wait_healthy(live: LiveServices, seconds: float = 90) -> None:
 
 @pytest.fixture(scope="session")
 def live_services(django_db_blocker: Any) -> Iterator[LiveServices]:
-    """Workers and daphne over the database the test process is configured with (a file under the
+    """Workers and the web server over the database the test process is configured with (a file under the
     throw-away CIR_DATA_DIR), migrated here. These tests talk to it through the product's own interfaces
     and read it outside any test transaction, as the processes they start do."""
     from django.core.management import call_command
@@ -176,7 +175,7 @@ def live_services(django_db_blocker: Any) -> Iterator[LiveServices]:
         "search": celery_worker("search", log_dir),
         "index": celery_worker("index", log_dir),
         "sweep": sweeper(log_dir),
-        "web": daphne(port, log_dir),
+        "web": web_server(port, log_dir),
     }
     for process in live.processes.values():
         process.start(env)

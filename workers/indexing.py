@@ -141,7 +141,7 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
     collection, previous = job.collection, job.collection.active_version
     started = time.monotonic()
     try:
-        listing = source_listing(collection)
+        listing, annotation_skips = source_listing(collection)
         models = runtime.models(catalog.collection_encoder(collection), catalog.collection_combiner(collection))
     except RetrievalError as exc:
         return _finish(job, ReindexJob.Status.FAILED, str(exc))
@@ -268,7 +268,10 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
         total=len(items),
         skipped=len(reasons),
         eta_seconds=0,
-        skipped_reasons={named.get(i, str(i)): r for i, r in list(reasons.items())[:MAX_REASONS]},
+        skipped_reasons={
+            **{f"annotations: {why}": f"{n} entries skipped" for why, n in annotation_skips.items()},
+            **{named.get(i, str(i)): r for i, r in list(reasons.items())[:MAX_REASONS]},
+        },
     )
     if version is None:  # cancelled while writing, or taken over: the built folder is nobody's
         shutil.rmtree(written.path, ignore_errors=True)

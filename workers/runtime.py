@@ -49,6 +49,7 @@ class Runtime:
 
     def __init__(self, device: str = "cpu", max_uploads: int = 256) -> None:
         self.device = device
+        self.model_roots: list[Path] | None = None  # set from settings at process start; checkpoints only there
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
         self._indexes: OrderedDict[tuple[int, int], IndexVersion] = OrderedDict()
@@ -62,8 +63,13 @@ class Runtime:
         with self._lock:
             if key not in self._models:
                 started = time.perf_counter()
-                encoder = load_clip(clip_spec, device=self.device)
-                combiner = None if combiner_spec in ("", "sum") else load_combiner(combiner_spec, device=encoder.device)
+                roots = self.model_roots
+                encoder = load_clip(clip_spec, device=self.device, model_roots=roots)
+                combiner = (
+                    None
+                    if combiner_spec in ("", "sum")
+                    else load_combiner(combiner_spec, device=encoder.device, model_roots=roots)
+                )
                 seconds = time.perf_counter() - started
                 self._models[key] = Models(clip_spec, combiner_spec, encoder, Fuser(combiner, encoder.dim), seconds)
                 log.info("loaded %s + %s in %.2fs", clip_spec, combiner_spec or "sum", seconds)

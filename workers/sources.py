@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cirweb.catalog.confinement import source_root_problem
 from cirweb.catalog.models import Collection
 from cirweb.catalog.services import SourceImage
 from retrieval.datasets import load_dataset
@@ -12,11 +13,14 @@ from retrieval.datasets.folder import scan_folder
 from retrieval.errors import DatasetError
 
 
-def source_listing(collection: Collection) -> list[SourceImage]:
-    """Every image the source holds now. Raises DatasetError (with the path and layout) when it cannot be read."""
+def source_listing(collection: Collection) -> tuple[list[SourceImage], dict[str, int]]:
+    """Every image the source holds now, and the annotation entries skipped (reason -> how many). Raises
+    DatasetError (with the path and layout) when it cannot be read, or may not be (outside the source roots)."""
     kind, root = collection.source, Path(collection.source_path)
+    if problem := source_root_problem(collection.source_path):  # the admin form checked; settings may change
+        raise DatasetError(f"this collection's source cannot be read: {problem}")
     if kind == Collection.Source.FOLDER:
-        return [SourceImage(f.relpath, str(f.path), f.size, f.mtime_ns) for f in scan_folder(root)]
+        return [SourceImage(f.relpath, str(f.path), f.size, f.mtime_ns) for f in scan_folder(root)], {}
     if kind not in (Collection.Source.CIRR, Collection.Source.FASHIONIQ, Collection.Source.SHAPES):
         raise DatasetError(f"unknown collection source {kind!r}")
     data = load_dataset(kind, root, collection.source_split or "val", check_images=True)
@@ -32,7 +36,7 @@ def source_listing(collection: Collection) -> list[SourceImage]:
         except OSError:
             continue
         listing.append(SourceImage(name, str(path), st.st_size, st.st_mtime_ns, scenes.get(name, {})))
-    return listing
+    return listing, dict(data.skipped)
 
 
 def _shapes_scenes(root: Path, split: str) -> dict[str, dict]:

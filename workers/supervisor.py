@@ -1,5 +1,6 @@
 """Running the whole product on one machine: Redis (private unless CIR_REDIS_URL is set), a search worker,
-an index worker and daphne, each restarted if it dies, logs prefixed by process, all stopped together."""
+an index worker and the web server (uvicorn), each restarted if it dies, logs prefixed by process, all stopped
+together."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cirweb.devservers import port_open, redis_command, wait_for_port
+from cirweb.webserver import web_command
 
 COLOURS = {"redis": "\033[35m", "search": "\033[36m", "index": "\033[33m", "sweep": "\033[34m", "web": "\033[32m"}
 
@@ -134,6 +136,6 @@ def build_children(*, port: int, host: str, redis_port: int | None, data_dir: Pa
         Child("search", [*celery, "-Q", "search", "-n", "search@%h"]),
         Child("index", [*celery, "-Q", "index", "-n", "index@%h", "--prefetch-multiplier", "1"]),
         Child("sweep", [py, str(Path(__file__).resolve().parents[1] / "manage.py"), "sweep"]),
-        Child("web", [py, "-m", "daphne", "-b", host, "-p", str(port), "cirweb.asgi:application"]),
+        Child("web", web_command(host=host, port=port)),
     ]
     return children

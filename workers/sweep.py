@@ -1,5 +1,7 @@
 """The one owner of expiry: a loop that, every CIR_SWEEP_EVERY seconds, takes back or fails turns and reindex
-jobs whose worker or message was lost (cirweb.conversations.states.turn_sweep, cirweb.catalog.jobs).
+jobs whose worker or message was lost (cirweb.conversations.states.turn_sweep, cirweb.catalog.jobs). Every
+CIR_PRUNE_EVERY seconds it also prunes the data directory (cirweb.catalog.retention, as `manage.py prune`),
+in a thread of its own so a long prune never delays a sweep.
 
 Why a loop of its own rather than Celery beat: beat only sends messages, and something must consume them;
 the two worker queues are exactly what may be stuck or dead when the sweep is needed (a reindex holds the
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import close_old_connections
 
 from cirweb.catalog.jobs import reindex_job_sweep
+from cirweb.catalog.retention import data_prune
 from cirweb.conversations.states import turn_sweep
 
 log = logging.getLogger(__name__)
@@ -39,9 +43,20 @@ def sweep_once() -> str:
     return ", ".join(parts)
 
 
+def prune_once() -> None:
+    try:
+        log.info("prune: %s", data_prune().summary())
+    except Exception:  # a missing folder, a database blink: the next prune tries again
+        log.exception("prune failed; trying again in %d s", settings.CIR_PRUNE_EVERY)
+    finally:
+        close_old_connections()
+
+
 def sweep_forever(stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
-    log.info("sweeping every %.1f s", settings.CIR_SWEEP_EVERY)
+    log.info("sweeping every %.1f s, pruning every %d s", settings.CIR_SWEEP_EVERY, settings.CIR_PRUNE_EVERY)
+    pruner: threading.Thread | None = None
+    next_prune = time.monotonic() + min(60, settings.CIR_PRUNE_EVERY)  # a restart loop must not prune in a loop
     while not stop.wait(settings.CIR_SWEEP_EVERY):
         try:
             close_old_connections()
@@ -50,3 +65,7 @@ def sweep_forever(stop: threading.Event | None = None) -> None:
                 log.info("sweep: %s", done)
         except Exception:  # a database or Redis blink: the next sweep tries again
             log.exception("sweep failed; trying again in %.1f s", settings.CIR_SWEEP_EVERY)
+        if time.monotonic() >= next_prune and (pruner is None or not pruner.is_alive()):
+            next_prune = time.monotonic() + settings.CIR_PRUNE_EVERY
+            pruner = threading.Thread(target=prune_once, name="prune", daemon=True)
+            pruner.start()

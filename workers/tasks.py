@@ -14,6 +14,7 @@ from workers.runtime import runtime
 from workers.search import TRANSIENT, answer_query, answer_turn
 
 log = logging.getLogger(__name__)
+runtime.model_roots = list(settings.CIR_MODEL_ROOTS)  # whatever the pool: a worker loads checkpoints only there
 
 
 @worker_process_init.connect

@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from ninja import File, NinjaAPI, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.utils import check_csrf
 
+from cirweb import limits
 from cirweb.api import shaping
 from cirweb.catalog import services as catalog
 from cirweb.catalog import uploads
@@ -26,6 +27,17 @@ from cirweb.conversations.models import Conversation
 from cirweb.owners import Owner, owner_from
 
 api = NinjaAPI(title="cirweb", version="1", description="Composed image retrieval, turn by turn.", urls_namespace="api")
+
+
+@api.exception_handler(limits.RateLimited)  # [limits] 429 with Retry-After
+def rate_limited(request: HttpRequest, exc: limits.RateLimited) -> HttpResponse:
+    response = api.create_response(request, {"detail": exc.message, "retry_after": exc.retry_after}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def hit(request: HttpRequest, group: str, owner: Owner | None) -> None:  # [limits]
+    limits.hit(group, owner=owner, address=limits.address_of_request(request))
 
 
 def require_csrf(request: HttpRequest) -> None:
@@ -87,6 +99,7 @@ def collection_images(
 @api.post("/conversations", response={201: dict[str, Any]}, summary="Start a conversation on a collection")
 def conversation_create(request: HttpRequest, body: ConversationIn) -> Status[dict[str, Any]]:
     require_csrf(request)
+    hit(request, "conversations", owner_of(request))  # [limits]
     try:
         conversation = services.conversation_create(
             owner=owner_of(request), collection_slug=body.collection, title=body.title
@@ -136,6 +149,8 @@ def upload_create(request: HttpRequest, file: File[UploadedFile]) -> Status[dict
     require_csrf(request)
     if file.size and file.size > settings.CIR_UPLOAD_MAX_BYTES:
         raise HttpError(413, f"The file is {file.size / 2**20:.1f} MB; the limit is {uploads.upload_limit_text()}.")
+    hit(request, "uploads", owner_of(request))  # [limits]
+    limits.upload_bytes(owner=owner_of(request), address=limits.address_of_request(request), size=file.size or 0)
     try:
         upload = uploads.upload_create(owner=owner_of(request), data=file.read(), original_name=file.name or "")
     except uploads.UploadRejected as exc:
@@ -150,6 +165,7 @@ def search(request: HttpRequest, body: SearchIn) -> dict[str, Any]:
     if collection is None:
         raise HttpError(404, f"There is no collection {body.collection!r}.")
     owner = owner_from(request.session, request.user, create=False)
+    hit(request, "search", owner)  # [limits]
     try:
         payload = shaping.search_payload(collection, body.reference, body.text, body.mode, body.k, owner)
     except services.TurnRejected as exc:
@@ -157,7 +173,10 @@ def search(request: HttpRequest, body: SearchIn) -> dict[str, Any]:
     from cirweb import queueing
 
     try:
-        answer = queueing.search_now(payload, timeout=settings.CIR_SEARCH_TIME_LIMIT)
+        with limits.search_slot(owner=owner, address=limits.address_of_request(request)) as priority:  # [limits]
+            answer = queueing.search_now(payload, timeout=settings.CIR_SEARCH_TIME_LIMIT, priority=priority)
+    except limits.RateLimited:
+        raise
     except Exception:
         raise HttpError(503, "No search worker answered in time; try again in a moment.") from None
     if not answer.get("ok"):

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from cirweb.catalog.confinement import model_root_problem, source_root_problem
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 KNOWN_CLIP_MODELS = (
     "RN50",
@@ -57,6 +59,8 @@ def source_problem(source: str, path: str, split: str) -> str | None:
     root = Path(path).expanduser()
     if not path:
         return "give the folder or dataset root"
+    if confined := source_root_problem(path):
+        return confined
     if source == "folder":
         return folder_problem(root)
     if source not in SPLITS:
@@ -85,12 +89,12 @@ def source_problem(source: str, path: str, split: str) -> str | None:
 
 
 def model_problem(encoder: str, combiner: str) -> str | None:
-    if (
-        encoder
-        and encoder not in KNOWN_CLIP_MODELS
-        and not encoder.startswith("random:")
-        and not Path(encoder).is_file()
-    ):
+    encoder_is_file = encoder and encoder not in KNOWN_CLIP_MODELS and not encoder.startswith("random:")
+    if encoder_is_file and (confined := model_root_problem(encoder, "CLIP model")):
+        return confined
+    if combiner and combiner != "sum" and (confined := model_root_problem(combiner, "Combiner checkpoint")):
+        return confined
+    if encoder_is_file and not Path(encoder).is_file():
         return (
             f"the CLIP model {encoder!r} is neither a checkpoint file that exists nor one of "
             f"{', '.join(KNOWN_CLIP_MODELS)}"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponseBase, HttpResponseNotModified
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.views.decorators.http import require_GET
 
+from cirweb.catalog.confinement import source_root_problem
 from cirweb.catalog.models import Image, Upload
-from cirweb.catalog.thumbnails import ThumbnailError, etag_for, thumbnail
+from cirweb.catalog.thumbnails import ThumbnailError, ThumbnailTooLarge, etag_for, thumbnail
 from cirweb.catalog.uploads import upload_get, upload_path
+from cirweb.catalog.validation import IMAGE_EXTENSIONS
 from cirweb.owners import owner_from
 
 CACHE = "private, max-age=3600"
@@ -40,11 +42,16 @@ def _image(image_id: int) -> Path:
         raise Http404("No such image.")
     path = Path(row[0]).resolve()
     root = Path(row[2]).resolve()
-    if row[1] == "folder" and not path.is_relative_to(root):
+    if not path.is_relative_to(root) or source_root_problem(row[2]):  # an annotation may name any path
         raise Http404("No such image.")
-    if not path.is_file():
+    if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():  # never an .html from our origin
         raise Http404("No such image.")
     return path
+
+
+def too_large(exc: ThumbnailTooLarge) -> HttpResponse:
+    """422: the file exists and is an image, but one we will not decode to make a thumbnail."""
+    return HttpResponse(str(exc), status=422, content_type="text/plain; charset=utf-8")
 
 
 @require_GET
@@ -57,6 +64,8 @@ def image_file(request: HttpRequest, image_id: int) -> HttpResponseBase:
 def image_thumb(request: HttpRequest, image_id: int) -> HttpResponseBase:
     try:
         thumb, etag = thumbnail(_image(image_id), "images", image_id)
+    except ThumbnailTooLarge as exc:
+        return too_large(exc)
     except ThumbnailError:
         raise Http404("This image cannot be shown.") from None
     return _serve(request, thumb, etag, "image/jpeg")
@@ -87,6 +96,8 @@ def upload_file(request: HttpRequest, upload_id: int) -> HttpResponseBase:
 def upload_thumb(request: HttpRequest, upload_id: int) -> HttpResponseBase:
     try:
         thumb, etag = thumbnail(_upload(request, upload_id), "uploads", upload_id)
+    except ThumbnailTooLarge as exc:
+        return too_large(exc)
     except ThumbnailError:
         raise Http404("This upload cannot be shown.") from None
     return _serve(request, thumb, etag, "image/jpeg")

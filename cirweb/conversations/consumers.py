@@ -18,12 +18,14 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
+from cirweb import limits
 from cirweb.conversations import services, states
 from cirweb.conversations.models import Conversation, Turn
 from cirweb.owners import Owner, owner_from
@@ -140,9 +142,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
                 "bad_message", f"Unknown message type {shown!r}; expected one of {', '.join(handlers)}.", content
             )
         try:
+            if kind in limits.TURN_FRAMES:  # [limits] frames per minute, visitor and address
+                await sync_to_async(limits.hit)("turns", owner=self.owner, address=limits.address_of_scope(self.scope))
             await handler(content)
         except services.TurnRejected as exc:
             await self.error(exc.code, exc.message, content)
+        except limits.RateLimited as exc:  # [limits] the socket stays open
+            await self.send_json(exc.frame(content.get("client_id")))
         except DatabaseError as exc:  # a lock timeout, a conversation deleted meanwhile, a lost connection
             log.warning("database error on %s: %s", kind, exc)
             if not await self._conversation_exists():

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from cirweb import limits
 from cirweb.catalog.models import Collection, Image, Upload
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
 from cirweb.conversations.states import result_payload, turn_request_more, turn_send
@@ -140,6 +141,7 @@ def turn_create(
         if not Conversation.objects.filter(pk=conversation.pk).update(**changes):
             raise TurnRejected("not_found", "This conversation was deleted (in another tab?).")
         conversation.title = changes.get("title", conversation.title)
+        priority = limits.turn_admit(owner=owner)  # [limits] RateLimited when the visitor has enough in flight
         turn = Turn.objects.create(
             conversation=conversation,
             parent_id=parent_id,
@@ -160,7 +162,7 @@ def turn_create(
             Feedback.objects.bulk_create(
                 [Feedback(turn_id=parent_id, image_id=image, value=Feedback.Value.CHOSEN)], ignore_conflicts=True
             )
-        transaction.on_commit(lambda: turn_send(turn_id=turn.pk))
+        transaction.on_commit(lambda: turn_send(turn_id=turn.pk, priority=priority))
     return turn
 
 
@@ -179,8 +181,11 @@ def turn_more(*, turn: Turn) -> Turn:
         raise TurnRejected("not_ready", "This turn has no results yet; wait for them before asking for more.")
     if (turn.pages + 1) * turn.k > settings.CIR_K_MAX * 5:
         raise TurnRejected("bad_k", "That is as far as this turn's results go; refine instead.")
-    if not turn_request_more(turn=turn):
-        raise TurnRejected("not_ready", "The next page of this turn is already on its way.")
+    owner = Owner(turn.conversation.owner_user_id, turn.conversation.owner_visitor)  # [limits]
+    with transaction.atomic():
+        priority = limits.turn_admit(owner=owner)  # [limits] RateLimited when the visitor has enough in flight
+        if not turn_request_more(turn=turn, priority=priority):
+            raise TurnRejected("not_ready", "The next page of this turn is already on its way.")
     turn.refresh_from_db()
     return turn
 

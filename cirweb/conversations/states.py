@@ -45,11 +45,11 @@ TURN_FIELDS = (
 )
 
 
-def turn_send(*, turn_id: int) -> None:
+def turn_send(*, turn_id: int, priority: int = 0) -> None:
     """Send the turn's search task (after the commit that queued it). A broker that is down is not the
-    user's error: the turn stays queued and the sweep sends it again."""
+    user's error: the turn stays queued and the sweep sends it again. `priority`: see cirweb/limits.py."""
     try:
-        queueing.enqueue_search_turn(turn_id)
+        queueing.enqueue_search_turn(turn_id, priority=priority)
     except Exception as exc:
         log.warning("could not send turn %s to the workers (the sweep will): %s", turn_id, exc)
         return
@@ -130,7 +130,7 @@ def turn_fail(*, turn_id: int, code: str, message: str, worker: str | None = Non
     return bool(pending.update(status=Turn.Status.FAILED, error_code=code, error=message, finished=timezone.now()))
 
 
-def turn_request_more(*, turn: Turn) -> bool:
+def turn_request_more(*, turn: Turn, priority: int = 0) -> bool:
     """Queue the next page of a done turn. False when another request moved it first (two clicks, two tabs)."""
     with transaction.atomic():
         moved = Turn.objects.filter(pk=turn.pk, status=Turn.Status.DONE, pages=turn.pages).update(
@@ -143,7 +143,7 @@ def turn_request_more(*, turn: Turn) -> bool:
             worker="",
         )
         if moved:
-            transaction.on_commit(lambda: turn_send(turn_id=turn.pk))
+            transaction.on_commit(lambda: turn_send(turn_id=turn.pk, priority=priority))
     return bool(moved)
 
 

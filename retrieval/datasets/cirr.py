@@ -40,15 +40,21 @@ def load_cirr(root: str | Path, split: str, *, check_images: bool = True, datase
         raise DatasetError(f"{root}/cirr does not hold CIRR annotations (a name->path object and a list of entries)")
     images: dict[str, Path] = {}
     missing: set[str] = set()
+    outside: set[str] = set()
+    inside = root.resolve()
     for name, rel in split_map.items():
-        path = (root / str(rel)).resolve()
-        if check_images and not path.is_file():
+        path = (root / str(rel)).resolve()  # symbolic links followed: a link may not lead out either
+        if not path.is_relative_to(inside):
+            outside.add(name)  # an annotation file must not publish files from elsewhere on the server
+        elif check_images and not path.is_file():
             missing.add(name)
         else:
             images[name] = path
     skipped: dict[str, int] = {}
     if missing:
         skipped["image files missing"] = len(missing)
+    if outside:
+        skipped["image paths outside the dataset root"] = len(outside)
     triplets = []
     for entry in entries:
         try:

@@ -75,6 +75,8 @@ def load_fashioniq(
         raise DatasetError(f"image folder {root / 'images'} does not exist; {LAYOUT}")
     images: dict[str, Path] = {}
     missing: set[str] = set()
+    outside: set[str] = set()
+    image_root = (root / "images").resolve()
     category_images: dict[str, tuple[str, ...]] = {}
     category_sets: dict[str, set[str]] = {}
     entries_of: dict[str, list[Any]] = {}
@@ -88,7 +90,9 @@ def load_fashioniq(
             raise DatasetError(f"caption file {root}/captions/cap.{category}.{split}.json does not hold a list")
         for name in names:
             path = root / "images" / f"{name}.png"
-            if check_images and name not in images and not path.is_file():
+            if not path.resolve().is_relative_to(image_root):  # "../" in a name, or a link leading out
+                outside.add(name)
+            elif check_images and name not in images and not path.is_file():
                 missing.add(name)
             else:
                 images[name] = path
@@ -98,6 +102,8 @@ def load_fashioniq(
     skipped: dict[str, int] = {}
     if missing:
         skipped["image files missing"] = len(missing)
+    if outside:
+        skipped["image paths outside the dataset root"] = len(outside)
     triplets = []
     position = -1
     for category, entries in entries_of.items():

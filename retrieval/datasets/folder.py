@@ -43,7 +43,8 @@ def scan_folder(root: str | Path, *, extensions: Sequence[str] = EXTENSIONS) -> 
     """Every image under `root`, sorted by relative path.
 
     Hidden files and folders (names starting with ".") are skipped; extensions match case-insensitively.
-    Symbolic links to files are followed, links to folders are not descended (a link can make a loop).
+    Symbolic links to files are followed when they lead to a file inside the root (a link must not publish
+    a file from elsewhere), links to folders are not descended (a link can make a loop).
     """
     root = Path(root)
     if not root.exists():
@@ -63,7 +64,7 @@ def scan_folder(root: str | Path, *, extensions: Sequence[str] = EXTENSIONS) -> 
                 info = path.stat()  # follows a link to its file
             except OSError:  # a dangling link, or a file removed while we walk
                 continue
-            if not stat.S_ISREG(info.st_mode):
+            if not stat.S_ISREG(info.st_mode) or (path.is_symlink() and not path.resolve().is_relative_to(root)):
                 continue
             relpath = path.relative_to(root).as_posix()
             found.append(FolderImage(relpath, path, info.st_size, info.st_mtime_ns, image_id(relpath)))

@@ -1,4 +1,4 @@
-"""The chat page in Debian's Chromium, driven by Playwright, against daphne + workers + Redis.
+"""The chat page in Debian's Chromium, driven by Playwright, against uvicorn + workers + Redis.
 
 Screenshots of each scenario are kept under test-artifacts/browser/.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from retrieval.datasets.shapes import scene_diff
 from retrieval.datasets.shapes_text import phrase_all
@@ -54,6 +55,8 @@ def page(browser: Any, live_services: LiveServices, request: pytest.FixtureReque
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # the Content-Security-Policy stays on: anything the page does that it forbids is an error
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.set_default_timeout(30_000)
     yield page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -82,7 +85,8 @@ def send(page: Any, text: str) -> None:
     before = page.locator("article.turn .answer .meta").count()
     page.fill("#composer-text", text)
     page.keyboard.press("Enter")
-    page.wait_for_function(f"document.querySelectorAll('article.turn .answer .meta').length > {before}")
+    # locators, not wait_for_function: a string predicate is eval(), which the page's CSP forbids
+    expect(page.locator("article.turn .answer .meta").nth(before)).to_be_attached(timeout=30_000)
 
 
 def click_result(page: Any, turn_index: int, image_id: int | None) -> int:
@@ -145,14 +149,14 @@ def test_reload_resumes_and_a_dropped_socket_catches_up(
     page.wait_for_selector("article.turn figure.card")
     assert page.url == url and page.locator("article.turn").count() == 1
     live_services.restart("web")  # the server drops every socket
-    page.wait_for_function("document.getElementById('connection').textContent === ''", timeout=60_000)
+    expect(page.locator("#connection")).to_have_text("", timeout=60_000)
     click_result(page, 0, None)
     send(page, "make it larger")
     assert page.locator("article.turn").count() == 2  # caught up, nothing duplicated
     page.go_back()
-    page.wait_for_function("document.querySelectorAll('article.turn').length === 0")
+    expect(page.locator("article.turn")).to_have_count(0, timeout=30_000)
     page.go_forward()
-    page.wait_for_function("document.querySelectorAll('article.turn').length === 2")
+    expect(page.locator("article.turn")).to_have_count(2, timeout=30_000)
 
 
 def test_branch_from_the_first_turn(page: Any, shapes: ShapesCollection) -> None:
@@ -178,7 +182,7 @@ def test_bad_input_is_refused_inline_and_html_stays_text(page: Any, shapes: Shap
     fake.write_text("this is not an image")
     page.set_input_files("#upload", str(fake))
     page.wait_for_selector("#composer-error:not([hidden])")
-    page.wait_for_function("document.getElementById('composer-error').textContent.includes('not an image')")
+    expect(page.locator("#composer-error")).to_contain_text("not an image", timeout=30_000)
     assert page.locator("#reference").is_hidden()
     send(page, "<b>bold</b> <img src=x onerror=alert(1)> circles")
     ask = page.locator("article.turn .words").first

@@ -1,6 +1,6 @@
 """The fault suite's own stack: a Redis it owns (no persistence, so a restart loses everything, as in
 production without persistence), its own SQLite database and data directory, a search worker, an index
-worker, the sweep and daphne, all real processes started with the helpers of tests/live.py. Its own, so that
+worker, the sweep and the web server, all real processes started with the helpers of tests/live.py. Its own, so that
 killing and restarting parts never disturbs the other suites' services (which may run in the same session).
 
 Faults are injected by killing processes from the test, and at named points inside the workers through the
@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from cirweb.devservers import redis_command, wait_for_port
-from tests.live import REPO, LiveServices, Process, celery_worker, daphne, free_port, sweeper, wait_healthy
+from tests.live import REPO, LiveServices, Process, celery_worker, free_port, sweeper, wait_healthy, web_server
 
 ARTIFACTS = REPO / "test-artifacts" / "faults"
 SLUG = "faults-shapes"
@@ -118,7 +118,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory, shapes_world: Path) ->
         "search": celery_worker("search", logs),
         "index": celery_worker("index", logs),
         "sweep": sweeper(logs),
-        "web": daphne(web_port, logs),
+        "web": web_server(web_port, logs),
     }
     stack.manage("migrate", "--verbosity", "0")
     stack.manage(

@@ -1,5 +1,5 @@
-"""The page is the point: daphne restarted while a turn is on its way. The page reconnects, catches up, and
-shows the turn's results once, without spinning past 10 s."""
+"""The page is the point: the web server (uvicorn) restarted while a turn is on its way. The page reconnects,
+catches up, and shows the turn's results once, without spinning past 10 s."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def page(browser: Any, stack: FaultStack) -> Iterator[Any]:  # noqa: F811
     page.set_default_timeout(30_000)
     yield page
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "faults-daphne-restart.png"))
+    page.screenshot(path=str(ARTIFACTS / "faults-web-restart.png"))
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 
@@ -33,7 +33,7 @@ def finished_turns(page: Any) -> int:
     return int(page.evaluate("document.querySelectorAll('article.turn .answer .meta').length"))
 
 
-def test_daphne_restarted_with_the_page_open(page: Any, stack: FaultStack) -> None:
+def test_web_server_restarted_with_the_page_open(page: Any, stack: FaultStack) -> None:
     page.goto("/")
     page.select_option("#collection", SLUG)
     page.locator('#browse-grid img[alt="dev-15-0"]').click()
@@ -57,7 +57,7 @@ def test_daphne_restarted_with_the_page_open(page: Any, stack: FaultStack) -> No
     articles = page.locator("article.turn").count()
     cards = [page.locator("article.turn").nth(i).locator("figure.card").count() for i in range(articles)]
     record(
-        "daphne killed and restarted with the page open, a turn on its way",
+        "the web server killed and restarted with the page open, a turn on its way",
         page_shows_results_s=round(took, 1),
         lost=2 - finished_turns(page),
         duplicated=max(0, articles - 2) + sum(max(0, c - 24) for c in cards),

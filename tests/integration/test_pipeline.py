@@ -1,4 +1,4 @@
-"""The spine with real parts: websocket -> daphne -> Redis -> celery worker -> Faiss -> back."""
+"""The spine with real parts: websocket -> uvicorn -> Redis -> celery worker -> Faiss -> back."""
 
 from __future__ import annotations
 

@@ -116,7 +116,7 @@ def test_reindexer_starts_cancels_and_switches(setup: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("source", "path", "split", "phrase"),
     [
-        ("folder", "/no/such/folder", "", "does not exist"),
+        ("folder", "MISSING", "", "does not exist"),
         ("folder", "EMPTY", "", "holds no images"),
         ("cirr", "EMPTY", "val", "cap.rc2.val.json does not exist"),
         ("cirr", "BROKEN", "val", "cannot be read as JSON"),
@@ -127,7 +127,7 @@ def test_collection_form_refuses_bad_sources(tmp_path: Path, source: str, path: 
     broken = tmp_path / "broken"
     (broken / "cirr" / "captions").mkdir(parents=True)
     (broken / "cirr" / "captions" / "cap.rc2.val.json").write_text("{not json")
-    path = {"EMPTY": str(tmp_path), "BROKEN": str(broken)}.get(path, path)
+    path = {"EMPTY": str(tmp_path), "BROKEN": str(broken), "MISSING": str(tmp_path / "no" / "such")}.get(path, path)
     client = login("keeper", staff=True, perms=("add_collection", "view_collection"))
     response = client.post(
         "/admin/catalog/collection/add/",
@@ -147,8 +147,9 @@ def test_collection_form_refuses_bad_sources(tmp_path: Path, source: str, path: 
     assert not Collection.objects.filter(slug="x").exists()
 
 
-def test_missing_checkpoints_are_refused(tmp_path: Path) -> None:
+def test_missing_checkpoints_are_refused(tmp_path: Path, settings: Any) -> None:
     (tmp_path / "a.png").write_bytes(b"x")
+    settings.CIR_MODEL_ROOTS = [tmp_path / "models"]
     client = login("keeper", staff=True, perms=("add_collection", "view_collection"))
     response = client.post(
         "/admin/catalog/collection/add/",
@@ -158,8 +159,8 @@ def test_missing_checkpoints_are_refused(tmp_path: Path) -> None:
             "source": "folder",
             "source_path": str(tmp_path),
             "source_split": "",
-            "encoder": "/models/missing.pt",
-            "combiner": "/models/nope.pt",
+            "encoder": str(tmp_path / "models" / "missing.pt"),
+            "combiner": str(tmp_path / "models" / "nope.pt"),
             "versions-TOTAL_FORMS": "0",
             "versions-INITIAL_FORMS": "0",
         },

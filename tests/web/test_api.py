@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,18 +97,27 @@ def test_oversized_upload(settings: Any) -> None:
     assert response.status_code == 413 and "limit" in response.json()["detail"]
 
 
-def test_an_upload_too_large_is_refused_before_it_is_read(settings: Any) -> None:
-    import numpy as np
-    from django.core.files.uploadedfile import SimpleUploadedFile
-    from PIL import Image as PILImage
+@pytest.mark.asyncio
+async def test_bodies_over_the_limit_are_refused_through_the_asgi_application(settings: Any) -> None:
+    """The ASGI entry point answers 413 from Content-Length alone, and for a body that grows past the
+    limit piece by piece, without the view ever running (the live test measures the server's memory)."""
+    from channels.testing import ApplicationCommunicator
+
+    from cirweb.asgi import application
 
     settings.CIR_UPLOAD_MAX_BYTES = 1000
-    noise = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
-    buffer = __import__("io").BytesIO()
-    PILImage.fromarray(noise).save(buffer, "PNG")
-    assert len(buffer.getvalue()) > 1000 + 64 * 1024
-    response = Client().post("/api/uploads", {"file": SimpleUploadedFile("big.png", buffer.getvalue())})
-    assert response.status_code == 413 and "the limit is" in response.json()["detail"]
+    scope = {"type": "http", "method": "POST", "path": "/api/uploads", "query_string": b"", "http_version": "1.1",
+             "headers": [(b"host", b"localhost"), (b"content-length", str(10 * 2**20).encode())]}  # fmt: skip
+    declared = ApplicationCommunicator(application, scope)
+    start = await declared.receive_output(5)  # answered before a byte of the body was sent
+    body = await declared.receive_output(5)
+    assert start["status"] == 413 and b"The request body is 10 MB; the limit is" in body["body"]
+
+    streamed = ApplicationCommunicator(application, {**scope, "path": "/api/search", "headers": [(b"host", b"x")]})
+    for _ in range(2):
+        await streamed.send_input({"type": "http.request", "body": b"x" * 700_000, "more_body": True})
+    start = await streamed.receive_output(5)
+    assert start["status"] == 413 and b"too large" in (await streamed.receive_output(5))["body"]
 
 
 def test_upload_is_stored_once_and_only_its_owner_sees_it() -> None:
@@ -145,3 +155,25 @@ def test_turn_service_refuses_foreign_rows() -> None:
     with pytest.raises(services.TurnRejected) as err:
         services.conversation_get(owner=visitor("bob"), conversation_id=mine.id)
     assert err.value.code == "not_found"
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that announces `width`x`height` pixels (its data is a stub: nothing decodes it this far)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("width", "height"), [(8000, 8000), (20000, 20000)])  # ours, then Pillow's bomb limit
+def test_a_thumbnail_of_an_oversized_image_is_a_clear_422(width: int, height: int) -> None:
+    collection = make_collection(images=1)
+    image = collection.images.get()
+    Path(image.path).write_bytes(png_header_only(width, height))
+    response = Client().get(f"/images/{image.pk}/thumb")
+    assert response.status_code == 422
+    assert "megapixels" in response.content.decode()

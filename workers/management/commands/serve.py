@@ -13,7 +13,7 @@ from workers.supervisor import Supervisor, build_children
 
 
 class Command(BaseCommand):
-    help = "Start Redis (private unless CIR_REDIS_URL is set), a search worker, an index worker and daphne."
+    help = "Start Redis (private unless CIR_REDIS_URL is set), a search worker, an index worker and the web server."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--port", type=int, default=8000)

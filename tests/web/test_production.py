@@ -1,0 +1,91 @@
+"""DJANGO_ENV=production: Django's deployment checks pass, pages carry a CSP that needs no inline code, and
+the web process keeps no database connection open between requests."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from tests.web.factories import make_collection
+from tests.web.test_admin import login
+
+pytestmark = pytest.mark.django_db
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(code_or_args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    # not what the browser tests set for themselves in this process (check --deploy rightly refuses it)
+    inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    environment = {**inherited, "DJANGO_SETTINGS_MODULE": "cirweb.settings", **env}
+    return subprocess.run(
+        [sys.executable, *code_or_args], cwd=REPO, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_check_deploy_is_clean_in_production() -> None:
+    done = run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        DJANGO_ENV="production",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(60),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues" in done.stdout
+    development = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"])
+    assert development.returncode != 0, "the development settings are not meant to pass --deploy"
+
+
+def test_production_refuses_to_start_without_a_secret_key() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO,
+        env={**env, "DJANGO_SETTINGS_MODULE": "cirweb.settings", "DJANGO_ENV": "production"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "needs DJANGO_SECRET_KEY" in done.stderr
+
+
+def test_the_web_process_keeps_no_persistent_database_connections() -> None:
+    code = (
+        "import django; django.setup(); from django.db import connection as c; print(c.settings_dict['CONN_MAX_AGE'])"
+    )
+    assert run(["-c", code], CIR_PROCESS="web").stdout.strip() == "0"
+    assert run(["-c", code]).stdout.strip() == "600"  # workers: one thread each, connections reused
+    source = (REPO / "cirweb" / "webserver.py").read_text()
+    assert 'os.environ["CIR_PROCESS"] = "web"' in source
+
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(?!\s*</script>)", re.I)
+
+
+def assert_no_inline_code(page: str) -> None:
+    scripts = [m.group(0) for m in INLINE_SCRIPT.finditer(page) if "application/json" not in m.group(0)]
+    assert not scripts, f"inline scripts: {scripts}"
+    assert not re.search(r"\son[a-z]+=\"", page), "inline event handler"
+    assert ' style="' not in page, "inline style attribute"
+
+
+def test_pages_carry_a_csp_without_inline_script() -> None:
+    collection = make_collection()
+    response = Client().get("/")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert_no_inline_code(response.content.decode())
+    staff = login("keeper", staff=True, perms=("view_collection", "view_reindexjob", "view_turn", "view_conversation"))
+    from cirweb.catalog.services import reindex_job_start
+
+    job = reindex_job_start(collection=collection, kind="full", enqueue=False)
+    for url in ("/admin/", f"/admin/catalog/reindexjob/{job.pk}/change/", "/admin/conversations/turn/"):
+        page = staff.get(url)
+        assert page.status_code == 200, url
+        assert "script-src 'self'" in page["Content-Security-Policy"]
+        assert_no_inline_code(page.content.decode())
