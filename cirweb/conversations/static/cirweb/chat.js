@@ -384,9 +384,11 @@ async function upload(file) {
 async function browse(reset) {
   if (!state.collection) return;
   if (reset) { state.browse.offset = 0; $("browse-grid").replaceChildren(); }
+  const asked = (state.browse.asked = (state.browse.asked || 0) + 1); // a newer browse replaces this one
   const seed = state.browse.seed === null ? "" : `&seed=${state.browse.seed}`;
   try {
     const page = await api("GET", `/api/collections/${encodeURIComponent(state.collection)}/images?offset=${state.browse.offset}&limit=48${seed}`);
+    if (asked !== state.browse.asked) return; // two at once (page load and a collection change): one grid
     state.browse.total = page.total;
     state.browse.offset += page.images.length;
     for (const image of page.images) {
