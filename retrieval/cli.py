@@ -13,6 +13,7 @@ from typing import Any
 
 from retrieval.errors import DatasetError, RetrievalError
 
+MODES = ["combiner", "sum", "sum-normalized", "text", "image"]  # retrieval.combiner.Mode, without importing torch
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Handler] = {}
 
@@ -48,7 +49,14 @@ def _shapes(args: argparse.Namespace) -> int:
     from retrieval.datasets.shapes_world import generate_world
 
     summary = generate_world(
-        args.out, args.images, args.seed, size=args.size, workers=args.workers, command_line=" ".join(sys.argv)
+        args.out,
+        args.images,
+        args.seed,
+        size=args.size,
+        workers=args.workers,
+        command_line=" ".join(sys.argv),
+        render_splits=tuple(args.render_splits),
+        render_families=args.render_families,
     )
     print(json.dumps(summary))
     return 0
@@ -96,7 +104,7 @@ def _train_stage(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         seed=args.seed,
-        targetpad=args.targetpad,
+        preprocessing="targetpad" if args.targetpad else args.preprocessing,
         max_minutes=args.max_minutes,
         restart=args.restart,
     )
@@ -108,6 +116,13 @@ def _train_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preprocessing(args: argparse.Namespace) -> Any:
+    """--targetpad or --preprocessing when given, else what the CLIP checkpoint records (else CLIP's own)."""
+    from retrieval.provenance import recorded_preprocessing
+
+    return "targetpad" if args.targetpad else args.preprocessing or recorded_preprocessing(args.clip)
+
+
 def _load_models(args: argparse.Namespace) -> tuple[Any, Any]:
     from retrieval.combiner import Fuser, load_combiner
     from retrieval.encoders import load_clip
@@ -115,8 +130,18 @@ def _load_models(args: argparse.Namespace) -> tuple[Any, Any]:
     combiner = load_combiner(args.combiner) if args.combiner and args.combiner != "sum" else None
     if combiner is None and "combiner" in args.mode:
         raise RetrievalError("mode 'combiner' needs a Combiner checkpoint: pass --combiner PATH (or --mode sum)")
-    encoder = load_clip(args.clip, device=args.device, preprocessing="targetpad" if args.targetpad else "clip")
+    encoder = load_clip(args.clip, device=args.device, preprocessing=_preprocessing(args))
     return encoder, Fuser(combiner, encoder.dim)
+
+
+def _provenance(args: argparse.Namespace, encoder: Any) -> dict[str, Any]:
+    from retrieval.encoders import TargetPad
+    from retrieval.provenance import provenance
+
+    steps = getattr(encoder.preprocess, "transforms", [])
+    kind = "targetpad" if any(isinstance(s, TargetPad) for s in steps) else "clip"
+    combiner = args.combiner if args.combiner != "sum" else None
+    return provenance(args.root, args.clip, combiner, kind)
 
 
 @command("evaluate")
@@ -144,6 +169,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "split": args.split,
         "clip": args.clip,
         "combiner_checkpoint": args.combiner,
+        "provenance": _provenance(args, encoder),
         "skipped": data.skipped,
         "mode": modes[0].value,
         **per_mode[modes[0].value],
@@ -205,15 +231,25 @@ def _model_args(p: argparse.ArgumentParser, modes: list[str]) -> None:
     p.add_argument("--root", required=True, help="dataset root (CIRR: the cirr_dataset folder)")
     p.add_argument("--clip", required=True, help="CLIP model name, checkpoint path or random:<arch>")
     p.add_argument("--combiner", default="sum", help="Combiner checkpoint path, or 'sum' for none")
-    p.add_argument("--mode", nargs="+", choices=["combiner", "sum", "text", "image"], default=modes)
+    p.add_argument("--mode", nargs="+", choices=MODES, default=modes)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--targetpad", action="store_true", help="CLIP4Cir's TargetPad preprocessing (ratio 1.25)")
+    _preprocessing_args(p)
 
 
-def _training_args(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
+def _preprocessing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preprocessing",
+        choices=["clip", "targetpad"],
+        default=None,
+        help="image preprocessing (default: what the CLIP checkpoint records, else the dataset preset or 'clip')",
+    )
+    p.add_argument("--targetpad", action="store_true", help="same as --preprocessing targetpad (ratio 1.25)")
+
+
+def _training_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) -> None:
     p.add_argument("--out", required=True, help="checkpoint to write (the best epoch); <out>.last.pt resumes")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--epochs", type=int, default=epochs, help="default: the dataset's preset" if not epochs else None)
+    p.add_argument("--lr", type=float, default=lr, help="default: the dataset's preset" if not lr else None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=None, help="stop after an epoch once this much time passed")
     p.add_argument("--restart", action="store_true", help="ignore <out>.last.pt and start from scratch")
@@ -240,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="picture side in pixels")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--render-splits", nargs="+", choices=["train", "val", "test1"], default=["train", "val", "test1"])
+    p.add_argument("--render-families", type=int, default=None, help="draw only the first N families of a split")
 
     p = sub.add_parser("train-clip", help="stage 0: pretrain a tiny CLIP on a shapes world")
     p.add_argument("--root", required=True)
@@ -254,20 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["full", "quick"], default="full")
     p.add_argument("--seed", type=int, default=0)
 
-    for name, help_text, epochs, lr in (
-        ("finetune-clip", "stage 1: fine-tune CLIP on triplets with the element-wise sum", 10, 1e-4),
-        ("train-combiner", "stage 2: train the Combiner on frozen CLIP features", 30, 2e-4),
+    for name, help_text in (
+        ("finetune-clip", "stage 1: fine-tune CLIP on triplets with the element-wise sum (presets: CLIP4Cir's)"),
+        ("train-combiner", "stage 2: train the Combiner on frozen CLIP features (presets: CLIP4Cir's)"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--dataset", required=True, help="cirr, fashioniq or shapes")
+        p.add_argument("--dataset", required=True, help="cirr, fashioniq or shapes (each has its preset)")
         p.add_argument("--root", required=True)
         p.add_argument("--clip", required=True, help="CLIP model name or checkpoint path")
-        p.add_argument("--targetpad", action="store_true")
-        _training_args(p, epochs=epochs, lr=lr)
+        _preprocessing_args(p)
+        _training_args(p, epochs=None, lr=None)
         if name == "finetune-clip":
-            p.add_argument("--groups-per-batch", type=int, default=8, help="img_sets (families) per batch")
+            p.add_argument("--groups-per-batch", type=int, default=None, help="img_sets per batch (default: preset)")
         else:
-            p.add_argument("--batch-size", type=int, default=256)
+            p.add_argument("--batch-size", type=int, default=None, help="default: the dataset's preset")
 
     p = sub.add_parser("evaluate", help="Recall@K (and Recall_subset@K) of a model on a split")
     p.add_argument("--dataset", required=True, help="cirr, fashioniq or shapes")
