@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -19,6 +23,14 @@ from retrieval.training.pixels import PixelCache
 from retrieval.training.presets import combiner_preset, finetune_preset
 from tests.conftest import make_tiny_clip, write_images
 from workers.runtime import Runtime
+
+MODELS = Path(__file__).resolve().parents[2] / "models" / "shapes"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "retrieval", *args], cwd=MODELS.parents[1], capture_output=True, text=True, timeout=900
+    )
 
 
 def test_real_datasets_get_clip4cirs_published_settings() -> None:
@@ -68,3 +80,27 @@ def test_a_querys_own_reference_is_not_a_training_negative(tmp_path: Path) -> No
             keep = [i for i in range(4) if i != ref]
             expected.append(F.cross_entropy(scores[keep][None], torch.tensor([keep.index(target)])))
     np.testing.assert_allclose(float(loss), float(torch.stack(expected).mean()), rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_committed_model_figures_recomputed_on_a_fixed_subset(tmp_path: Path) -> None:
+    """The committed model, evaluated again on the first 100 val families of its world (seed 7, drawn
+    again here), gives the committed figures (models/shapes/eval-val-subset.json) within 0.01."""
+    committed = json.loads((MODELS / "eval-val-subset.json").read_text())
+    world = committed["provenance"]["world"]
+    drawn = world["drawn"]
+    done = cli("shapes", "--out", str(tmp_path), "--images", str(world["images"]), "--seed", str(world["seed"]),
+               "--render-splits", *drawn["splits"], "--render-families", str(drawn["families"]))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = cli("evaluate", "--dataset", "shapes", "--root", str(tmp_path), "--split", "val",
+               "--clip", str(MODELS / "shapes-clip.pt"), "--combiner", str(MODELS / "shapes-combiner.pt"),
+               "--mode", *committed["modes"], "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    again = json.loads(done.stdout)
+    assert again["queries"] == committed["queries"] == 600
+    for mode, figures in committed["modes"].items():
+        for key in ("recall@1", "recall@5", "recall@10", "recall@50", "recall_subset@1"):
+            assert abs(again["modes"][mode][key] - figures[key]) <= 0.01, (mode, key)
+    for name in ("clip", "combiner"):
+        assert again["provenance"][name]["sha256"] == committed["provenance"][name]["sha256"]
+    assert again["provenance"]["world"]["seed"] == 7

@@ -1,0 +1,18 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("conversations", "0002_worker_liveness"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="turn",
+            name="memory",
+            field=models.BooleanField(
+                default=True,
+                help_text="Steer the query by the conversation: earlier requests, chosen and rejected images.",
+            ),
+        ),
+    ]
