@@ -86,7 +86,7 @@ def turn_create(
     k: Any = 24,
     exclude_seen: Any = True,
     client_id: Any = "",
-    memory: Any = True,
+    memory: Any = False,
 ) -> Turn:
     """Validate a new turn, store it queued, and enqueue its search once the row is committed."""
     if not isinstance(text, str):

@@ -45,7 +45,7 @@ def test_history_follows_the_branch_and_the_feedback() -> None:
     assert Feedback.objects.filter(value="chosen", image_id=b).exists()
     with pytest.raises(services.TurnRejected, match="memory must be true or false"):
         services.turn_create(conversation=conversation, owner=owner, text="x", reference=None, memory="yes")
-    assert turn("plain", a).memory is True  # on by default
+    assert turn("plain", a).memory is False  # off by default: it did not win by the required margin
 
 
 def test_the_worker_steers_with_features_from_the_index(tmp_path: Path, tiny_clip_checkpoint: Path) -> None:

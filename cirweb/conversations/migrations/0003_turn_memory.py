@@ -11,8 +11,8 @@ class Migration(migrations.Migration):
             model_name="turn",
             name="memory",
             field=models.BooleanField(
-                default=True,
-                help_text="Steer the query by the conversation: earlier requests, chosen and rejected images.",
+                default=False,
+                help_text="Steer the query by the conversation: earlier requests and rejected images.",
             ),
         ),
     ]
