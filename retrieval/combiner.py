@@ -39,17 +39,18 @@ class Mode(StrEnum):
     """How a query's image and text features become one query feature."""
 
     COMBINER = "combiner"  # the trained Combiner
-    SUM = "sum"  # normalize(normalize(image) + normalize(text))
+    SUM = "sum"  # CLIP4Cir's element_wise_sum: normalize(image + text), raw features added
+    SUM_NORMALIZED = "sum-normalized"  # normalize(normalize(image) + normalize(text)): each side weighs the same
     TEXT = "text"  # the text alone
     IMAGE = "image"  # the reference image alone
 
     @property
     def needs_image(self) -> bool:
-        return self in (Mode.COMBINER, Mode.SUM, Mode.IMAGE)
+        return self is not Mode.TEXT
 
     @property
     def needs_text(self) -> bool:
-        return self in (Mode.COMBINER, Mode.SUM, Mode.TEXT)
+        return self is not Mode.IMAGE
 
 
 class Combiner(nn.Module):
@@ -163,19 +164,30 @@ class Fuser:
             raise ValueError(f"mode {mode.value!r} needs a text")
         if mode is Mode.COMBINER:
             if self.combiner is None:
-                raise ValueError("no Combiner is loaded: use mode 'sum', 'text' or 'image'")
+                raise ValueError("no Combiner is loaded: use mode 'sum', 'sum-normalized', 'text' or 'image'")
             device = next(self.combiner.parameters()).device
             out = self.combiner.combine_features(
                 torch.from_numpy(np.asarray(image, np.float32)).to(device),
                 torch.from_numpy(np.asarray(text, np.float32)).to(device),
             )
             return out.cpu().numpy().astype(np.float32)
-        if mode is Mode.SUM:
+        if mode in (Mode.SUM, Mode.SUM_NORMALIZED):
             assert image is not None and text is not None
-            return normalize(normalize(image) + normalize(text))
+            return sum_features(mode, image, text)
         only = text if mode is Mode.TEXT else image
         assert only is not None
         return normalize(only)
+
+
+def sum_features(mode: Mode, image: NDArray[np.float32], text: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The two sums. `sum` is CLIP4Cir's element_wise_sum, exactly: what its fine-tuned CLIPs were trained
+    with, so the side with the larger norm weighs more. `sum-normalized` weighs both sides equally: what the
+    committed shapes CLIP was fine-tuned with (its text features are ~3x longer than its image features),
+    and the better choice for it (see the README's model figures)."""
+    image, text = np.asarray(image, np.float32), np.asarray(text, np.float32)
+    if Mode(mode) is Mode.SUM_NORMALIZED:
+        return normalize(normalize(image) + normalize(text))
+    return normalize(image + text)
 
 
 def normalize(x: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -92,6 +92,14 @@ def make_preprocess(resolution: int, kind: Preprocessing = "clip") -> Callable[[
     return transforms.Compose(steps)
 
 
+def trim_context(tokens: torch.Tensor) -> torch.Tensor:
+    """Cut token ids [n, L] after the last end-of-text token of the batch. The end token is found as the
+    ids' argmax (it has the largest id), exactly as CLIP reads its feature there: counting non-zero ids
+    would be wrong, because id 0 is a real token ("!"), and "wow!(" would lose its end token."""
+    longest = int(tokens.argmax(dim=1).max()) + 1 if len(tokens) else 1
+    return tokens[:, : max(longest, 2)]
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when present; anything else is passed to torch."""
     if device == "auto":
@@ -127,9 +135,7 @@ class ClipEncoder:
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids, shape [n, L]: truncated past the context, never an error; the context is cut to the
         longest text in the batch, which gives the same features (the text encoder is causal) much faster."""
-        tokens = clip.tokenize(list(texts), context_length=self.context_length, truncate=True)
-        longest = int((tokens != 0).sum(dim=1).max()) if len(tokens) else 1
-        return tokens[:, : max(longest, 2)]
+        return trim_context(clip.tokenize(list(texts), context_length=self.context_length, truncate=True))
 
     @torch.inference_mode()
     def encode_image_batch(self, pixels: torch.Tensor) -> NDArray[np.float32]:

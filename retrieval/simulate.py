@@ -1,82 +1,190 @@
-"""A simulated user refining turn by turn, on the shapes world where the truth is known.
+"""Multi-turn success of a simulated person (`retrieval.sim_user`) on a shapes world, against baselines.
 
-The user holds a hidden target. Starting from a reference, each turn they describe one difference between
-the current reference and the target (read off the scene graphs, worded as a person would), look at the
-`shown` results, and either find the target there (success at this turn) or click the shown result closest
-to the target (fewest edits away) and go on from it. Episodes start two or three edits from the target:
-from a family's reference R to its double edit D, and from a sibling S3 to D.
+An episode: the person holds a hidden target and starts from a picture two or three edits away from it (a
+family's reference R -> its double edit D, and its sibling S3 -> D). Each turn they read the current picture,
+ask for one or two differences in held-out wordings, look at the `shown` results, and either recognise the
+target there (success at this turn) or click the result they judge closest and go on from it, sometimes
+rejecting one. Galleries: the split's images with the family's one-edit stepping stones (S1..S4), or
+without them (every other member of the target's family removed), where the path must run through
+pictures of other families.
+
+Policies, all in the same run on the same episodes: `random` (a random page), `image` (the clicked picture
+alone), `text` (the words alone), `combiner` (the product without memory: click + this turn's words) and
+`memory` (the Combiner query steered by the conversation, `retrieval.memory`). "Not this" hides a rejected
+picture in every policy, as the product does; only `memory` also steers away from it.
+
+success@k is the share of episodes that saw the target within k turns, with a Wilson 95% interval;
+mean_turns is over successful episodes, with a normal 95% interval.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from retrieval.combiner import Fuser, Mode, normalize
 from retrieval.datasets.cirr import load_cirr
-from retrieval.datasets.shapes import scene_diff
-from retrieval.datasets.shapes_text import phrase
+from retrieval.datasets.shapes import Scene
 from retrieval.datasets.shapes_world import load_scenes
-from retrieval.encoders import ClipEncoder
+from retrieval.encoders import ClipEncoder, TargetPad
 from retrieval.evaluate import Gallery, encode_gallery
+from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, steer
+from retrieval.sim_user import UserModel, judge, perceive, request
+
+POLICIES = ("random", "image", "text", "combiner", "memory")
 
 
 @dataclass
-class SimulationResult:
-    mode: str
-    episodes: int
-    success_at: dict[int, float]  # turn -> share of episodes that found the target within that many turns
-    mean_turns: float  # over successful episodes
-    shown: int
+class World:
+    """A split's gallery, scenes and episodes, encoded once for every policy."""
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "mode": self.mode,
-            "episodes": self.episodes,
-            "shown": self.shown,
-            "mean_turns_to_target": self.mean_turns,
-            **{f"success@{t}": v for t, v in self.success_at.items()},
-        }
+    gallery: Gallery
+    normed: np.ndarray
+    scenes: dict[str, Scene]
+    episodes: list[tuple[str, str, tuple[str, ...]]]  # (start, target, the target's family)
 
 
-def episodes_of(groups: list[tuple[str, ...]]) -> list[tuple[str, str]]:
-    """(start, target) pairs: R -> D and S3 -> D of every family (members ordered R, S1..S4, D)."""
-    out = []
+def episodes_of(groups: list[tuple[str, ...]]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(start, target, family) of R -> D and S3 -> D of every family (members ordered R, S1..S4, D)."""
+    out: list[tuple[str, str, tuple[str, ...]]] = []
     for members in groups:
         if len(members) == 6:
-            out += [(members[0], members[5]), (members[3], members[5])]
+            out += [(members[0], members[5], members), (members[3], members[5], members)]
     return out
 
 
+def load_world(encoder: ClipEncoder, root: Path, split: str, limit: int | None, seed: int) -> World:
+    """The split's episodes and gallery; gallery features are kept under the world (one folder per model)
+    so the next run on the same world and model skips the encoding."""
+    data = load_cirr(root, split, dataset="shapes")
+    padded = any(isinstance(step, TargetPad) for step in getattr(encoder.preprocess, "transforms", []))
+    model_key = hashlib.sha1(f"{encoder.spec}\0{_stamp(encoder.spec)}\0{padded}".encode()).hexdigest()[:12]
+    cache = root / "features" / f"{split}-{model_key}"
+    gallery = encode_gallery(encoder, data.images, work_dir=cache, show_progress=False)
+    groups = {t.group for t in data.triplets if t.group and all(m in gallery.index for m in t.group)}
+    ordered = [tuple(sorted(g, key=lambda n: int(n.rsplit("-", 1)[1]))) for g in sorted(groups)]
+    episodes = episodes_of(ordered)
+    if limit:
+        episodes = random.Random(seed).sample(episodes, min(limit, len(episodes)))
+    return World(gallery, normalize(gallery.features), load_scenes(root, split), episodes)
+
+
+def _stamp(spec: str) -> str:
+    path = Path(spec)
+    return f"{path.stat().st_size}-{path.stat().st_mtime_ns}" if path.is_file() else ""
+
+
+class Querier:
+    """A policy's query for a turn, with the text features cached (the same words recur across policies)."""
+
+    def __init__(self, encoder: ClipEncoder, fuser: Fuser, world: World, weights: MemoryWeights) -> None:
+        self.encoder, self.fuser, self.world, self.weights = encoder, fuser, world, weights
+        self._texts: dict[str, np.ndarray] = {}
+
+    def text(self, words: str) -> np.ndarray:
+        if words not in self._texts:
+            self._texts[words] = self.encoder.encode_texts([words])
+        return self._texts[words]
+
+    def image(self, name: str) -> np.ndarray:
+        return self.world.gallery.features[[self.world.gallery.index[name]]]
+
+    def combined(self, reference: str, words: str) -> np.ndarray:
+        return self.fuser.fuse(Mode.COMBINER, self.image(reference), self.text(words))[0]
+
+    def scores(self, policy: str, reference: str, words: str, memory: Remembered, rng: random.Random) -> np.ndarray:
+        normed = self.world.normed
+        if policy == "random":
+            return np.random.default_rng(rng.getrandbits(32)).random(len(normed))
+        if policy == "image":
+            return normed @ normalize(self.image(reference))[0]
+        if policy == "text":
+            return normed @ normalize(self.text(words))[0]
+        query = self.combined(reference, words)
+        if policy == "memory":
+            query = steer(query, memory, self.weights)
+        return normed @ query
+
+
 def run_episode(
-    start: str,
-    target: str,
-    gallery: Gallery,
-    normed: np.ndarray,
-    scenes: dict,
-    query: Callable[[str, str], np.ndarray],
+    querier: Querier,
+    policy: str,
+    episode: tuple[str, str, tuple[str, ...]],
+    *,
+    siblings: bool,
+    user: UserModel,
     max_turns: int,
     shown: int,
     rng: random.Random,
 ) -> int | None:
-    """Turns needed to see the target (None if not within `max_turns`)."""
+    """Turns the person needed to see (and recognise) the target; None if not within `max_turns`."""
+    start, target, family = episode
+    world = querier.world
+    scenes, index = world.scenes, world.gallery.index
+    hidden = {index[start]} | ({index[m] for m in family if m not in (start, target)} if not siblings else set())
     current = start
+    earlier: list[np.ndarray] = []
+    chosen: list[str] = []
+    rejected: list[str] = []
+    dim = world.gallery.features.shape[1]
     for turn in range(1, max_turns + 1):
-        edits = scene_diff(scenes[current], scenes[target])
-        if not edits:
-            return turn - 1 if turn > 1 else None
-        text = phrase(rng.choice(edits), scenes[current], rng)
-        scores = normed @ query(current, text)
-        scores[gallery.index[current]] = -np.inf  # the reference itself is never a result
-        top = [gallery.names[i] for i in np.argsort(-scores)[:shown]]
+        read = perceive(scenes[current], user, rng)
+        words = request(read, scenes[target], user, rng) or request(scenes[current], scenes[target], user, rng)
+        assert words is not None  # the current picture is never the target
+        feats = world.gallery.features
+        memory = Remembered(
+            np.array(earlier, np.float32).reshape(-1, dim),
+            feats[[index[n] for n in chosen]].reshape(-1, dim),
+            feats[[index[n] for n in rejected]].reshape(-1, dim),
+        )
+        scores = querier.scores(policy, current, words, memory, rng)
+        scores[list(hidden | {index[current]})] = -np.inf
+        top = [world.gallery.names[i] for i in np.argsort(-scores, kind="stable")[:shown]]
         if target in top:
-            return turn
-        current = min(top, key=lambda n: len(scene_diff(scenes[n], scenes[target])))  # stable: rank breaks ties
+            if rng.random() >= user.miss_target:
+                return turn
+            top.remove(target)  # overlooked: not a picture the person considers this turn
+        clicked, refused = judge(top, scenes, read, scenes[target], user, rng)
+        if refused is not None:
+            rejected.append(refused)
+            hidden.add(index[refused])
+        if policy == "memory":
+            earlier.append(querier.combined(current, words))
+            chosen.append(current)
+        current = clicked
     return None
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (well-behaved near 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(centre - half, 4), round(centre + half, 4))
+
+
+def summarize(policy: str, siblings: bool, turns: list[int | None], max_turns: int, shown: int) -> dict[str, Any]:
+    found = [t for t in turns if t is not None]
+    n = len(turns)
+    out: dict[str, Any] = {"policy": policy, "siblings": siblings, "episodes": n, "shown": shown}
+    for k in range(1, max_turns + 1):
+        hits = sum(1 for t in found if t <= k)
+        out[f"success@{k}"] = round(hits / max(n, 1), 4)
+        out[f"success@{k}_ci95"] = wilson(hits, n)
+    mean = float(np.mean(found)) if found else float("nan")
+    half = 1.96 * float(np.std(found, ddof=1)) / math.sqrt(len(found)) if len(found) > 1 else float("nan")
+    out["mean_turns"] = round(mean, 3)
+    out["mean_turns_ci95"] = (round(mean - half, 3), round(mean + half, 3))
+    return out
 
 
 def simulate(
@@ -85,32 +193,77 @@ def simulate(
     root: Path,
     *,
     split: str = "val",
-    modes: tuple[Mode, ...] = (Mode.COMBINER,),
-    max_turns: int = 5,
+    policies: tuple[str, ...] = POLICIES,
+    siblings: tuple[bool, ...] = (True, False),
+    max_turns: int = 10,
     shown: int = 10,
     limit: int | None = None,
     seed: int = 0,
-) -> list[SimulationResult]:
-    data = load_cirr(root, split, dataset="shapes")
-    scenes = load_scenes(root, split)
-    gallery = encode_gallery(encoder, data.images)
-    normed = normalize(gallery.features)
-    groups = sorted({t.group for t in data.triplets if t.group}, key=lambda g: g[0])
-    episodes = episodes_of([tuple(sorted(g, key=lambda n: int(n.rsplit("-", 1)[1]))) for g in groups])
-    if limit:
-        episodes = random.Random(seed).sample(episodes, min(limit, len(episodes)))
+    user: UserModel | None = None,
+    weights: MemoryWeights = DEFAULT_WEIGHTS,
+    world: World | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One result per (gallery condition, policy); every policy runs the same episodes with the same seeds."""
+    user = user or UserModel()
+    world = world or load_world(encoder, root, split, limit, seed)
+    querier = Querier(encoder, fuser, world, weights)
     results = []
-    for mode in modes:
-        rng = random.Random(seed)
-
-        def query(reference: str, text: str, mode: Mode = mode) -> np.ndarray:
-            image = gallery.features[[gallery.index[reference]]]
-            return fuser.fuse(mode, image, encoder.encode_texts([text]))[0]
-
-        turns = [run_episode(s, t, gallery, normed, scenes, query, max_turns, shown, rng) for s, t in episodes]
-        found = [t for t in turns if t is not None]
-        success = {k: sum(1 for t in found if t <= k) / max(len(turns), 1) for k in range(1, max_turns + 1)}
-        results.append(
-            SimulationResult(mode.value, len(turns), success, float(np.mean(found)) if found else float("nan"), shown)
-        )
+    for with_siblings in siblings:
+        for policy in policies:
+            turns = [
+                run_episode(
+                    querier,
+                    policy,
+                    ep,
+                    siblings=with_siblings,
+                    user=user,
+                    max_turns=max_turns,
+                    shown=shown,
+                    rng=random.Random(f"{seed}-{i}"),
+                )
+                for i, ep in enumerate(world.episodes)
+            ]
+            results.append(summarize(policy, with_siblings, turns, max_turns, shown))
+            if progress:
+                progress(f"{policy} siblings={with_siblings}: success@5={results[-1]['success@5']}")
     return results
+
+
+# The coordinate search of `tune`: each weight in turn over these values, the others held at the best so far.
+TUNING_GRID = {
+    "requests": (0.0, 0.25, 0.5, 1.0, 2.0),
+    "decay": (0.3, 0.6, 1.0),
+    "rejected": (0.0, 0.15, 0.3, 0.6),
+    "chosen": (0.0, 0.2, 0.5),
+}
+
+
+def tune(
+    encoder: ClipEncoder,
+    fuser: Fuser,
+    world: World,
+    *,
+    user: UserModel,
+    start: MemoryWeights = DEFAULT_WEIGHTS,
+    max_turns: int = 10,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[MemoryWeights, list[dict[str, Any]]]:
+    """Memory weights that maximise mean success@1..5 of the `memory` policy on `world`, which must be a
+    training split (the figures are measured elsewhere). Both gallery conditions count."""
+    best, best_score, trials = start, -1.0, []
+    for name, values in TUNING_GRID.items():
+        for value in values:
+            weights = MemoryWeights(**{**best.as_dict(), name: value})
+            results = simulate(
+                encoder, fuser, Path("."), policies=("memory",), max_turns=max_turns, seed=seed, user=user,
+                weights=weights, world=world,
+            )  # fmt: skip
+            score = float(np.mean([r[f"success@{k}"] for r in results for k in range(1, 6)]))
+            trials.append({**weights.as_dict(), "score": round(score, 4)})
+            if progress:
+                progress(f"tune {weights.as_dict()}: {score:.4f}")
+            if score > best_score:
+                best, best_score = weights, score
+    return best, trials

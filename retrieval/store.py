@@ -38,6 +38,7 @@ class VersionMeta:
     params: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    preprocessing: str = "clip"  # "clip" or "targetpad": how the images were prepared for the encoder
 
 
 @dataclass
@@ -75,6 +76,7 @@ def write_version(
     *,
     encoder: str,
     combiner: str,
+    preprocessing: str = "clip",
     index_type: str = "auto",
     params: IndexParams | None = None,
     version: int | None = None,
@@ -103,6 +105,7 @@ def write_version(
         params=asdict(index.params),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         extra=extra or {},
+        preprocessing=preprocessing,
     )
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=root))
     try:

@@ -245,6 +245,7 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
         features,
         encoder=models.clip_spec,
         combiner=models.combiner_spec,
+        preprocessing=models.preprocessing,
         version=number,
         extra={"job": job.pk, "skipped": len(reasons)},
         extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},

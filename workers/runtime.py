@@ -21,8 +21,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from retrieval.combiner import Fuser, load_combiner
+from retrieval.confine import confined_checkpoint
 from retrieval.encoders import ClipEncoder, load_clip
 from retrieval.images import open_image
+from retrieval.provenance import recorded_preprocessing
 from retrieval.store import IndexVersion, load_version
 
 log = logging.getLogger(__name__)
@@ -30,13 +32,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Models:
-    """The loaded bundle a search needs: encoder (with its preprocessing) and the fusion of features."""
+    """The loaded bundle a search needs: encoder (with its preprocessing, the one its checkpoint records, so
+    the indexer and the search of uploads see the same pixels) and the fusion of features."""
 
     clip_spec: str
     combiner_spec: str
     encoder: ClipEncoder
     fuser: Fuser
     load_seconds: float
+    preprocessing: str = "clip"
 
     @property
     def key(self) -> str:
@@ -64,14 +68,18 @@ class Runtime:
             if key not in self._models:
                 started = time.perf_counter()
                 roots = self.model_roots
-                encoder = load_clip(clip_spec, device=self.device, model_roots=roots)
+                if Path(clip_spec).is_file():  # what a checkpoint records is read only once it is known ours
+                    confined_checkpoint(clip_spec, roots, "CLIP checkpoint")
+                kind = recorded_preprocessing(clip_spec)
+                encoder = load_clip(clip_spec, device=self.device, preprocessing=kind, model_roots=roots)
                 combiner = (
                     None
                     if combiner_spec in ("", "sum")
                     else load_combiner(combiner_spec, device=encoder.device, model_roots=roots)
                 )
                 seconds = time.perf_counter() - started
-                self._models[key] = Models(clip_spec, combiner_spec, encoder, Fuser(combiner, encoder.dim), seconds)
+                fuser = Fuser(combiner, encoder.dim)
+                self._models[key] = Models(clip_spec, combiner_spec, encoder, fuser, seconds, kind)
                 log.info("loaded %s + %s in %.2fs", clip_spec, combiner_spec or "sum", seconds)
         return self._models[key]
 

@@ -22,12 +22,14 @@ from cirweb.catalog.models import Collection, IndexVersion, Upload
 from cirweb.conversations import services
 from cirweb.conversations import states as turns
 from cirweb.conversations.models import Conversation
+from cirweb.conversations.selectors import TurnHistory, turn_history
 from cirweb.faults import fault_point
 from cirweb.liveness import process_identity
 from retrieval.combiner import Mode
 from retrieval.errors import RetrievalError
 from retrieval.images import ImageError
 from retrieval.store import IndexVersion as LoadedVersion
+from workers.memory import remember
 from workers.publish import publish
 from workers.runtime import Models, runtime
 
@@ -45,6 +47,7 @@ class SearchOutcome:
     ranked: list[tuple[int, float]]
     timings_ms: dict[str, float]
     version: IndexVersion
+    remembered: str = ""  # what the conversation memory used, in words ("" without memory)
 
 
 # Rows that never change once written, cached per process: every ORM query on a turn's path costs
@@ -119,6 +122,7 @@ def run_search(
     k: int,
     exclude: set[int],
     stage: Any = None,
+    history: TurnHistory | None = None,
 ) -> SearchOutcome:
     """Fuse and search; `stage(name)` is called as the work moves on (for progress frames)."""
     started = time.perf_counter()
@@ -142,6 +146,9 @@ def run_search(
         query = models.fuser.fuse(Mode(mode), ref, txt)
     except ValueError as exc:
         raise SearchFailed("bad_mode", str(exc)) from None
+    remembered = ""
+    if history is not None:  # conversation memory (turn.memory): earlier requests, chosen and rejected images
+        query, remembered = remember(models, loaded, Mode(mode), query, history)
     timings["combine"] = (time.perf_counter() - t) * 1000
     if stage:
         stage("searching")
@@ -150,7 +157,7 @@ def run_search(
     timings["search"] = (time.perf_counter() - t) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-    return SearchOutcome(ranked, {key: round(v, 2) for key, v in timings.items()}, version)
+    return SearchOutcome(ranked, {key: round(v, 2) for key, v in timings.items()}, version, remembered)
 
 
 def answer_turn(turn_id: int) -> str:
@@ -188,6 +195,7 @@ def answer_turn(turn_id: int) -> str:
             k=turn.k,
             exclude=services.turn_excluded_images(turn=turn),
             stage=stage,
+            history=turn_history(turn=turn) if turn.memory else None,
         )
     except SearchFailed as exc:
         fail(exc.code, exc.message)
@@ -204,7 +212,8 @@ def answer_turn(turn_id: int) -> str:
     if not turns.turn_complete(turn=turn, ranked=page, timings_ms=outcome.timings_ms, version_id=outcome.version.pk):
         return "dropped (the turn was failed or taken over meanwhile)"
     fault_point("turn.committed")
-    publish(group, turns.results_frame(turn_id=turn.pk, offset=offset, ranked=page, timings_ms=outcome.timings_ms))
+    frame = turns.results_frame(turn_id=turn.pk, offset=offset, ranked=page, timings_ms=outcome.timings_ms)
+    publish(group, {**frame, "memory": outcome.remembered})
     return f"done: {len(page)} results in {outcome.timings_ms['total']:.1f} ms"
 
 

@@ -227,6 +227,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             k=msg.get("k", 24),
             exclude_seen=msg.get("exclude_seen", True),
             client_id=msg.get("client_id", ""),
+            memory=msg.get("memory", False),
         )
 
     @database_sync_to_async

@@ -68,6 +68,11 @@ class Turn(models.Model):
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.COMBINER)
     k = models.PositiveSmallIntegerField(default=24)
     exclude_seen = models.BooleanField(default=True)
+    # Off by default: on the shapes benchmark it did not beat the memoryless query by the required margin
+    # (README, "Multi-turn").
+    memory = models.BooleanField(
+        default=False, help_text="Steer the query by the conversation: earlier requests and rejected images."
+    )
     pages = models.PositiveSmallIntegerField(default=1, help_text="Pages of k results asked for so far.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error_code = models.CharField(max_length=64, blank=True)

@@ -88,6 +88,7 @@ def turn_create(
     k: Any = 24,
     exclude_seen: Any = True,
     client_id: Any = "",
+    memory: Any = False,
 ) -> Turn:
     """Validate a new turn, store it queued, and enqueue its search once the row is committed."""
     if not isinstance(text, str):
@@ -105,6 +106,8 @@ def turn_create(
         raise TurnRejected("bad_k", f"k must be a whole number from 1 to {settings.CIR_K_MAX}.")
     if not isinstance(exclude_seen, bool):
         raise TurnRejected("bad_message", "exclude_seen must be true or false")
+    if not isinstance(memory, bool):
+        raise TurnRejected("bad_message", "memory must be true or false")
     ref = parse_reference(reference)
     image = upload = None
     if ref.image_id is not None:
@@ -152,6 +155,7 @@ def turn_create(
             mode=mode,
             k=k,
             exclude_seen=exclude_seen,
+            memory=memory,
         )
         if (
             parent_id is not None

@@ -1,16 +1,19 @@
-"""Stage 1: fine-tune CLIP's two encoders on triplets, combining with the element-wise sum (CLIP4Cir).
+"""Stage 1: fine-tune CLIP's two encoders on triplets, combining with an element-wise sum (CLIP4Cir).
 
 This is where the text encoder learns the language of edits. For each batch of triplets, every distinct
-image in the batch (references and targets) is encoded once; a query's prediction
-normalize(normalize(reference) + normalize(text)) is scored against all of them at logit scale 100 and
-trained with cross-entropy towards its target. Batches hold whole img_sets, so the siblings of a target
-(and its own reference) are in the denominator: the negatives that decide Recall@1.
+image in the batch (references and targets) is encoded once; a query's prediction (the preset's sum of
+reference and text features: CLIP4Cir's `sum`, or `sum-normalized`) is scored against all of them at logit
+scale 100 and trained with cross-entropy towards its target. Batches hold whole img_sets, so the siblings of
+a target are in the denominator: the negatives that decide Recall@1. A query's own reference is not: the
+evaluation never ranks it (CIRR's protocol), so training does not push the prediction away from it either.
+Settings come from the dataset's preset (`retrieval.training.presets`).
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +21,7 @@ from tqdm import tqdm
 
 from retrieval.combiner import Fuser, Mode
 from retrieval.datasets.base import SplitData, Triplet
-from retrieval.encoders import ClipEncoder, load_clip
+from retrieval.encoders import ClipEncoder, load_clip, trim_context
 from retrieval.evaluate import evaluate_split, format_metrics
 from retrieval.training.common import (
     Budget,
@@ -31,6 +34,7 @@ from retrieval.training.common import (
     seed_everything,
 )
 from retrieval.training.pixels import PixelCache
+from retrieval.training.presets import FinetunePreset, describe, finetune_preset
 
 LOGIT_SCALE = 100.0
 
@@ -48,7 +52,12 @@ def caption_for(t: Triplet, rng: random.Random) -> str:
 
 
 def sum_batch_loss(
-    model: torch.nn.Module, cache: PixelCache, triplets: list[Triplet], rng: random.Random, context: int
+    model: torch.nn.Module,
+    cache: PixelCache,
+    triplets: list[Triplet],
+    rng: random.Random,
+    context: int,
+    combining: Mode = Mode.SUM,
 ) -> torch.Tensor:
     """The stage-1 loss of one batch (see the module docstring)."""
     import clip
@@ -56,14 +65,26 @@ def sum_batch_loss(
     names = sorted({t.reference for t in triplets} | {t.target for t in triplets if t.target})
     row = {n: i for i, n in enumerate(names)}
     images = model.encode_image(cache.batch(names))  # type: ignore[operator]
-    tokens = clip.tokenize([caption_for(t, rng) for t in triplets], context_length=context, truncate=True)
-    tokens = tokens[:, : int((tokens != 0).sum(1).max())]
+    tokens = trim_context(clip.tokenize([caption_for(t, rng) for t in triplets], context_length=context, truncate=True))
     texts = model.encode_text(tokens)  # type: ignore[operator]
-    refs = images[[row[t.reference] for t in triplets]]
-    predicted = F.normalize(F.normalize(refs, dim=-1) + F.normalize(texts, dim=-1), dim=-1)
+    ref_rows = torch.tensor([row[t.reference] for t in triplets])
+    refs = images[ref_rows]
+    if combining is Mode.SUM_NORMALIZED:
+        predicted = F.normalize(F.normalize(refs, dim=-1) + F.normalize(texts, dim=-1), dim=-1)
+    else:
+        predicted = F.normalize(refs + texts, dim=-1)  # CLIP4Cir's element_wise_sum
     logits = LOGIT_SCALE * predicted @ F.normalize(images, dim=-1).T
+    logits[torch.arange(len(triplets)), ref_rows] = -torch.inf  # the own reference is never a candidate
     labels = torch.tensor([row[t.target] for t in triplets if t.target])
     return F.cross_entropy(logits, labels)
+
+
+def groups_per_batch_for(preset: FinetunePreset, groups: list[list[int]]) -> int:
+    """Whole img_sets per batch: the preset's count, or as many as make about its batch size in triplets."""
+    if preset.groups_per_batch:
+        return preset.groups_per_batch
+    mean = sum(len(g) for g in groups) / max(len(groups), 1)
+    return max(1, round(preset.batch_size / max(mean, 1.0)))
 
 
 def finetune_clip(
@@ -72,25 +93,39 @@ def finetune_clip(
     clip_spec: str,
     out: Path,
     *,
-    epochs: int = 10,
-    groups_per_batch: int = 8,
-    lr: float = 1e-4,
+    preset: FinetunePreset | None = None,
+    epochs: int | None = None,
+    groups_per_batch: int | None = None,
+    lr: float | None = None,
     seed: int = 0,
-    targetpad: bool = False,
+    preprocessing: str | None = None,
     max_minutes: float | None = None,
     restart: bool = False,
-) -> dict[str, float]:
-    """Fine-tune `clip_spec` on `train`; the best epoch by validation recall (sum mode) goes to `out`
-    as ``{"CLIP": state_dict}``; `<out>.last.pt` lets an interrupted run resume."""
+) -> dict[str, Any]:
+    """Fine-tune `clip_spec` on `train` with the dataset's preset (arguments given override it); the best
+    epoch by validation recall goes to `out` as ``{"CLIP": state_dict, "epoch", "preprocessing",
+    "combining"}``; `<out>.last.pt` lets an interrupted run resume."""
+    p = preset or finetune_preset(train.dataset)
+    epochs = epochs or p.epochs
+    lr = lr or p.lr
+    kind = preprocessing or p.preprocessing
     seed_everything(seed)
-    encoder = load_clip(clip_spec, preprocessing="targetpad" if targetpad else "clip")
+    log(f"stage 1 settings: {describe(p) | {'epochs': epochs, 'lr': lr, 'preprocessing': kind}}")
+    encoder = load_clip(clip_spec, preprocessing=kind)  # type: ignore[arg-type]
     model = encoder.model.float().train()
+    targetpad = kind == "targetpad"
     cache = PixelCache.build(train.images, encoder.input_resolution, out.parent / "cache", targetpad=targetpad)
     triplets = [t for t in train.triplets if t.target]
     groups = group_triplets(triplets)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    steps_per_epoch = -(-len(groups) // groups_per_batch)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.05)
+    per_batch = groups_per_batch or groups_per_batch_for(p, groups)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=p.weight_decay, eps=p.eps)
+    steps_per_epoch = -(-len(groups) // per_batch)
+    schedule = (
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.05)
+        if p.schedule == "onecycle"
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    )
+    recorded = {"preprocessing": kind, "combining": p.combining.value}
     resume_path = out.with_suffix(".last.pt")
     state = (None if restart else load_resume(resume_path, model, optimizer, "CLIP")) or RunState()
     for _ in range(state.step):
@@ -98,10 +133,10 @@ def finetune_clip(
     budget = Budget(max_minutes)
     for epoch in range(state.epoch, epochs):
         rng = random.Random(seed * 1000 + epoch)
-        batches = list(grouped_batches(groups, groups_per_batch, rng))
+        batches = list(grouped_batches(groups, per_batch, rng))
         bar = tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{epochs}")
         for batch in bar:
-            loss = sum_batch_loss(model, cache, [triplets[i] for i in batch], rng, encoder.context_length)
+            loss = sum_batch_loss(model, cache, [triplets[i] for i in batch], rng, encoder.context_length, p.combining)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -115,11 +150,11 @@ def finetune_clip(
             ClipEncoder(model, encoder.preprocess, encoder.device, clip_spec),
             Fuser(None, encoder.dim),
             val,
-            Mode.SUM,
+            p.combining,
             show_progress=False,
         )
         model.train()
-        log(f"stage 1 epoch {epoch + 1}: validation (sum) {format_metrics(metrics)}")
+        log(f"stage 1 epoch {epoch + 1}: validation ({p.combining.value}) {format_metrics(metrics)}")
         close_epoch(
             state,
             epoch,
@@ -130,8 +165,9 @@ def finetune_clip(
             key="CLIP",
             model=model,
             optimizer=optimizer,
+            recorded=recorded,
         )
         if budget.spent():
             log(f"stopping after {max_minutes} minutes (resume with the same command)")
             break
-    return {"best_score": state.best, "epochs": float(state.epoch)}
+    return {"best_score": state.best, "best_epoch": float(state.best_epoch), "epochs": float(state.epoch), **recorded}

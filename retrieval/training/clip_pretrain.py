@@ -19,6 +19,7 @@ from tqdm import tqdm
 from retrieval.datasets.cirr import load_cirr
 from retrieval.datasets.shapes import describe
 from retrieval.datasets.shapes_world import load_scenes
+from retrieval.encoders import trim_context
 from retrieval.training.common import (
     Budget,
     RunState,
@@ -64,8 +65,7 @@ def families_of(names: list[str]) -> list[list[str]]:
 
 
 def tokens(texts: list[str], context: int) -> torch.Tensor:
-    t = clip.tokenize(texts, context_length=context, truncate=True)
-    return t[:, : int((t != 0).sum(1).max())]
+    return trim_context(clip.tokenize(texts, context_length=context, truncate=True))
 
 
 @torch.no_grad()

@@ -3,13 +3,16 @@ by validation recall), as CLIP4Cir trains it.
 
 With the features precomputed, scoring a prediction against the whole training gallery costs less than
 the Combiner itself, so every step's softmax runs over all training images rather than the batch only:
-the same cross-entropy, with every sibling of every target among the negatives.
+the same cross-entropy, with every sibling of every target among the negatives; the query's own reference
+is left out of them, as the evaluation never ranks it. Settings come from the dataset's preset
+(`retrieval.training.presets`: CLIP4Cir's for CIRR and FashionIQ).
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +25,7 @@ from retrieval.encoders import load_clip
 from retrieval.evaluate import encode_gallery, evaluate_split, format_metrics
 from retrieval.training.clip_finetune import LOGIT_SCALE, selection_score
 from retrieval.training.common import Budget, RunState, close_epoch, load_resume, log, seed_everything
+from retrieval.training.presets import CombinerPreset, combiner_preset, describe
 
 
 def train_combiner(
@@ -30,19 +34,26 @@ def train_combiner(
     clip_spec: str,
     out: Path,
     *,
-    epochs: int = 30,
-    batch_size: int = 256,
-    lr: float = 2e-4,
+    preset: CombinerPreset | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     projection_dim: int | None = None,
     hidden_dim: int | None = None,
     seed: int = 0,
-    targetpad: bool = False,
+    preprocessing: str | None = None,
     max_minutes: float | None = None,
     restart: bool = False,
-) -> dict[str, float]:
-    """Train a Combiner for the CLIP at `clip_spec`; the best epoch goes to `out` as ``{"Combiner": ...}``."""
+) -> dict[str, Any]:
+    """Train a Combiner for the CLIP at `clip_spec` with the dataset's preset (arguments given override it);
+    the best epoch goes to `out` as ``{"Combiner": ..., "epoch", "preprocessing"}``."""
+    p = preset or combiner_preset(train.dataset)
+    epochs, batch_size, lr = epochs or p.epochs, batch_size or p.batch_size, lr or p.lr
+    kind = preprocessing or p.preprocessing
     seed_everything(seed)
-    encoder = load_clip(clip_spec, preprocessing="targetpad" if targetpad else "clip")
+    chosen = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "preprocessing": kind}
+    log(f"stage 2 settings: {describe(p) | chosen}")
+    encoder = load_clip(clip_spec, preprocessing=kind)  # type: ignore[arg-type]
     dim = encoder.dim
     log("encoding the training and validation images with the frozen CLIP")
     gallery = encode_gallery(encoder, train.images)
@@ -71,7 +82,9 @@ def train_combiner(
             idx = order[start : start + batch_size]
             text_rows = [caption_row[rng.choice(triplets[i].captions or (triplets[i].caption,))] for i in idx.tolist()]
             predicted = combiner.combine_features(images[ref_rows[idx]], caption_features[text_rows])
-            loss = F.cross_entropy(LOGIT_SCALE * predicted @ targets_all.T, target_rows[idx])
+            logits = LOGIT_SCALE * predicted @ targets_all.T
+            logits[torch.arange(len(idx)), ref_rows[idx]] = -torch.inf  # the own reference is never a candidate
+            loss = F.cross_entropy(logits, target_rows[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -94,8 +107,14 @@ def train_combiner(
             key="Combiner",
             model=combiner,
             optimizer=optimizer,
+            recorded={"preprocessing": kind},
         )
         if budget.spent():
             log(f"stopping after {max_minutes} minutes (resume with the same command)")
             break
-    return {"best_score": state.best, "epochs": float(state.epoch)}
+    return {
+        "best_score": state.best,
+        "best_epoch": float(state.best_epoch),
+        "epochs": float(state.epoch),
+        "preprocessing": kind,
+    }

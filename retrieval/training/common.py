@@ -35,6 +35,7 @@ class RunState:
     epoch: int = 0
     step: int = 0
     best: float = -1.0
+    best_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -68,14 +69,16 @@ def close_epoch(
     key: str,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    recorded: dict[str, str] | None = None,
 ) -> None:
-    """Record an epoch's validation figures, keep its weights if they are the best so far, and write the
-    resume point. Every stage ends its epochs here."""
+    """Record an epoch's validation figures, keep its weights if they are the best so far (with the epoch
+    and `recorded`: the preprocessing the weights expect), and write the resume point. Every stage ends its
+    epochs here."""
     state.epoch = epoch + 1
     state.history.append({"epoch": epoch + 1, "score": score, **record})
     if score > state.best:
-        state.best = score
-        save_weights(best, key, model, epoch=epoch + 1, score=score)
+        state.best, state.best_epoch = score, epoch + 1
+        save_weights(best, key, model, epoch=epoch + 1, score=score, **(recorded or {}))
     save_resume(resume, model, optimizer, state, key, {})
 
 
@@ -95,6 +98,7 @@ def save_resume(
             "epoch": state.epoch,
             "step": state.step,
             "best": state.best,
+            "best_epoch": state.best_epoch,
             "history": json.dumps(state.history),
             "rng": torch.get_rng_state(),
             **extra,
@@ -112,7 +116,13 @@ def load_resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
     model.load_state_dict(saved[key])
     optimizer.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["rng"])
-    state = RunState(int(saved["epoch"]), int(saved["step"]), float(saved["best"]), json.loads(saved["history"]))
+    state = RunState(
+        int(saved["epoch"]),
+        int(saved["step"]),
+        float(saved["best"]),
+        int(saved.get("best_epoch", 0)),
+        json.loads(saved["history"]),
+    )
     log(f"resuming from {path} after epoch {state.epoch} (best so far {state.best:.4f})")
     return state
 

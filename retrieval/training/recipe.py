@@ -8,7 +8,6 @@ the command, seed, wall time, checksums and validation figures.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -20,6 +19,7 @@ import torch
 
 from retrieval.datasets import load_dataset
 from retrieval.datasets.base import SplitData
+from retrieval.provenance import sha256
 from retrieval.training.clip_finetune import finetune_clip
 from retrieval.training.clip_pretrain import TinyClipConfig, train_clip
 from retrieval.training.combiner_train import train_combiner
@@ -47,21 +47,15 @@ CLIP_FILE, COMBINER_FILE, MANIFEST = "shapes-clip.pt", "shapes-combiner.pt", "ma
 DEFAULT_WORLD_SEED, DEFAULT_WORLD_IMAGES = 7, 25200
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_half(source: Path, target: Path, key: str) -> None:
-    """Keep only the weights, in float16 (floating tensors), under CLIP4Cir's key."""
-    state = torch.load(source, map_location="cpu", weights_only=True)[key]
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    """The weights in float16 (floating tensors) under CLIP4Cir's key, with what the checkpoint records
+    (best epoch, preprocessing, combining)."""
+    saved = torch.load(source, map_location="cpu", weights_only=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in saved[key].items()}
+    recorded = {k: v for k, v in saved.items() if isinstance(v, str | int | float)}
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
-    torch.save({key: half}, tmp)
+    torch.save({key: half, **recorded}, tmp)
     tmp.replace(target)
 
 

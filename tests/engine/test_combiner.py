@@ -90,8 +90,12 @@ def test_the_other_modes() -> None:
     rng = np.random.default_rng(3)
     image, text = rng.normal(size=(2, 8)).astype(np.float32), rng.normal(size=(2, 8)).astype(np.float32)
     fuser = Fuser(None, 8)
-    expected_sum = normalize(normalize(image) + normalize(text))
-    np.testing.assert_allclose(fuser.fuse(Mode.SUM, image, text), expected_sum, atol=1e-6)
+    text *= 5  # CLIP4Cir's element_wise_sum adds the raw features: the longer one weighs more
+    clip4cir_sum = (image + text) / np.linalg.norm(image + text, axis=1, keepdims=True)
+    np.testing.assert_allclose(fuser.fuse(Mode.SUM, image, text), clip4cir_sum, atol=1e-6)
+    per_side = normalize(normalize(image) + normalize(text))
+    np.testing.assert_allclose(fuser.fuse(Mode.SUM_NORMALIZED, image, text), per_side, atol=1e-6)
+    assert not np.allclose(clip4cir_sum, per_side, atol=1e-3)
     np.testing.assert_allclose(fuser.fuse(Mode.TEXT, None, text), normalize(text), atol=1e-6)
     np.testing.assert_allclose(fuser.fuse(Mode.IMAGE, image, None), normalize(image), atol=1e-6)
     with pytest.raises(ValueError, match="needs a reference image"):

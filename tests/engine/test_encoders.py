@@ -57,6 +57,18 @@ def test_cutting_the_context_to_the_longest_text_changes_nothing(tiny_clip_check
     np.testing.assert_allclose(encoder.encode_texts(texts), full, atol=1e-5)
 
 
+def test_texts_holding_token_zero_keep_their_end_token(tiny_clip_checkpoint: Path) -> None:
+    """Id 0 is a real BPE token ("!"): the end token is found by the ids' argmax, as CLIP reads it."""
+    encoder = load_clip(str(tiny_clip_checkpoint))
+    texts = ["wow!(", "!$ make it red"]
+    assert (clip.tokenize(texts) == 0)[:, :5].any()  # the texts really hold token 0
+    with torch.no_grad():
+        full = encoder.model.encode_text(clip.tokenize(texts)).numpy()
+    np.testing.assert_allclose(encoder.encode_texts(texts), full, atol=1e-5)
+    for text, expected in zip(texts, full, strict=True):  # alone in a batch, too
+        np.testing.assert_allclose(encoder.encode_texts([text])[0], expected, atol=1e-5)
+
+
 def test_any_text_is_encoded(tiny_clip_checkpoint: Path) -> None:
     encoder = load_clip(str(tiny_clip_checkpoint))
     texts = ["", "x" * 5000, "word " * 200, "🎉 make it 🔴 \x00\x07\x1b[31m", "<script>alert(1)</script>"]

@@ -178,6 +178,7 @@ function handleFrame(frame) {
       turn.status = "done";
       turn.askedMore = false;
       turn.timings_ms = frame.timings_ms;
+      if (frame.offset === 0) turn.memory = frame.memory || "";
       renderTurn(turn);
       break;
     case "turn.failed":
@@ -254,6 +255,7 @@ function buildTurn(turn, previousId) {
     const count = (turn.results || []).length;
     const timing = t.total !== undefined ? ` · ${Math.round(t.total)} ms` : "";
     const meta = el("p", { class: "meta", text: `${count} results${timing}` });
+    if (turn.memory) answer.append(el("p", { class: "memory", text: turn.memory }));
     if (count && count >= turn.k * (turn.pages || 1)) {
       meta.append(el("button", { type: "button", class: "more", text: "More", onclick: () => more(turn) }));
     }
@@ -339,7 +341,8 @@ async function send(event) {
     $("thread").append(node);
     $("browse").hidden = true;
     socket.send(JSON.stringify({ type: "turn.create", client_id: clientId, text, reference,
-      parent: state.reference?.parent ?? null, mode, k: 24, exclude_seen: $("exclude-seen").checked }));
+      parent: state.reference?.parent ?? null, mode, k: 24, exclude_seen: $("exclude-seen").checked,
+      memory: $("memory").checked }));
     $("composer-text").value = "";
     clearReference();
   } catch (error) {

@@ -1,0 +1,115 @@
+"""The simulated person sees only what is shown, speaks in words training never used, and memory steers."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.combiner import Fuser, Mode, load_combiner, normalize
+from retrieval.datasets.cirr import load_cirr
+from retrieval.datasets.shapes import (
+    CELL_NAMES,
+    COLOURS,
+    SHAPES,
+    SIZE_WORDS,
+    Obj,
+    make_scene,
+    possible_edits,
+    random_scene,
+)
+from retrieval.datasets.shapes_text import phrase
+from retrieval.encoders import load_clip
+from retrieval.evaluate import encode_gallery
+from retrieval.memory import MemoryWeights, Remembered, steer, summary
+from retrieval.sim_user import UserModel, perceive, request
+from retrieval.simulate import summarize, wilson
+
+CONTENT = (
+    set(COLOURS) | set(SHAPES) | {w for ws in SIZE_WORDS.values() for w in ws} | {"larger", "bigger", "smaller"}
+    | {w for name in CELL_NAMES.values() for w in name.split()} | {"middle", "corner", "the", "a", "at", "in", "on"}
+)  # fmt: skip
+
+
+def skeleton(text: str) -> tuple[str, ...]:
+    """A sentence's wording without its content: the words that are neither objects, colours nor places."""
+    return tuple(w for w in re.findall(r"[a-z']+", text.lower()) if w not in CONTENT)
+
+
+def test_requests_use_wordings_held_out_from_training() -> None:
+    rng = random.Random(0)
+    training = set()
+    for _ in range(3000):
+        scene = random_scene(rng)
+        for edit in possible_edits(scene, rng):
+            training.add(skeleton(phrase(edit, scene, rng)))
+    user = UserModel(misread=0.0, overlook=0.0)
+    for _ in range(500):
+        a = random_scene(rng)
+        edit = possible_edits(a, rng)[0]
+        text = request(a, edit.apply(a), user, rng)
+        assert text is not None
+        for part in text.split("; also "):
+            assert skeleton(part) not in training, part
+
+
+def test_reading_errors_happen_at_the_stated_rate() -> None:
+    rng = random.Random(2)
+    scene = make_scene([Obj((0, 0), "circle", "red", "small"), Obj((2, 2), "star", "blue", "large")])
+    user = UserModel(misread=0.1, overlook=0.0)
+    wrong = sum(o.colour != "red" for o in (perceive(scene, user, rng)[0] for _ in range(4000)) if o.cell == (0, 0))
+    assert 0.07 < wrong / 4000 < 0.13
+    exact = UserModel(misread=0.0, overlook=0.0)
+    assert perceive(scene, exact, rng) == scene
+
+
+def test_memory_steers_away_from_a_rejected_look() -> None:
+    rng = np.random.default_rng(0)
+    query, rejected_look = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    memory = Remembered(np.zeros((0, 8), np.float32), np.zeros((0, 8), np.float32), rejected_look[None])
+    unit = rejected_look / np.linalg.norm(rejected_look)
+    before = float(query @ unit / np.linalg.norm(query))
+    after = float(steer(query, memory, MemoryWeights(rejected=0.3)) @ unit)
+    assert after < before
+    assert summary(["make it red", "no star"], rejected=3) == (
+        "remembering: make it red; no star · steering away from 3 rejected"
+    )
+
+
+def test_figures_carry_intervals() -> None:
+    low, high = wilson(45, 50)
+    assert low < 0.9 < high and high <= 1
+    result = summarize("combiner", True, [1, 2, None, 3], max_turns=5, shown=10)
+    assert result["success@2"] == 0.5 and result["success@5"] == 0.75 and result["mean_turns"] == 2.0
+    assert result["success@5_ci95"][0] < 0.75 < result["success@5_ci95"][1]
+
+
+def test_a_rejected_look_ranks_lower_on_the_next_turn(shapes_world: Path) -> None:
+    """Committed model, held-out shapes world: the person rejects the top result; on the next turn (same
+    picture, same words) the image that looks most like the rejected one ranks lower with memory."""
+    models = Path(__file__).resolve().parents[2] / "models" / "shapes"
+    encoder = load_clip(str(models / "shapes-clip.pt"))
+    fuser = Fuser(load_combiner(models / "shapes-combiner.pt"), encoder.dim)
+    data = load_cirr(shapes_world, "val", dataset="shapes")
+    gallery = encode_gallery(encoder, data.images, show_progress=False)
+    normed = normalize(gallery.features)
+    before: list[int] = []
+    after: list[int] = []
+    for t in data.triplets[:30]:
+        ref = gallery.index[t.reference]
+        query = fuser.fuse(Mode.COMBINER, gallery.features[[ref]], encoder.encode_texts([t.caption]))[0]
+        first = normed @ query
+        first[ref] = -np.inf
+        rejected = int(np.argmax(first))  # "Not this" on the top result
+        likeness = normed @ normed[rejected]
+        likeness[[ref, rejected]] = -np.inf
+        look = int(np.argmax(likeness))  # the picture that looks most like the rejected one
+        memory = Remembered(query[None], np.zeros((0, encoder.dim), np.float32), gallery.features[[rejected]])
+        for q, ranks in ((query, before), (steer(query, memory), after)):
+            scores = normed @ q
+            scores[[ref, rejected]] = -np.inf  # hidden either way: the reference, and the rejected image itself
+            ranks.append(int((scores > scores[look]).sum()))
+    assert all(a >= b for a, b in zip(after, before, strict=True))  # never higher
+    assert sum(after) > sum(before)  # lower on the whole
