@@ -119,10 +119,13 @@ def test_search_worker_pool_child_then_main_process_killed_mid_turn(stack: Fault
 def test_worker_killed_after_commit_before_publish(stack: FaultStack) -> None:
     ids = ids_of(stack)
     api, conversation, out = open_socket(stack)
+    second_tab = Outcomes(api.socket(stack.ws_url, conversation["ws"]))  # every open socket gets it
     stack.faults(turn_committed="kill-once")
     sent = time.monotonic()
     turn = out.send("make the circle blue", ids["dev-20-0"], "commit-then-die")
     counts = out.wait([turn], timeout=30)
+    assert second_tab.wait([turn], timeout=10) == {"lost": 0, "duplicated": 0, "failed": 0}
+    second_tab.ws.close()
     took = out.at[turn] - sent if turn in out.at else None
     record("search worker killed after its commit, before its publish", recover_s=took and round(took, 1), **counts)
     assert counts == {"lost": 0, "duplicated": 0, "failed": 0}, (counts, stack.logs())
