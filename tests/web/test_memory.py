@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from workers.runtime import Runtime
 pytestmark = pytest.mark.django_db  # inside a transaction: nothing is enqueued (on_commit never fires)
 
 
-def test_history_follows_the_branch_and_the_feedback() -> None:
+def test_history_follows_the_branch_and_the_feedback(settings: Any) -> None:
+    settings.CIR_TURNS_IN_FLIGHT = 10  # the turns stay queued here (nothing is enqueued inside the test)
     collection = make_collection(images=4)
     a, b, c, d = collection.images.order_by("pk").values_list("pk", flat=True)
     owner = visitor()
