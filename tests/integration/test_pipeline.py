@@ -54,11 +54,16 @@ def test_three_turn_refinement_finds_the_right_scenes(live_services: LiveService
         _, fourth = ws.turn(edit_text(shapes, s1, d), {"image": shapes.ids[s1]}, parent=t1, exclude_seen=True)
         shown = set(result_ids(first)) | set(result_ids(second)) | set(result_ids(third))
         assert not shown & set(result_ids(fourth))
+        if family == 0:  # conversation memory: the worker steers by the branch and says what it used
+            _, fifth = ws.turn(edit_text(shapes, d, s2), {"image": shapes.ids[d]}, parent=t2, memory=True)
+            said = f"remembering: {edit_text(shapes, r, s1)}; {edit_text(shapes, s1, d)}"
+            assert fifth["memory"] == said and len(fifth["results"]) == 24
+            assert third["memory"] == ""  # off by default
         ws.close()
     found = sum(sum(h) for h in hits)
     assert found >= 0.8 * len(hits) * 3, f"targets in the top 10 for only {found} of {len(hits) * 3} turns: {hits}"
     detail = api.request("GET", f"/api/conversations/{conversations[0]}").json()
-    assert len(detail["turns"]) == 4 and all(t["status"] == "done" for t in detail["turns"])
+    assert len(detail["turns"]) == 5 and all(t["status"] == "done" for t in detail["turns"])
     assert detail["turns"][1]["parent"] == detail["turns"][0]["id"]
     assert detail["turns"][0]["chosen_image"] == shapes.ids["dev-0-1"]  # turn 2 refined from that result
 
