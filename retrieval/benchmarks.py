@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 
 from retrieval.combiner import normalize
 from retrieval.encoders import ClipEncoder, build_random_clip, make_preprocess
-from retrieval.index import INDEX_TYPES, VectorIndex
+from retrieval.index import INDEX_TYPES, IndexParams, VectorIndex
 from retrieval.synthetic import clustered_features
 
 PROMPTS = [
@@ -67,9 +67,11 @@ class IndexFigures:
     index_type: str
     count: int
     dim: int
+    setting: str
     build_seconds: float
     index_mb: float
     resident_mb_after_mmap_load: float
+    excluded: int
     ms_per_query: float
     recall_at_10: float
 
@@ -79,15 +81,63 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def bench_index(count: int, dim: int, types: list[str], queries: int = 200, seed: int = 0) -> list[IndexFigures]:
+def _exact_neighbours(features: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
+    """Row numbers of each query's `n` nearest gallery vectors, best first (chunked: bounded memory)."""
+    gallery = normalize(features)
+    out = np.empty((len(queries), n), np.int64)
+    for start in range(0, len(queries), 16):
+        sims = queries[start : start + 16] @ gallery.T
+        top = np.argpartition(-sims, n - 1, axis=1)[:, :n]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1, kind="stable")
+        out[start : start + 16] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def _settings(index_type: str, nprobes: list[int], ef_searches: list[int], p: IndexParams) -> list[IndexParams]:
+    """The search settings to sweep for one built index (build parameters unchanged)."""
+    if index_type.startswith("ivf") and nprobes:
+        return [replace(p, nprobe=min(n, p.nlist)) for n in nprobes]
+    if index_type == "hnsw" and ef_searches:
+        return [replace(p, ef_search=e) for e in ef_searches]
+    return [p]
+
+
+def _label(index_type: str, p: IndexParams) -> str:
+    if index_type.startswith("ivf"):
+        return f"nlist {p.nlist}, nprobe {p.nprobe}"
+    if index_type == "hnsw":
+        return f"M {p.hnsw_m}, efSearch {p.ef_search}"
+    return "exact"
+
+
+def bench_index(
+    count: int,
+    dim: int,
+    types: list[str],
+    queries: int = 200,
+    seed: int = 0,
+    *,
+    exclude: int = 0,
+    params: IndexParams | None = None,
+    nprobes: list[int] | None = None,
+    ef_searches: list[int] | None = None,
+) -> list[IndexFigures]:
+    """Build each index type once, then time single queries for each search setting. With `exclude`, each
+    query leaves out that many ids drawn from its own 2·exclude nearest (what a conversation has already
+    seen), and recall is against the exact top 10 of what remains."""
     features = clustered_features(count, dim, clusters=max(count // 500, 10), seed=seed)
     ids = np.arange(count, dtype=np.int64)
     qs = normalize(clustered_features(queries, dim, clusters=max(count // 500, 10), seed=seed + 1))
-    truth = np.argsort(-(qs @ normalize(features).T), axis=1)[:, :10]
+    near = _exact_neighbours(features, qs, 2 * exclude + 10)
+    rng = np.random.default_rng(seed)
+    excluded = [
+        set(rng.choice(row[: 2 * exclude], exclude, replace=False).tolist()) if exclude else set() for row in near
+    ]
+    truth = [[i for i in row if i not in ex][:10] for row, ex in zip(near, excluded, strict=True)]
     out = []
     for index_type in types:
         start = time.perf_counter()
-        index = VectorIndex.build(ids, features, index_type=index_type)
+        index = VectorIndex.build(ids, features, index_type=index_type, params=params)
         build = time.perf_counter() - start
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "index.faiss"
@@ -96,25 +146,30 @@ def bench_index(count: int, dim: int, types: list[str], queries: int = 200, seed
             before = _rss_mb()
             loaded = VectorIndex.load(path, index_type, index.params, ids=ids, mmap=True, exact=index.exact)
             resident = _rss_mb() - before
-            loaded.search(qs[:5], 10)
-            start = time.perf_counter()
-            found = np.concatenate([loaded.search(q[None], 10)[1] for q in qs])  # one query at a time, as turns come
-            per_query = (time.perf_counter() - start) / queries * 1000
+            for setting in _settings(index_type, nprobes or [], ef_searches or [], index.params):
+                loaded.params = setting
+                loaded.search(qs[:5], 10)
+                start = time.perf_counter()
+                found = [loaded.search(q[None], 10, exclude=ex)[1][0] for q, ex in zip(qs, excluded, strict=True)]
+                per_query = (time.perf_counter() - start) / queries * 1000
+                recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
+                out.append(
+                    IndexFigures(
+                        index_type,
+                        count,
+                        dim,
+                        _label(index_type, setting),
+                        round(build, 2),
+                        round(size, 1),
+                        round(resident, 1),
+                        exclude,
+                        round(per_query, 2),
+                        round(recall, 4),
+                    )
+                )
+                print(json.dumps(asdict(out[-1])), file=sys.stderr, flush=True)
             del loaded
-        recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
-        out.append(
-            IndexFigures(
-                index_type,
-                count,
-                dim,
-                round(build, 2),
-                round(size, 1),
-                round(resident, 1),
-                round(per_query, 2),
-                round(recall, 4),
-            )
-        )
-        print(json.dumps(asdict(out[-1])), file=sys.stderr, flush=True)
+        del index
     return out
 
 

@@ -47,8 +47,9 @@ class Models:
 class Runtime:
     """Per-process caches. One instance per worker process (`runtime` below)."""
 
-    def __init__(self, device: str = "cpu", max_uploads: int = 256) -> None:
+    def __init__(self, device: str = "cpu", max_uploads: int = 256, force_fp32: bool = False) -> None:
         self.device = device
+        self.force_fp32 = force_fp32  # settings.CIR_FORCE_FP32, set at worker start like the device
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
         self._indexes: OrderedDict[tuple[int, int], IndexVersion] = OrderedDict()
@@ -62,11 +63,17 @@ class Runtime:
         with self._lock:
             if key not in self._models:
                 started = time.perf_counter()
-                encoder = load_clip(clip_spec, device=self.device)
+                encoder = load_clip(clip_spec, device=self.device, force_fp32=self.force_fp32)
                 combiner = None if combiner_spec in ("", "sum") else load_combiner(combiner_spec, device=encoder.device)
                 seconds = time.perf_counter() - started
                 self._models[key] = Models(clip_spec, combiner_spec, encoder, Fuser(combiner, encoder.dim), seconds)
-                log.info("loaded %s + %s in %.2fs", clip_spec, combiner_spec or "sum", seconds)
+                log.info(
+                    "loaded %s + %s in %.2fs (%s)",
+                    clip_spec,
+                    combiner_spec or "sum",
+                    seconds,
+                    encoder.precision.describe(),
+                )
         return self._models[key]
 
     def index(self, collection_id: int, number: int, path: str) -> IndexVersion:
