@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -16,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from retrieval.combiner import normalize
-from retrieval.encoders import ClipEncoder, build_random_clip, make_preprocess
+from retrieval.encoders import CLIP, ClipEncoder, build_random_clip, make_preprocess
+from retrieval.features import ImageReader, Item, extract_features
 from retrieval.index import INDEX_TYPES, IndexParams, VectorIndex
+from retrieval.precision import Precision, precision_for
 from retrieval.synthetic import clustered_features
 
 PROMPTS = [
@@ -33,33 +37,127 @@ PROMPTS = [
 @dataclass
 class EncodeFigures:
     architecture: str
+    precision: str
     batch: int
     images_per_second: float
     texts_per_second: float
     ms_per_single_text: float
+    image_cosine_vs_fp32: float
+    text_cosine_vs_fp32: float
 
 
-def bench_encode(architecture: str, batch: int = 32, repeats: int = 1) -> EncodeFigures:
+def _cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((normalize(a) * normalize(b)).sum(1)).min())
+
+
+def bench_encode(
+    architecture: str, batch: int = 32, repeats: int = 1, precisions: tuple[str, ...] = ("fp32", "auto")
+) -> list[EncodeFigures]:
+    """Throughput of each precision on the same model and inputs, side by side; `auto` is what this CPU
+    gets (`retrieval.precision`). Cosines are the worst image / text against fp32 on the same inputs."""
     model = build_random_clip(architecture)
-    encoder = ClipEncoder(model, make_preprocess(model.visual.input_resolution), torch.device("cpu"), architecture)
-    res = encoder.input_resolution
+    res = int(model.visual.input_resolution)
     pixels = torch.randn(batch, 3, res, res)
     texts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
-    encoder.encode_image_batch(pixels[:2])  # warm-up: allocator and kernels
-    encoder.encode_texts(texts[:2])
-    start = time.perf_counter()
-    for _ in range(repeats):
-        encoder.encode_image_batch(pixels)
-    images = batch * repeats / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for _ in range(repeats * 4):
-        encoder.encode_texts(texts, batch_size=batch)
-    text_rate = batch * repeats * 4 / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for prompt in PROMPTS * 3:
-        encoder.encode_texts([prompt])
-    single = (time.perf_counter() - start) / (len(PROMPTS) * 3) * 1000
-    return EncodeFigures(architecture, batch, round(images, 2), round(text_rate, 1), round(single, 1))
+    out, reference = [], None
+    for name in precisions:
+        chosen = load_clip_precision(model, name)
+        encoder = ClipEncoder(model, make_preprocess(res), torch.device("cpu"), architecture, chosen)
+        encoder.encode_image_batch(pixels[:2])  # warm-up: allocator and kernels
+        encoder._encode_texts_now(texts[:2], batch)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            image_features = encoder.encode_image_batch(pixels)
+        images = batch * repeats / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(repeats * 4):
+            text_features = encoder._encode_texts_now(texts, batch)  # uncached: the encoder's own speed
+        text_rate = batch * repeats * 4 / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for prompt in PROMPTS * 3:
+            encoder._encode_texts_now([prompt], 1)
+        single = (time.perf_counter() - start) / (len(PROMPTS) * 3) * 1000
+        reference = reference or (image_features, text_features)
+        label = f"{name} ({chosen.describe()})" if name == "auto" else name
+        out.append(
+            EncodeFigures(
+                architecture,
+                label,
+                batch,
+                round(images, 2),
+                round(text_rate, 1),
+                round(single, 1),
+                round(_cosine_min(image_features, reference[0]), 5),
+                round(_cosine_min(text_features, reference[1]), 5),
+            )
+        )
+        print(json.dumps(asdict(out[-1])), file=sys.stderr, flush=True)
+        if chosen.channels_last:  # leave the shared model as the next precision expects it
+            model.visual.to(memory_format=torch.contiguous_format)
+    return out
+
+
+def load_clip_precision(model: CLIP, name: str) -> Precision:
+    """`auto` (this CPU's choice for the model) or a named lever."""
+    return precision_for(model, device=torch.device("cpu")) if name == "auto" else Precision.named(name)
+
+
+@dataclass
+class ExtractFigures:
+    architecture: str
+    precision: str
+    images: int
+    batch: int
+    bare_images_per_second: float
+    extraction_images_per_second: float
+    ratio: float
+    peak_rss_mb: float
+
+
+def bench_extract(architecture: str, images: int = 64, batch: int = 32) -> ExtractFigures:
+    """The whole extraction (JPEG files decoded on threads, preprocessed, encoded, chunks written) against
+    the bare encoder on the same pixel batches, with this CPU's precision."""
+    model = build_random_clip(architecture)
+    res = int(model.visual.input_resolution)
+    encoder = ClipEncoder(
+        model, make_preprocess(res), torch.device("cpu"), architecture, load_clip_precision(model, "auto")
+    )
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        items = []
+        for i in range(images):
+            path = Path(tmp) / f"{i}.jpg"
+            Image.fromarray(rng.integers(0, 255, (res + 64, res + 96, 3), np.uint8)).save(path, quality=90)
+            items.append(Item(i, path))
+        reader = ImageReader(encoder.preprocess, batch_size=batch)
+        batches = [b.pixels for b in reader.batches(items) if b.pixels is not None]
+        encoder.encode_image_batch(batches[0][:2])
+        start = time.perf_counter()
+        for pixels in batches:
+            encoder.encode_image_batch(pixels)
+        bare = images / (time.perf_counter() - start)
+        start = time.perf_counter()
+        extract_features(
+            items,
+            encoder.encode_image_batch,
+            encoder.preprocess,
+            Path(tmp) / "chunks",
+            dim=encoder.dim,
+            batch_size=batch,
+            show_progress=False,
+        )
+        whole = images / (time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return ExtractFigures(
+        architecture,
+        encoder.precision.describe(),
+        images,
+        batch,
+        round(bare, 2),
+        round(whole, 2),
+        round(whole / bare, 3),
+        round(peak, 1),
+    )
 
 
 @dataclass
@@ -173,4 +271,4 @@ def bench_index(
     return out
 
 
-__all__ = ["INDEX_TYPES", "bench_encode", "bench_index"]
+__all__ = ["INDEX_TYPES", "bench_encode", "bench_extract", "bench_index"]

@@ -27,10 +27,14 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 @command("bench-encode")
 def _bench_encode(args: argparse.Namespace) -> int:
-    from retrieval.benchmarks import bench_encode
+    """One JSON line per architecture and precision; with --extract, also the whole extraction's ratio."""
+    from retrieval.benchmarks import bench_encode, bench_extract
 
     for arch in args.arch:
-        print(json.dumps(asdict(bench_encode(arch, batch=args.batch, repeats=args.repeats))), flush=True)
+        for figures in bench_encode(arch, batch=args.batch, repeats=args.repeats, precisions=tuple(args.precision)):
+            print(json.dumps(asdict(figures)), flush=True)
+        if args.extract:
+            print(json.dumps(asdict(bench_extract(arch, images=args.extract, batch=args.batch))), flush=True)
     return 0
 
 
@@ -276,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", nargs="+", default=["RN50x4", "ViT-B/32"])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--precision", nargs="+", default=["fp32", "auto"], help="fp32, bf16, int8, bf16-int8, auto")
+    p.add_argument("--extract", type=int, default=0, help="also time a whole extraction of this many JPEG files")
 
     p = sub.add_parser("bench-turn", help="an in-process turn at real model size, beside the naive turn")
     p.add_argument("--arch", nargs="+", default=["RN50x4"])

@@ -36,10 +36,10 @@ from torchvision.transforms import InterpolationMode
 with warnings.catch_warnings():  # clip imports pkg_resources, which warns about its own deprecation
     warnings.simplefilter("ignore")
     import clip
-    from clip.model import CLIP, ModifiedResNet, build_model, convert_weights
+    from clip.model import CLIP, build_model, convert_weights
 
 from retrieval.errors import CheckpointError, ModelNotAvailable
-from retrieval.precision import Precision, choose_precision
+from retrieval.precision import Precision, precision_for
 
 Preprocessing = Literal["clip", "targetpad"]
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -236,13 +236,7 @@ def load_clip(
         model.float()
     model = model.to(torch_device).eval()
     if precision is None:
-        precision = choose_precision(
-            device=torch_device,
-            resnet=isinstance(model.visual, ModifiedResNet),
-            image_resolution=int(model.visual.input_resolution),
-            text_width=int(model.transformer.width),
-            force_fp32=force_fp32,
-        )
+        precision = precision_for(model, device=torch_device, force_fp32=force_fp32)
     preprocess = make_preprocess(model.visual.input_resolution, preprocessing)
     return ClipEncoder(model, preprocess, torch_device, spec, precision)
 

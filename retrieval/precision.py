@@ -18,10 +18,15 @@ turns every lever that changes numbers off, leaving the plain fp32 model. Nothin
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+with warnings.catch_warnings():  # clip imports pkg_resources, which warns about its own deprecation
+    warnings.simplefilter("ignore")
+    from clip.model import CLIP, ModifiedResNet
 
 ImagePrecision = Literal["fp32", "bf16"]
 TextPrecision = Literal["fp32", "int8"]
@@ -112,4 +117,15 @@ def choose_precision(
         channels_last=resnet and bf16,
         text="int8" if int8 else "fp32",
         text_cache=text_cache,
+    )
+
+
+def precision_for(model: CLIP, *, device: torch.device, force_fp32: bool = False) -> Precision:
+    """`choose_precision` for a loaded CLIP model: its image tower's kind and size, its text width."""
+    return choose_precision(
+        device=device,
+        resnet=isinstance(model.visual, ModifiedResNet),
+        image_resolution=int(model.visual.input_resolution),
+        text_width=int(model.transformer.width),
+        force_fp32=force_fp32,
     )
