@@ -68,6 +68,17 @@ def _bench_turn(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench-report")
+def _bench_report(args: argparse.Namespace) -> int:
+    """Runs every benchmark at the preset's sizes and writes docs/benchmarks.md with its plots."""
+    from retrieval import bench_report
+
+    out = Path(args.out)
+    report = bench_report.load(out / "benchmarks.json") if args.render_only else bench_report.run(args.preset)
+    print(bench_report.write(report, out))
+    return 0
+
+
 @command("bench-index")
 def _bench_index(args: argparse.Namespace) -> int:
     from retrieval.benchmarks import bench_index
@@ -292,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "bf16-int8"])
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--totals", action="store_true", help="with --json, every turn's total (for the histogram)")
+
+    p = sub.add_parser("bench-report", help="every benchmark, written as benchmarks.md with plots")
+    p.add_argument("--preset", default="quick", choices=["full", "quick", "smoke"])
+    p.add_argument("--out", default="docs", help="folder for benchmarks.md, benchmarks.json and the plots")
+    p.add_argument("--render-only", action="store_true", help="redraw the page from OUT/benchmarks.json")
 
     p = sub.add_parser("bench-index", help="build time, memory, latency and recall of each index type")
     p.add_argument("--count", type=int, default=100_000)
