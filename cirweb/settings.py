@@ -298,6 +298,8 @@ CIR_MODEL_ROOTS = env_paths("CIR_MODEL_ROOTS", [CIR_MODELS_DIR, BASE_DIR / "mode
 CIR_CLIP_MODEL = os.environ.get("CIR_CLIP_MODEL") or str(CIR_MODELS_DIR / "shapes-clip.pt")
 CIR_COMBINER = os.environ.get("CIR_COMBINER") or str(CIR_MODELS_DIR / "shapes-combiner.pt")
 CIR_DEVICE = os.environ.get("CIR_DEVICE", "cpu")
+# Encoders pick bf16 / channels_last / int8 text per machine (retrieval/precision.py); 1 keeps plain fp32.
+CIR_FORCE_FP32 = env_bool("CIR_FORCE_FP32", False)
 CIR_COLLECTIONS_DIR = CIR_DATA_DIR / "collections"
 CIR_UPLOADS_DIR = CIR_DATA_DIR / "uploads"
 CIR_THUMBS_DIR = CIR_DATA_DIR / "thumbs"

@@ -28,18 +28,73 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 @command("bench-encode")
 def _bench_encode(args: argparse.Namespace) -> int:
-    from retrieval.benchmarks import bench_encode
+    """One JSON line per architecture and precision; with --extract, also the whole extraction's ratio."""
+    from retrieval.benchmarks import bench_encode, bench_extract
 
     for arch in args.arch:
-        print(json.dumps(asdict(bench_encode(arch, batch=args.batch, repeats=args.repeats))), flush=True)
+        for figures in bench_encode(arch, batch=args.batch, repeats=args.repeats, precisions=tuple(args.precision)):
+            print(json.dumps(asdict(figures)), flush=True)
+        if args.extract:
+            print(json.dumps(asdict(bench_extract(arch, images=args.extract, batch=args.batch))), flush=True)
+    return 0
+
+
+@command("bench-turn")
+def _bench_turn(args: argparse.Namespace) -> int:
+    """One line (or JSON object) per architecture and size: the turn's p50/p99 and stages, beside the naive turn."""
+    from retrieval.bench_turn import bench_turn
+    from retrieval.precision import Precision
+
+    precision = None if args.precision == "auto" else Precision.named(args.precision)
+    for arch in args.arch:
+        for count in args.count:
+            run = bench_turn(
+                arch, count, turns=args.turns, excluded=args.exclude, index_type=args.index, precision=precision
+            )
+            figures = asdict(run)
+            totals = figures.pop("totals_ms")
+            if args.totals:
+                figures["totals_ms"] = totals
+            if args.json:
+                print(json.dumps(figures), flush=True)
+            else:
+                print(
+                    f"{arch} {count:>9,} {figures['index_type']:>5}: turn p50 {figures['total_p50_ms']} ms "
+                    f"p99 {figures['total_p99_ms']} ms (text {figures['text_p50_ms']}, reference "
+                    f"{figures['reference_p50_ms']}, combine {figures['combine_p50_ms']}, search "
+                    f"{figures['search_p50_ms']}); naive p50 {figures['naive_p50_ms']} ms: "
+                    f"{figures['speedup_p50']}x; recall@10 vs naive {figures['recall_at_10_vs_naive']}",
+                    flush=True,
+                )
+    return 0
+
+
+@command("bench-report")
+def _bench_report(args: argparse.Namespace) -> int:
+    """Runs every benchmark at the preset's sizes and writes docs/benchmarks.md with its plots."""
+    from retrieval import bench_report
+
+    out = Path(args.out)
+    report = bench_report.load(out / "benchmarks.json") if args.render_only else bench_report.run(args.preset)
+    print(bench_report.write(report, out))
     return 0
 
 
 @command("bench-index")
 def _bench_index(args: argparse.Namespace) -> int:
     from retrieval.benchmarks import bench_index
+    from retrieval.index import IndexParams
 
-    figures = bench_index(args.count, args.dim, args.types, queries=args.queries)
+    figures = bench_index(
+        args.count,
+        args.dim,
+        args.types,
+        queries=args.queries,
+        exclude=args.exclude,
+        params=IndexParams(nlist=args.nlist, hnsw_m=args.hnsw_m),
+        nprobes=args.nprobe,
+        ef_searches=args.ef_search,
+    )
     print(json.dumps([asdict(f) for f in figures], indent=1))
     return 0
 
@@ -126,11 +181,13 @@ def _preprocessing(args: argparse.Namespace) -> Any:
 def _load_models(args: argparse.Namespace) -> tuple[Any, Any]:
     from retrieval.combiner import Fuser, load_combiner
     from retrieval.encoders import load_clip
+    from retrieval.precision import Precision
 
     combiner = load_combiner(args.combiner) if args.combiner and args.combiner != "sum" else None
     if combiner is None and "combiner" in args.mode:
         raise RetrievalError("mode 'combiner' needs a Combiner checkpoint: pass --combiner PATH (or --mode sum)")
-    encoder = load_clip(args.clip, device=args.device, preprocessing=_preprocessing(args))
+    precision = None if args.precision == "auto" else Precision.named(args.precision)
+    encoder = load_clip(args.clip, device=args.device, preprocessing=_preprocessing(args), precision=precision)
     return encoder, Fuser(combiner, encoder.dim)
 
 
@@ -280,6 +337,12 @@ def _model_args(p: argparse.ArgumentParser, modes: list[str]) -> None:
     p.add_argument("--mode", nargs="+", choices=MODES, default=modes)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     _preprocessing_args(p)
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "int8", "bf16-int8"],
+        help="encoder precision: auto (chosen for this CPU), or one lever forced to measure it",
+    )
 
 
 def _preprocessing_args(p: argparse.ArgumentParser) -> None:
@@ -309,12 +372,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", nargs="+", default=["RN50x4", "ViT-B/32"])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--precision", nargs="+", default=["fp32", "auto"], help="fp32, bf16, int8, bf16-int8, auto")
+    p.add_argument("--extract", type=int, default=0, help="also time a whole extraction of this many JPEG files")
+
+    p = sub.add_parser("bench-turn", help="an in-process turn at real model size, beside the naive turn")
+    p.add_argument("--arch", nargs="+", default=["RN50x4"])
+    p.add_argument("--count", nargs="+", type=int, default=[100_000], help="collection sizes (e.g. 10000 1000000)")
+    p.add_argument("--turns", type=int, default=200)
+    p.add_argument("--exclude", type=int, default=50, help="ids the conversation has already shown")
+    p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw", "ivfpq"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "bf16-int8"])
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--totals", action="store_true", help="with --json, every turn's total (for the histogram)")
+
+    p = sub.add_parser("bench-report", help="every benchmark, written as benchmarks.md with plots")
+    p.add_argument("--preset", default="quick", choices=["full", "quick", "smoke"])
+    p.add_argument("--out", default="docs", help="folder for benchmarks.md, benchmarks.json and the plots")
+    p.add_argument("--render-only", action="store_true", help="redraw the page from OUT/benchmarks.json")
 
     p = sub.add_parser("bench-index", help="build time, memory, latency and recall of each index type")
     p.add_argument("--count", type=int, default=100_000)
     p.add_argument("--dim", type=int, default=640)
     p.add_argument("--types", nargs="+", default=["flat", "ivf", "hnsw", "ivfpq"])
     p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--exclude", type=int, default=0, help="ids left out of each query, drawn from its neighbours")
+    p.add_argument("--nlist", type=int, default=0, help="IVF lists (0: the default rule)")
+    p.add_argument("--hnsw-m", type=int, default=32)
+    p.add_argument("--nprobe", type=int, nargs="*", default=[], help="IVF settings to sweep")
+    p.add_argument("--ef-search", type=int, nargs="*", default=[], help="HNSW settings to sweep")
 
     p = sub.add_parser("shapes", help="generate a shapes world in CIRR's layout")
     p.add_argument("--out", required=True)

@@ -9,16 +9,20 @@ One entry point, `load_clip(spec)`, whatever the weights are:
 - ``"random:<name>"``: the named architecture with random weights, which costs exactly what the trained
   model costs to run (used for speed measurements on machines without the weights).
 
-Features come back as float32 arrays, unnormalized, as CLIP4Cir feeds them to its Combiner.
+Features come back as float32 arrays, unnormalized, as CLIP4Cir feeds them to its Combiner. How each path
+computes them (precision, layout, text cache) is chosen per machine by `retrieval.precision`.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 import urllib.error
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +40,7 @@ with warnings.catch_warnings():  # clip imports pkg_resources, which warns about
 
 from retrieval.confine import confined_checkpoint
 from retrieval.errors import CheckpointError, ModelNotAvailable
+from retrieval.precision import Precision, precision_for
 
 Preprocessing = Literal["clip", "targetpad"]
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -115,6 +120,14 @@ class ClipEncoder:
     preprocess: Callable[[Image.Image], torch.Tensor]
     device: torch.device
     spec: str
+    precision: Precision = field(default_factory=Precision.fp32)
+    _text_model: CLIP | None = field(default=None, init=False, repr=False)
+    _text_cache: OrderedDict[str, NDArray[np.float32]] = field(default_factory=OrderedDict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.precision.channels_last:
+            self.model.visual.to(memory_format=torch.channels_last)
 
     @property
     def dim(self) -> int:
@@ -139,8 +152,12 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def encode_image_batch(self, pixels: torch.Tensor) -> NDArray[np.float32]:
-        """Features of preprocessed images, shape [n, dim], unnormalized."""
-        features = self.model.encode_image(pixels.to(self.device, self.dtype))
+        """Features of preprocessed images, shape [n, dim], unnormalized, in the image path's precision."""
+        pixels = pixels.to(self.device, self.dtype)
+        if self.precision.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision.image == "bf16"):
+            features = self.model.encode_image(pixels)
         return features.float().cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> NDArray[np.float32]:
@@ -151,15 +168,55 @@ class ClipEncoder:
         ]
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
-    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 32) -> NDArray[np.float32]:
         """Features of texts, shape [n, dim], unnormalized. Any string is accepted: empty, emoji, control
-        characters, or longer than the context (truncated)."""
+        characters, or longer than the context (truncated). Texts seen recently come from the LRU."""
+        texts = list(texts)
+        found = self._cached(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            computed = self._encode_texts_now(missing, batch_size)
+            found.update(zip(missing, computed, strict=True))
+            self._remember(missing, computed)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    @torch.inference_mode()
+    def _encode_texts_now(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
+        model = self._text_tower()
         out = []
         for i in range(0, len(texts), batch_size):
             tokens = self.tokenize(texts[i : i + batch_size]).to(self.device)
-            out.append(self.model.encode_text(tokens).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+            out.append(model.encode_text(tokens).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def _cached(self, texts: list[str]) -> dict[str, NDArray[np.float32]]:
+        if not self.precision.text_cache:
+            return {}
+        with self._lock:
+            found = {t: self._text_cache[t] for t in texts if t in self._text_cache}
+            for t in found:
+                self._text_cache.move_to_end(t)
+        return found
+
+    def _remember(self, texts: list[str], features: NDArray[np.float32]) -> None:
+        if not self.precision.text_cache:
+            return
+        with self._lock:
+            for t, f in zip(texts, features, strict=True):
+                f.flags.writeable = False  # shared between callers: nobody may change it in place
+                self._text_cache[t] = f
+            while len(self._text_cache) > self.precision.text_cache:
+                self._text_cache.popitem(last=False)
+
+    def _text_tower(self) -> CLIP:
+        """The model the text path runs: `model` itself, or (int8) a view of it whose transformer has
+        int8 Linear weights, built on first use so that indexing-only processes never pay for it."""
+        if self.precision.text != "int8":
+            return self.model
+        with self._lock:
+            if self._text_model is None:
+                self._text_model = quantized_text_view(self.model)
+        return self._text_model
 
 
 def load_clip(
@@ -169,8 +226,11 @@ def load_clip(
     preprocessing: Preprocessing = "clip",
     download_root: str | None = None,
     model_roots: Sequence[str | Path] | None = None,
+    precision: Precision | None = None,
+    force_fp32: bool = False,
 ) -> ClipEncoder:
-    """Load CLIP from a model name, a checkpoint path, or ``random:<architecture>``; see the module doc."""
+    """Load CLIP from a model name, a checkpoint path, or ``random:<architecture>``; see the module doc.
+    `precision` None: the fastest fidelity-keeping choice for this machine, or plain fp32 with `force_fp32`."""
     torch_device = resolve_device(device)
     if spec.startswith("random:"):
         model = build_random_clip(spec.removeprefix("random:"))
@@ -184,7 +244,25 @@ def load_clip(
     else:
         model.float()
     model = model.to(torch_device).eval()
-    return ClipEncoder(model, make_preprocess(model.visual.input_resolution, preprocessing), torch_device, spec)
+    if precision is None:
+        precision = precision_for(model, device=torch_device, force_fp32=force_fp32)
+    preprocess = make_preprocess(model.visual.input_resolution, preprocessing)
+    return ClipEncoder(model, preprocess, torch_device, spec, precision)
+
+
+def quantized_text_view(model: CLIP) -> CLIP:
+    """A shallow copy of `model` sharing every weight except the text transformer, whose Linear layers hold
+    int8 weights (dynamic quantization: activations are quantized per call). The attention's output
+    projection stays fp32, as PyTorch leaves it."""
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, not installed
+        warnings.simplefilter("ignore")
+        transformer = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model.transformer), {torch.nn.Linear}, dtype=torch.qint8
+        )
+    view = copy.copy(model)
+    view._modules = dict(model._modules)  # copy.copy shares the dict; replace the transformer in ours only
+    view._modules["transformer"] = transformer
+    return view
 
 
 def build_clip(state_dict: dict[str, torch.Tensor], source: str) -> CLIP:

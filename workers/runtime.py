@@ -51,9 +51,10 @@ class Models:
 class Runtime:
     """Per-process caches. One instance per worker process (`runtime` below)."""
 
-    def __init__(self, device: str = "cpu", max_uploads: int = 256) -> None:
+    def __init__(self, device: str = "cpu", max_uploads: int = 256, force_fp32: bool = False) -> None:
         self.device = device
         self.model_roots: list[Path] | None = None  # set from settings at process start; checkpoints only there
+        self.force_fp32 = force_fp32  # settings.CIR_FORCE_FP32, set at worker start like the device
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
         self._indexes: OrderedDict[tuple[int, int], IndexVersion] = OrderedDict()
@@ -71,7 +72,9 @@ class Runtime:
                 if Path(clip_spec).is_file():  # what a checkpoint records is read only once it is known ours
                     confined_checkpoint(clip_spec, roots, "CLIP checkpoint")
                 kind = recorded_preprocessing(clip_spec)
-                encoder = load_clip(clip_spec, device=self.device, preprocessing=kind, model_roots=roots)
+                encoder = load_clip(
+                    clip_spec, device=self.device, preprocessing=kind, model_roots=roots, force_fp32=self.force_fp32
+                )
                 combiner = (
                     None
                     if combiner_spec in ("", "sum")
@@ -80,7 +83,13 @@ class Runtime:
                 seconds = time.perf_counter() - started
                 fuser = Fuser(combiner, encoder.dim)
                 self._models[key] = Models(clip_spec, combiner_spec, encoder, fuser, seconds, kind)
-                log.info("loaded %s + %s in %.2fs", clip_spec, combiner_spec or "sum", seconds)
+                log.info(
+                    "loaded %s + %s in %.2fs (%s)",
+                    clip_spec,
+                    combiner_spec or "sum",
+                    seconds,
+                    encoder.precision.describe(),
+                )
         return self._models[key]
 
     def index(self, collection_id: int, number: int, path: str) -> IndexVersion:

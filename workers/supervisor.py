@@ -110,7 +110,11 @@ class Supervisor:
         self.say("web", "stopped")
 
 
-def build_children(*, port: int, host: str, redis_port: int | None, data_dir: Path) -> list[Child]:
+def build_children(
+    *, port: int, host: str, redis_port: int | None, data_dir: Path, search_workers: int = 1, index_workers: int = 1
+) -> list[Child]:
+    """Redis (when private), the two worker pools, the sweep and the web server. Workers are prefork
+    processes of one Celery worker per queue; each process loads the models once."""
     py = sys.executable
     celery = [
         py,
@@ -124,8 +128,6 @@ def build_children(*, port: int, host: str, redis_port: int | None, data_dir: Pa
         "--without-heartbeat",
         "--loglevel",
         "INFO",
-        "--concurrency",
-        "1",
         "--pool",
         "prefork",
     ]
@@ -133,8 +135,21 @@ def build_children(*, port: int, host: str, redis_port: int | None, data_dir: Pa
     if redis_port is not None and not port_open(redis_port):
         children.append(Child("redis", redis_command(redis_port, data_dir / "redis")))
     children += [
-        Child("search", [*celery, "-Q", "search", "-n", "search@%h"]),
-        Child("index", [*celery, "-Q", "index", "-n", "index@%h", "--prefetch-multiplier", "1"]),
+        Child("search", [*celery, "--concurrency", str(search_workers), "-Q", "search", "-n", "search@%h"]),
+        Child(
+            "index",
+            [
+                *celery,
+                "--concurrency",
+                str(index_workers),
+                "-Q",
+                "index",
+                "-n",
+                "index@%h",
+                "--prefetch-multiplier",
+                "1",
+            ],
+        ),
         Child("sweep", [py, str(Path(__file__).resolve().parents[1] / "manage.py"), "sweep"]),
         Child("web", web_command(host=host, port=port)),
     ]

@@ -21,6 +21,7 @@ runtime.model_roots = list(settings.CIR_MODEL_ROOTS)  # whatever the pool: a wor
 def _load_models_once(**_: Any) -> None:
     """Load the default models when the worker process starts, not on its first turn."""
     runtime.device = settings.CIR_DEVICE
+    runtime.force_fp32 = settings.CIR_FORCE_FP32
     try:
         runtime.models(settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
     except Exception as exc:  # a missing default model must not stop collections with their own models

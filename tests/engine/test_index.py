@@ -96,7 +96,8 @@ def test_bad_builds_are_refused() -> None:
 
 
 def test_choice_of_type_follows_size() -> None:
-    assert choose_index_type(50_000, 640) == "flat"
+    assert choose_index_type(20_000, 640) == "flat"
+    assert choose_index_type(50_000, 640) == "ivf"
     assert choose_index_type(1_000_000, 640) == "ivf"
     assert choose_index_type(10_000_000, 640) == "ivfpq"
 

@@ -130,11 +130,16 @@ class Command(BaseCommand):
                 "turns": len(results),
                 "errors": len(errors),
                 "turns_per_second": round(len(results) / wall, 1),
-                "e2e_ms": {"p50": round(percentile(e2e, 50), 1), "p95": round(percentile(e2e, 95), 1)},
+                "e2e_ms": {
+                    "p50": round(percentile(e2e, 50), 1),
+                    "p95": round(percentile(e2e, 95), 1),
+                    "p99": round(percentile(e2e, 99), 1),
+                },
                 "compute_ms": {"p50": round(percentile(compute, 50), 1), "p95": round(percentile(compute, 95), 1)},
                 "overhead_ms": {
                     "p50": round(percentile(overhead, 50), 1),
                     "p95": round(percentile(overhead, 95), 1),
+                    "p99": round(percentile(overhead, 99), 1),
                     "mean": round(statistics.mean(overhead), 1),
                 },
             }
@@ -144,7 +149,8 @@ class Command(BaseCommand):
                     f"{concurrency} conversation(s), {len(results)} turns, {row['turns_per_second']} turns/s: "
                     f"end-to-end p50 {row['e2e_ms']['p50']} ms / p95 {row['e2e_ms']['p95']} ms; "
                     f"compute p50 {row['compute_ms']['p50']} / p95 {row['compute_ms']['p95']} ms; "
-                    f"overhead p50 {row['overhead_ms']['p50']} / p95 {row['overhead_ms']['p95']} ms"
+                    f"overhead p50 {row['overhead_ms']['p50']} / p95 {row['overhead_ms']['p95']} / p99 "
+                    f"{row['overhead_ms']['p99']} ms"
                     + (f"; {len(errors)} errors, first: {errors[0]}" if errors else "")
                 )
         if options["json"]:

@@ -1,4 +1,5 @@
-"""`python manage.py serve [--port 8000]`: everything the product needs, supervised, on one machine."""
+"""`python manage.py serve [--port 8000] [--search-workers N] [--index-workers M]`: everything the product
+needs, supervised, on one machine."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--no-colour", action="store_true")
+        parser.add_argument("--search-workers", type=int, default=1, help="search processes (each loads the models)")
+        parser.add_argument("--index-workers", type=int, default=1, help="index processes")
 
     def handle(self, *args: Any, **options: Any) -> None:
         env = dict(os.environ)
@@ -27,7 +30,12 @@ class Command(BaseCommand):
         env["CIR_DATA_DIR"] = str(settings.CIR_DATA_DIR)
         env.setdefault("PYTHONUNBUFFERED", "1")
         children = build_children(
-            port=options["port"], host=options["host"], redis_port=redis_port, data_dir=settings.CIR_DATA_DIR
+            port=options["port"],
+            host=options["host"],
+            redis_port=redis_port,
+            data_dir=settings.CIR_DATA_DIR,
+            search_workers=options["search_workers"],
+            index_workers=options["index_workers"],
         )
         shown_host = "localhost" if options["host"] in ("127.0.0.1", "0.0.0.0") else options["host"]
         url = f"http://{shown_host}:{options['port']}/"

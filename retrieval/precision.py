@@ -1,0 +1,131 @@
+"""How each CLIP path runs on this machine: numeric precision, memory layout, and the text-feature cache.
+
+The fastest choice differs by processor and by path, so it is made per path, not once for the model:
+
+- images in batches (indexing): bf16 autocast pays off where the CPU has bf16 matrix units (AMX tiles or
+  AVX-512 BF16); ResNet encoders also want channels_last there, since oneDNN's bf16 convolutions run on that
+  layout. Without those units bf16 is emulated and slower than fp32, so images stay fp32.
+- one short text (a turn): the work is a dozen tiny matrix products, bound by reading the weights, so
+  bf16 autocast loses (its casts cost more than it saves; measured 59 ms vs 40 ms on RN50x4 with AMX).
+  int8 dynamic quantization of the transformer's Linear layers reads a quarter of the bytes and wins on
+  any x86 CPU with AVX2; it is used for real-size text towers only (width >= 512), where it was measured.
+- repeated texts (the same refinement asked again, another user's identical wording) come from an LRU.
+
+`choose_precision` makes the choice from the CPU's flags; `force_fp32` (the setting CIR_FORCE_FP32)
+turns every lever that changes numbers off, leaving the plain fp32 model. Nothing here reads settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+with warnings.catch_warnings():  # clip imports pkg_resources, which warns about its own deprecation
+    warnings.simplefilter("ignore")
+    from clip.model import CLIP, ModifiedResNet
+
+ImagePrecision = Literal["fp32", "bf16"]
+TextPrecision = Literal["fp32", "int8"]
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 dot products
+# Levers are used only at the sizes where they were measured to win (the published architectures); the tiny
+# shapes model keeps exact fp32 features on every machine.
+INT8_MIN_TEXT_WIDTH = 512
+BF16_MIN_IMAGE_RESOLUTION = 224
+PRECISION_NAMES = ("fp32", "bf16", "int8", "bf16-int8")
+TEXT_CACHE_SIZE = 4096  # texts; a 640-d feature is 2.5 kB, so at most ~10 MB
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The per-path choice for one encoder.
+
+    `image`: dtype the image tower computes in (features always come back as float32).
+    `channels_last`: convolution layout for ResNet image towers.
+    `text`: fp32, or int8 weights in the text transformer's Linear layers (activations quantized on the fly).
+    `text_cache`: how many text features to keep (0: none).
+    """
+
+    image: ImagePrecision = "fp32"
+    channels_last: bool = False
+    text: TextPrecision = "fp32"
+    text_cache: int = TEXT_CACHE_SIZE
+
+    @classmethod
+    def fp32(cls, text_cache: int = TEXT_CACHE_SIZE) -> Precision:
+        """The plain model: every number as fp32 eager PyTorch computes it."""
+        return cls("fp32", False, "fp32", text_cache)
+
+    @classmethod
+    def named(cls, name: str) -> Precision:
+        """An explicit choice, for measuring each lever on any machine: fp32, bf16, int8 or bf16-int8
+        (bf16 images with channels_last, int8 text). On a CPU without bf16 units bf16 is emulated: the
+        numbers are the same as on one that has them, the speed is not."""
+        if name not in PRECISION_NAMES:
+            raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISION_NAMES)}")
+        bf16, int8 = "bf16" in name, "int8" in name
+        return cls("bf16" if bf16 else "fp32", bf16, "int8" if int8 else "fp32")
+
+    def describe(self) -> str:
+        layout = "+channels_last" if self.channels_last else ""
+        return f"image {self.image}{layout}, text {self.text}, text cache {self.text_cache}"
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty where /proc/cpuinfo is missing, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix arithmetic: AMX tiles or AVX-512 BF16 (`lscpu` shows amx_bf16 / avx512_bf16)."""
+    return any(flag in cpu_flags() for flag in BF16_FLAGS) and torch.backends.mkldnn.is_available()
+
+
+def cpu_has_int8_gemm() -> bool:
+    """x86 int8 dynamic-quantized Linear kernels (fbgemm/x86 engine, AVX2 or better)."""
+    engines = torch.backends.quantized.supported_engines
+    return ("x86" in engines or "fbgemm" in engines) and "avx2" in cpu_flags()
+
+
+def choose_precision(
+    *,
+    device: torch.device,
+    resnet: bool,
+    image_resolution: int,
+    text_width: int,
+    force_fp32: bool = False,
+    text_cache: int = TEXT_CACHE_SIZE,
+) -> Precision:
+    """The fastest fidelity-keeping choice for an encoder on `device` (see the module doc)."""
+    if force_fp32 or device.type != "cpu":
+        return Precision.fp32(text_cache)  # CUDA keeps OpenAI's fp16 weights, converted at load
+    bf16 = cpu_has_bf16() and image_resolution >= BF16_MIN_IMAGE_RESOLUTION
+    int8 = cpu_has_int8_gemm() and text_width >= INT8_MIN_TEXT_WIDTH
+    return Precision(
+        image="bf16" if bf16 else "fp32",
+        channels_last=resnet and bf16,
+        text="int8" if int8 else "fp32",
+        text_cache=text_cache,
+    )
+
+
+def precision_for(model: CLIP, *, device: torch.device, force_fp32: bool = False) -> Precision:
+    """`choose_precision` for a loaded CLIP model: its image tower's kind and size, its text width."""
+    return choose_precision(
+        device=device,
+        resnet=isinstance(model.visual, ModifiedResNet),
+        image_resolution=int(model.visual.input_resolution),
+        text_width=int(model.transformer.width),
+        force_fp32=force_fp32,
+    )

@@ -1,0 +1,88 @@
+"""Encoder precision per machine and per path: the levers keep features within cosine 0.999 of fp32, are
+chosen only where they were measured to win, and the fp32 setting turns them all off."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from retrieval import precision as prec
+from retrieval.encoders import ClipEncoder, load_clip, make_preprocess
+from retrieval.precision import Precision, choose_precision
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from clip.model import CLIP
+
+CPU = torch.device("cpu")
+TEXTS = ["make the dress red and shorter", "", "a much longer text about a blue square that moves to the left"]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def wide_text_clip() -> CLIP:
+    """A real-width text tower (512, as ViT-B/32's) on a tiny image tower: big enough for int8 to apply."""
+    torch.manual_seed(0)
+    return CLIP(64, 32, (1, 1, 1, 1), 8, None, 77, 49408, 512, 8, 2).eval()
+
+
+def test_the_cpu_decides_bf16_and_size_decides_each_lever(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_int8"}))
+    rn50x4 = choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640)
+    assert (rn50x4.image, rn50x4.channels_last, rn50x4.text) == ("bf16", True, "int8")
+    vit = choose_precision(device=CPU, resnet=False, image_resolution=224, text_width=512)
+    assert (vit.image, vit.channels_last) == ("bf16", False)
+    tiny = choose_precision(device=CPU, resnet=True, image_resolution=96, text_width=128)
+    assert tiny == Precision.fp32()
+    assert choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640, force_fp32=True) == (
+        Precision.fp32()
+    )
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2"}))  # this project's AMD machines
+    plain = choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640)
+    assert (plain.image, plain.channels_last, plain.text) == ("fp32", False, "int8")
+
+
+def test_the_committed_model_keeps_exact_features_on_every_machine() -> None:
+    encoder = load_clip(str(Path(__file__).parents[2] / "models/shapes/shapes-clip.pt"))
+    assert encoder.precision.image == "fp32" and encoder.precision.text == "fp32"
+
+
+def test_int8_text_stays_within_cosine_0999_and_any_context_gives_the_same_features(wide_text_clip: CLIP) -> None:
+    preprocess = make_preprocess(32)
+    exact = ClipEncoder(wide_text_clip, preprocess, CPU, "wide", Precision.fp32(text_cache=0))
+    fast = ClipEncoder(wide_text_clip, preprocess, CPU, "wide", Precision.named("int8"))
+    reference = exact.encode_texts(TEXTS)
+    assert cosine(fast.encode_texts(TEXTS), reference).min() >= 0.999
+    one_by_one = np.concatenate([fast.encode_texts([t]) for t in reversed(TEXTS)])[::-1]  # other context cuts
+    assert cosine(one_by_one, reference).min() >= 0.999
+    assert exact.model.transformer is wide_text_clip.transformer  # the int8 copy never replaces the fp32 model
+    assert isinstance(exact.model.transformer.resblocks[0].mlp.c_fc, torch.nn.Linear)
+
+
+def test_repeated_texts_come_from_a_bounded_cache(wide_text_clip: CLIP) -> None:
+    encoder = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.fp32(text_cache=2))
+    first = encoder.encode_texts(["a", "b", "a"])
+    np.testing.assert_array_equal(first[0], first[2])
+    again = encoder.encode_texts(["b", "a"])
+    np.testing.assert_array_equal(again, first[[1, 0]])
+    again[0] += 1  # a caller changing its result must not change the cache
+    np.testing.assert_array_equal(encoder.encode_texts(["b"])[0], first[1])
+    encoder.encode_texts(["c", "d"])
+    assert len(encoder._text_cache) == 2
+
+
+def test_bf16_images_stay_within_cosine_0999(tiny_clip_checkpoint: Path) -> None:
+    """bf16 is emulated on CPUs without bf16 units: the numbers are those an AMX machine computes."""
+    exact = load_clip(str(tiny_clip_checkpoint), precision=Precision.fp32())
+    fast = load_clip(str(tiny_clip_checkpoint), precision=Precision.named("bf16"))
+    images = [Image.new("RGB", (50, 40), c) for c in ("red", "navy", "white", "green")]
+    assert fast.model.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert cosine(fast.encode_images(images), exact.encode_images(images)).min() >= 0.999
