@@ -105,6 +105,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory, shapes_world: Path) ->
         "CIR_TURN_EXPIRES": "60",
         "CIR_REINDEX_CHUNK": "40",
         "CIR_SWEEP_EVERY": "1",
+        "CIR_TURNS_IN_FLIGHT": "20",  # these tests queue several turns of one visitor on purpose
         "PYTHONUNBUFFERED": "1",
         "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
     }

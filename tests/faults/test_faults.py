@@ -37,7 +37,9 @@ class Outcomes:
         self.ws.send(
             {"type": "turn.create", "client_id": client_id, "text": text, "reference": {"image": image}, **extra}
         )
-        return int(self.read_until(lambda f: f["type"] == "turn.accepted" and f["client_id"] == client_id)["turn"])
+        answer = self.read_until(lambda f: f["type"] in ("turn.accepted", "error") and f.get("client_id") == client_id)
+        assert answer["type"] == "turn.accepted", f"turn refused: {answer}"
+        return int(answer["turn"])
 
     def read_until(self, match: Any, timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
