@@ -52,9 +52,12 @@ def owner_of(request: HttpRequest, create: bool = True) -> Owner:
     return owner
 
 
-def rejected(exc: services.TurnRejected) -> HttpError:
+@api.exception_handler(services.TurnRejected)
+def rejected(request: HttpRequest, exc: services.TurnRejected) -> HttpResponse:
+    """A refused request: the sentence for people in `detail`, the websocket protocol's error `code` beside it
+    (the same code and sentence a `turn.create` frame gets for the same query)."""
     status = {"not_found": 404, "unknown_collection": 404}.get(exc.code, 400)
-    return HttpError(status, exc.message)
+    return api.create_response(request, {"detail": exc.message, "code": exc.code}, status=status)
 
 
 class ConversationIn(Schema):
@@ -100,12 +103,9 @@ def collection_images(
 def conversation_create(request: HttpRequest, body: ConversationIn) -> Status[dict[str, Any]]:
     require_csrf(request)
     hit(request, "conversations", owner_of(request))  # [limits]
-    try:
-        conversation = services.conversation_create(
-            owner=owner_of(request), collection_slug=body.collection, title=body.title
-        )
-    except services.TurnRejected as exc:
-        raise rejected(exc) from None
+    conversation = services.conversation_create(
+        owner=owner_of(request), collection_slug=body.collection, title=body.title
+    )
     return Status(201, {"id": str(conversation.id), "ws": f"/ws/conversations/{conversation.id}/"})
 
 
@@ -119,10 +119,7 @@ def conversation_list(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 def _conversation(request: HttpRequest, conversation_id: str) -> Conversation:
-    try:
-        return services.conversation_get(owner=owner_of(request, create=False), conversation_id=conversation_id)
-    except services.TurnRejected as exc:
-        raise rejected(exc) from None
+    return services.conversation_get(owner=owner_of(request, create=False), conversation_id=conversation_id)
 
 
 @api.get("/conversations/{conversation_id}", summary="A conversation with its turns (a tree) and their results")
@@ -166,10 +163,7 @@ def search(request: HttpRequest, body: SearchIn) -> dict[str, Any]:
         raise HttpError(404, f"There is no collection {body.collection!r}.")
     owner = owner_from(request.session, request.user, create=False)
     hit(request, "search", owner)  # [limits]
-    try:
-        payload = shaping.search_payload(collection, body.reference, body.text, body.mode, body.k, owner)
-    except services.TurnRejected as exc:
-        raise rejected(exc) from None
+    payload = shaping.search_payload(collection, body.reference, body.text, body.mode, body.k, owner)
     from cirweb import queueing
 
     try:
