@@ -19,10 +19,9 @@ from ninja.utils import check_csrf
 
 from cirweb import limits
 from cirweb.api import shaping
-from cirweb.catalog import services as catalog
+from cirweb.catalog import selectors as catalog
 from cirweb.catalog import uploads
-from cirweb.catalog.models import Collection
-from cirweb.conversations import services
+from cirweb.conversations import selectors, services
 from cirweb.conversations.models import Conversation
 from cirweb.owners import Owner, owner_from
 
@@ -92,7 +91,7 @@ def collections(request: HttpRequest) -> list[dict[str, Any]]:
 def collection_images(
     request: HttpRequest, slug: str, offset: int = 0, limit: int = 48, seed: int | None = None
 ) -> dict[str, Any]:
-    collection = Collection.objects.filter(slug=slug).first()
+    collection = catalog.collection_get(slug=slug)
     if collection is None:
         raise HttpError(404, f"There is no collection {slug!r}.")
     total, images = catalog.collection_images_page(collection=collection, offset=offset, limit=limit, seed=seed)
@@ -114,8 +113,7 @@ def conversation_list(request: HttpRequest) -> list[dict[str, Any]]:
     owner = owner_from(request.session, request.user, create=False)
     if owner is None:
         return []
-    rows = Conversation.objects.filter(**owner.filter_kwargs()).select_related("collection")[:200]
-    return [shaping.conversation_summary(c) for c in rows]
+    return [shaping.conversation_summary(c) for c in selectors.conversation_list(owner=owner)]
 
 
 def _conversation(request: HttpRequest, conversation_id: str) -> Conversation:
@@ -158,7 +156,7 @@ def upload_create(request: HttpRequest, file: File[UploadedFile]) -> Status[dict
 @api.post("/search", summary="One composed query, answered by the search workers")
 def search(request: HttpRequest, body: SearchIn) -> dict[str, Any]:
     require_csrf(request)
-    collection = Collection.objects.filter(slug=body.collection).first()
+    collection = catalog.collection_get(slug=body.collection)
     if collection is None:
         raise HttpError(404, f"There is no collection {body.collection!r}.")
     owner = owner_from(request.session, request.user, create=False)

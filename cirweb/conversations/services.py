@@ -79,13 +79,7 @@ def turn_create(
     if not isinstance(memory, bool):
         raise TurnRejected("bad_message", "memory must be true or false")
     text, image, upload = query.text, query.image_id, query.upload
-    parent_id = None
-    if parent is not None:
-        if not isinstance(parent, int) or isinstance(parent, bool):
-            raise TurnRejected("bad_message", "parent must be a turn id or null")
-        parent_id = Turn.objects.filter(pk=parent, conversation=conversation).values_list("pk", flat=True).first()
-        if parent_id is None:
-            raise TurnRejected("not_found", f"Turn {parent} is not part of this conversation.")
+    parent_id = _parent_check(conversation=conversation, parent=parent)
     # Every query here is on the path from the user's Enter to their results: few, and narrow.
     with transaction.atomic():
         changes: dict[str, Any] = {"updated": timezone.now()}
@@ -107,17 +101,31 @@ def turn_create(
             exclude_seen=exclude_seen,
             memory=memory,
         )
-        if (
-            parent_id is not None
-            and image is not None
-            and TurnResult.objects.filter(turn_id=parent_id, image_id=image).exists()
-        ):
-            Turn.objects.filter(pk=parent_id).update(chosen_image_id=image)
-            Feedback.objects.bulk_create(
-                [Feedback(turn_id=parent_id, image_id=image, value=Feedback.Value.CHOSEN)], ignore_conflicts=True
-            )
+        if parent_id is not None and image is not None:
+            _parent_result_choose(parent_id=parent_id, image_id=image)
         transaction.on_commit(lambda: turn_send(turn_id=turn.pk, priority=priority))
     return turn
+
+
+def _parent_check(*, conversation: Conversation, parent: Any) -> int | None:
+    """The id of the turn this one refines (null: a new branch), which must be in the same conversation."""
+    if parent is None:
+        return None
+    if not isinstance(parent, int) or isinstance(parent, bool):
+        raise TurnRejected("bad_message", "parent must be a turn id or null")
+    parent_id = Turn.objects.filter(pk=parent, conversation=conversation).values_list("pk", flat=True).first()
+    if parent_id is None:
+        raise TurnRejected("not_found", f"Turn {parent} is not part of this conversation.")
+    return int(parent_id)
+
+
+def _parent_result_choose(*, parent_id: int, image_id: int) -> None:
+    """Refining from one of the parent's results says that result was the one wanted: record it as chosen."""
+    if TurnResult.objects.filter(turn_id=parent_id, image_id=image_id).exists():
+        Turn.objects.filter(pk=parent_id).update(chosen_image_id=image_id)
+        Feedback.objects.bulk_create(
+            [Feedback(turn_id=parent_id, image_id=image_id, value=Feedback.Value.CHOSEN)], ignore_conflicts=True
+        )
 
 
 def turn_get(*, conversation: Conversation, turn_id: Any) -> Turn:
@@ -153,21 +161,3 @@ def feedback_set(*, turn: Turn, image_id: Any, value: Any) -> Feedback:
     if value == Feedback.Value.CHOSEN:
         Turn.objects.filter(pk=turn.pk).update(chosen_image_id=image_id)
     return feedback
-
-
-def turn_excluded_images(*, turn: Turn) -> set[int]:
-    """What this turn must not show: with `exclude_seen`, every result the conversation has already shown
-    (ARCHITECTURE.md: "excluding what the conversation has already shown"); always, results rejected
-    anywhere in the conversation, the turn's own reference, and the pages of this turn already shown."""
-    excluded = set(
-        Feedback.objects.filter(turn__conversation=turn.conversation_id, value=Feedback.Value.REJECTED).values_list(
-            "image_id", flat=True
-        )
-    )
-    if turn.reference_image_id:
-        excluded.add(turn.reference_image_id)
-    shown = TurnResult.objects.filter(turn__conversation=turn.conversation_id)
-    if not turn.exclude_seen:
-        shown = shown.filter(turn=turn)  # earlier pages of this turn only
-    excluded |= set(shown.values_list("image_id", flat=True))
-    return excluded

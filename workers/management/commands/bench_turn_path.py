@@ -19,8 +19,8 @@ from django.core.management.base import CommandError
 from cirweb import queueing
 from cirweb.catalog.models import Collection, Image
 from cirweb.commandline import DocumentedCommand
+from cirweb.conversations import selectors, states
 from cirweb.conversations import services as turns
-from cirweb.conversations import states
 from cirweb.conversations.models import Conversation
 from cirweb.liveness import process_identity
 from cirweb.owners import Owner
@@ -52,7 +52,7 @@ def one_turn(conversation: Conversation, owner: Owner, collection_id: int, image
     begun = states.turn_claim(turn_id=turn.pk, worker=process_identity())
     assert begun is not None
     t_begin = clock.lap()
-    excluded = turns.turn_excluded_images(turn=begun)
+    excluded = selectors.turn_excluded_images(turn=begun)
     t_excl = clock.lap()
     collection_of(begun.conversation_id)
     t_coll = clock.lap()
