@@ -11,9 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from retrieval.arguments import MODES, build_parser
 from retrieval.errors import DatasetError, RetrievalError
 
-MODES = ["combiner", "sum", "sum-normalized", "text", "image"]  # retrieval.combiner.Mode, without importing torch
+__all__ = ["MODES", "build_parser", "main"]
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Handler] = {}
 
@@ -328,148 +329,6 @@ def _weight(item: str) -> tuple[str, float]:
         return name, float(value)
     except ValueError:
         raise RetrievalError(f"--memory-weights takes name=number pairs, not {item!r}") from None
-
-
-def _model_args(p: argparse.ArgumentParser, modes: list[str]) -> None:
-    p.add_argument("--root", required=True, help="dataset root (CIRR: the cirr_dataset folder)")
-    p.add_argument("--clip", required=True, help="CLIP model name, checkpoint path or random:<arch>")
-    p.add_argument("--combiner", default="sum", help="Combiner checkpoint path, or 'sum' for none")
-    p.add_argument("--mode", nargs="+", choices=MODES, default=modes)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    _preprocessing_args(p)
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "int8", "bf16-int8"],
-        help="encoder precision: auto (chosen for this CPU), or one lever forced to measure it",
-    )
-
-
-def _preprocessing_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--preprocessing",
-        choices=["clip", "targetpad"],
-        default=None,
-        help="image preprocessing (default: what the CLIP checkpoint records, else the dataset preset or 'clip')",
-    )
-    p.add_argument("--targetpad", action="store_true", help="same as --preprocessing targetpad (ratio 1.25)")
-
-
-def _training_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) -> None:
-    p.add_argument("--out", required=True, help="checkpoint to write (the best epoch); <out>.last.pt resumes")
-    p.add_argument("--epochs", type=int, default=epochs, help="default: the dataset's preset" if not epochs else None)
-    p.add_argument("--lr", type=float, default=lr, help="default: the dataset's preset" if not lr else None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after an epoch once this much time passed")
-    p.add_argument("--restart", action="store_true", help="ignore <out>.last.pt and start from scratch")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m retrieval", description="cirweb's composed image retrieval engine")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("bench-encode", help="CLIP encode throughput with random weights (same cost as trained)")
-    p.add_argument("--arch", nargs="+", default=["RN50x4", "ViT-B/32"])
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--precision", nargs="+", default=["fp32", "auto"], help="fp32, bf16, int8, bf16-int8, auto")
-    p.add_argument("--extract", type=int, default=0, help="also time a whole extraction of this many JPEG files")
-
-    p = sub.add_parser("bench-turn", help="an in-process turn at real model size, beside the naive turn")
-    p.add_argument("--arch", nargs="+", default=["RN50x4"])
-    p.add_argument("--count", nargs="+", type=int, default=[100_000], help="collection sizes (e.g. 10000 1000000)")
-    p.add_argument("--turns", type=int, default=200)
-    p.add_argument("--exclude", type=int, default=50, help="ids the conversation has already shown")
-    p.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw", "ivfpq"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "bf16-int8"])
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--totals", action="store_true", help="with --json, every turn's total (for the histogram)")
-
-    p = sub.add_parser("bench-report", help="every benchmark, written as benchmarks.md with plots")
-    p.add_argument("--preset", default="quick", choices=["full", "quick", "smoke"])
-    p.add_argument("--out", default="docs", help="folder for benchmarks.md, benchmarks.json and the plots")
-    p.add_argument("--render-only", action="store_true", help="redraw the page from OUT/benchmarks.json")
-
-    p = sub.add_parser("bench-index", help="build time, memory, latency and recall of each index type")
-    p.add_argument("--count", type=int, default=100_000)
-    p.add_argument("--dim", type=int, default=640)
-    p.add_argument("--types", nargs="+", default=["flat", "ivf", "hnsw", "ivfpq"])
-    p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--exclude", type=int, default=0, help="ids left out of each query, drawn from its neighbours")
-    p.add_argument("--nlist", type=int, default=0, help="IVF lists (0: the default rule)")
-    p.add_argument("--hnsw-m", type=int, default=32)
-    p.add_argument("--nprobe", type=int, nargs="*", default=[], help="IVF settings to sweep")
-    p.add_argument("--ef-search", type=int, nargs="*", default=[], help="HNSW settings to sweep")
-
-    p = sub.add_parser("shapes", help="generate a shapes world in CIRR's layout")
-    p.add_argument("--out", required=True)
-    p.add_argument("--images", type=int, required=True, help="images in all (70%% train, 20%% val, 10%% test1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--size", type=int, default=128, help="picture side in pixels")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--render-splits", nargs="+", choices=["train", "val", "test1"], default=["train", "val", "test1"])
-    p.add_argument("--render-families", type=int, default=None, help="draw only the first N families of a split")
-
-    p = sub.add_parser("train-clip", help="stage 0: pretrain a tiny CLIP on a shapes world")
-    p.add_argument("--root", required=True)
-    _training_args(p, epochs=20, lr=1e-3)
-    p.add_argument("--embed-dim", type=int, default=128)
-    p.add_argument("--resolution", type=int, default=96)
-    p.add_argument("--vision-width", type=int, default=8)
-
-    p = sub.add_parser("train-default", help="all three stages for the offline default model (shapes world)")
-    p.add_argument("--root", required=True, help="a shapes world (python -m retrieval shapes)")
-    p.add_argument("--out", required=True, help="folder for shapes-clip.pt, shapes-combiner.pt, manifest.json")
-    p.add_argument("--preset", choices=["full", "quick"], default="full")
-    p.add_argument("--seed", type=int, default=0)
-
-    for name, help_text in (
-        ("finetune-clip", "stage 1: fine-tune CLIP on triplets with the element-wise sum (presets: CLIP4Cir's)"),
-        ("train-combiner", "stage 2: train the Combiner on frozen CLIP features (presets: CLIP4Cir's)"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--dataset", required=True, help="cirr, fashioniq or shapes (each has its preset)")
-        p.add_argument("--root", required=True)
-        p.add_argument("--clip", required=True, help="CLIP model name or checkpoint path")
-        _preprocessing_args(p)
-        _training_args(p, epochs=None, lr=None)
-        if name == "finetune-clip":
-            p.add_argument("--groups-per-batch", type=int, default=None, help="img_sets per batch (default: preset)")
-        else:
-            p.add_argument("--batch-size", type=int, default=None, help="default: the dataset's preset")
-
-    p = sub.add_parser("evaluate", help="Recall@K (and Recall_subset@K) of a model on a split")
-    p.add_argument("--dataset", required=True, help="cirr, fashioniq or shapes")
-    p.add_argument("--split", default="val")
-    _model_args(p, ["combiner"])
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--plot", default=None, help="write a recall-vs-K plot (PNG) here")
-
-    p = sub.add_parser("cirr-submission", help="write the two files CIRR's test server takes")
-    p.add_argument("--dataset", default="cirr")
-    p.add_argument("--split", default="test1")
-    p.add_argument("--out", required=True)
-    p.add_argument("--name", default="cirweb")
-    _model_args(p, ["combiner"])
-
-    p = sub.add_parser("simulate", help="multi-turn success of a simulated person, with baselines (shapes world)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--turns", type=int, default=10)
-    p.add_argument("--shown", type=int, default=10, help="results the person looks at each turn")
-    p.add_argument("--limit", type=int, default=None, help="episodes to run (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--policies", nargs="+", choices=["random", "image", "text", "combiner", "memory"],
-                   default=["random", "image", "text", "combiner", "memory"])  # fmt: skip
-    p.add_argument("--siblings", choices=["both", "with", "without"], default="both",
-                   help="galleries with the target family's one-edit stepping stones, without, or both")  # fmt: skip
-    p.add_argument("--misread", type=float, default=0.10, help="chance of misreading each attribute")
-    p.add_argument("--memory-weights", nargs="*", default=[], metavar="NAME=VALUE",
-                   help="override retrieval.memory weights: requests, decay, chosen, rejected")  # fmt: skip
-    p.add_argument("--out", default=None, help="also write the JSON here")
-    p.add_argument("--tune", action="store_true", help="tune the memory weights on this split (use a train split)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (one is fastest for these tiny steps)")
-    _model_args(p, ["combiner"])
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from numpy.typing import NDArray
 
-from cirweb.catalog import jobs
+from cirweb.catalog import jobs, selectors
 from cirweb.catalog import services as catalog
-from cirweb.catalog.models import Image, IndexVersion, ReindexJob
+from cirweb.catalog.models import IndexVersion, ReindexJob
 from cirweb.faults import fault_point
 from cirweb.liveness import process_identity
 from retrieval.errors import RetrievalError
-from retrieval.features import ExtractionCancelled, Item, Progress, extract_features
+from retrieval.features import ExtractionCancelled, ExtractionResult, Item, Progress, extract_features
+from retrieval.store import IndexVersion as WrittenVersion
 from retrieval.store import load_version, version_numbers, write_version
 from workers.publish import publish
 from workers.runtime import Models, runtime
@@ -138,6 +140,8 @@ def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
 
 
 def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
+    """The job's steps: scan the source, extract what is new or changed, merge with what the active version
+    can keep, write a new version, and switch to it."""
     collection, previous = job.collection, job.collection.active_version
     started = time.monotonic()
     try:
@@ -145,117 +149,31 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
         models = runtime.models(catalog.collection_encoder(collection), catalog.collection_combiner(collection))
     except RetrievalError as exc:
         return _finish(job, ReindexJob.Status.FAILED, str(exc))
-    indexed = _indexed_sources(previous) if job.kind == ReindexJob.Kind.INCREMENTAL and previous is not None else None
-    if (
-        indexed is not None
-        and previous is not None
-        and (previous.encoder, previous.dim) != (models.clip_spec, models.encoder.dim)
-    ):
-        indexed = None  # another encoder made the active version: its features cannot be reused
-    incremental = indexed is not None
+    indexed = _reusable_sources(job, previous, models)
     scan = catalog.collection_apply_scan(collection=collection, listing=listing, indexed=indexed)
-    _beat(
-        job,
-        added=scan.added,
-        changed=scan.changed,
-        deleted=scan.deleted,
-        total=len(scan.extract_ids),
-    )
-    if incremental and not scan.extract_ids and not scan.deleted_ids:
+    _beat(job, added=scan.added, changed=scan.changed, deleted=scan.deleted, total=len(scan.extract_ids))
+    if indexed is not None and not scan.extract_ids and not scan.deleted_ids:
         _beat(job, version=previous)
         return _finish(job, ReindexJob.Status.SUCCEEDED)
-    rows = Image.objects.filter(pk__in=scan.extract_ids).values_list("pk", "path", "size", "mtime_ns")
-    # the stamp names the encoder too, so a job resumed under other models never reuses these chunks
-    model = models_identity(models)
-    files = {pk: (path, f"{size}:{mtime}:{model}") for pk, path, size, mtime in rows}
-    items = [Item(i, Path(files[i][0]), files[i][1]) for i in scan.extract_ids]
+    items = _extraction_items(scan, models)
     work_dir = catalog.collection_dir(collection) / "jobs" / str(job.pk)
-    last = {"t": 0.0, "cancel_checked": 0.0}
-
-    def on_progress(p: Progress) -> None:
-        now = time.monotonic()
-        if now - last["t"] < PROGRESS_EVERY and p.done < p.total:
-            return
-        last["t"] = now
-        _beat(
-            job,
-            done=p.done,
-            total=p.total,
-            skipped=p.skipped,
-            images_per_second=p.images_per_second,
-            eta_seconds=p.eta_seconds,
-        )
-        job.refresh_from_db()
-        publish_job(job)
-        fault_point("reindex.progress")
-
-    def should_stop() -> bool:
-        if beat.lost.is_set():
-            raise JobLost()
-        now = time.monotonic()
-        if now - last["cancel_checked"] < 0.5:
-            return False
-        last["cancel_checked"] = now
-        return ReindexJob.objects.filter(pk=job.pk, cancel_requested=True).exists()
-
     try:
-        result = extract_features(
-            items,
-            models.encoder.encode_image_batch,
-            models.encoder.preprocess,
-            work_dir,
-            dim=models.encoder.dim,
-            on_progress=on_progress,
-            should_stop=should_stop,
-            draft_size=models.encoder.input_resolution * 2,
-            show_progress=show_progress,
-            chunk_size=settings.CIR_REINDEX_CHUNK,
-        )
+        result = _extract(job, beat, items, models, work_dir, show_progress)
     except ExtractionCancelled:
         shutil.rmtree(work_dir, ignore_errors=True)
         return _finish(job, ReindexJob.Status.CANCELLED)
-    if result.resumed_chunks:
-        log.info("reindex job %s: %d chunks reused from an earlier attempt", job.pk, result.resumed_chunks)
     reasons = dict(result.skipped)
-    for image_id, reason in reasons.items():
-        Image.objects.filter(pk=image_id).update(skip_reason=reason[:500])
-    Image.objects.filter(pk__in=result.ids.tolist()).exclude(skip_reason="").update(skip_reason="")
-    ids, features = result.ids, result.features
-    if incremental and previous is not None:
-        old = load_version(previous.path, mmap=True)
-        drop = set(scan.deleted_ids) | set(scan.extract_ids)
-        keep = np.array([i not in drop for i in old.ids.tolist()], bool)
-        ids = np.concatenate([np.asarray(old.ids)[keep], ids])
-        features = np.concatenate([np.asarray(old.features)[keep], features])
+    catalog.image_skip_reasons_set(reasons=reasons, read_ids=result.ids.tolist())
+    ids, features = _merged_with_previous(result, previous if indexed is not None else None, scan)
     if len(ids) == 0:
         shutil.rmtree(work_dir, ignore_errors=True)
         return _finish(job, ReindexJob.Status.FAILED, "no image could be read, so there is nothing to index")
-    stats = {
-        pk: (rel, size, mtime)
-        for pk, rel, size, mtime in Image.objects.filter(pk__in=ids.tolist()).values_list(
-            "pk", "relpath", "size", "mtime_ns"
-        )
-    }
-    root = catalog.collection_dir(collection)
-    taken = IndexVersion.objects.filter(collection=collection).values_list("number", flat=True)
-    number = max([*version_numbers(root), *taken], default=0) + 1
-    written = write_version(
-        root,
-        ids,
-        features,
-        encoder=models.clip_spec,
-        combiner=models.combiner_spec,
-        preprocessing=models.preprocessing,
-        version=number,
-        extra={"job": job.pk, "skipped": len(reasons)},
-        extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},
-    )
-    named = dict(Image.objects.filter(pk__in=list(reasons)).values_list("pk", "relpath"))
+    written = _write(job, ids, features, models, skipped=len(reasons))
     version = catalog.reindex_job_activate(
         job=job,
         worker=job.worker,
         version_fields={
-            "number": number,
+            "number": written.meta.version,
             "path": str(written.path),
             "count": written.meta.count,
             "dim": written.meta.dim,
@@ -269,14 +187,11 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
         total=len(items),
         skipped=len(reasons),
         eta_seconds=0,
-        skipped_reasons={
-            **{f"annotations: {why}": f"{n} entries skipped" for why, n in annotation_skips.items()},
-            **{named.get(i, str(i)): r for i, r in list(reasons.items())[:MAX_REASONS]},
-        },
+        skipped_reasons=_skipped_reasons(reasons, annotation_skips),
     )
     if version is None:  # cancelled while writing, or taken over: the built folder is nobody's
         shutil.rmtree(written.path, ignore_errors=True)
-        if ReindexJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+        if selectors.reindex_job_cancel_requested(job_id=job.pk):
             shutil.rmtree(work_dir, ignore_errors=True)
             return _finish(job, ReindexJob.Status.CANCELLED)
         raise JobLost()
@@ -284,3 +199,121 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
     job.refresh_from_db()
     publish_job(job)
     return ReindexJob.Status.SUCCEEDED
+
+
+def _reusable_sources(
+    job: ReindexJob, previous: IndexVersion | None, models: Models
+) -> dict[str, tuple[int, int]] | None:
+    """What an incremental job may keep from the active version (None: extract everything again)."""
+    if job.kind != ReindexJob.Kind.INCREMENTAL or previous is None:
+        return None
+    if (previous.encoder, previous.dim) != (models.clip_spec, models.encoder.dim):
+        return None  # another encoder made the active version: its features cannot be reused
+    return _indexed_sources(previous)
+
+
+def _extraction_items(scan: catalog.ScanResult, models: Models) -> list[Item]:
+    files = selectors.image_files(ids=scan.extract_ids)
+    # the stamp names the encoder too, so a job resumed under other models never reuses these chunks
+    model = models_identity(models)
+    return [Item(i, Path(files[i][0]), f"{files[i][1]}:{files[i][2]}:{model}") for i in scan.extract_ids]
+
+
+class _JobWatch:
+    """The extraction's callbacks: progress stored and published at most every PROGRESS_EVERY seconds, and a
+    cancel request or a lost claim noticed within half a second."""
+
+    def __init__(self, job: ReindexJob, beat: Heartbeat) -> None:
+        self.job, self.beat = job, beat
+        self.last_progress = self.last_cancel_check = 0.0
+
+    def on_progress(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last_progress < PROGRESS_EVERY and p.done < p.total:
+            return
+        self.last_progress = now
+        _beat(
+            self.job,
+            done=p.done,
+            total=p.total,
+            skipped=p.skipped,
+            images_per_second=p.images_per_second,
+            eta_seconds=p.eta_seconds,
+        )
+        self.job.refresh_from_db()
+        publish_job(self.job)
+        fault_point("reindex.progress")
+
+    def should_stop(self) -> bool:
+        if self.beat.lost.is_set():
+            raise JobLost()
+        now = time.monotonic()
+        if now - self.last_cancel_check < 0.5:
+            return False
+        self.last_cancel_check = now
+        return selectors.reindex_job_cancel_requested(job_id=self.job.pk)
+
+
+def _extract(
+    job: ReindexJob, beat: Heartbeat, items: list[Item], models: Models, work_dir: Path, show_progress: bool
+) -> ExtractionResult:
+    watch = _JobWatch(job, beat)
+    result = extract_features(
+        items,
+        models.encoder.encode_image_batch,
+        models.encoder.preprocess,
+        work_dir,
+        dim=models.encoder.dim,
+        on_progress=watch.on_progress,
+        should_stop=watch.should_stop,
+        draft_size=models.encoder.input_resolution * 2,
+        show_progress=show_progress,
+        chunk_size=settings.CIR_REINDEX_CHUNK,
+    )
+    if result.resumed_chunks:
+        log.info("reindex job %s: %d chunks reused from an earlier attempt", job.pk, result.resumed_chunks)
+    return result
+
+
+def _merged_with_previous(
+    result: ExtractionResult, previous: IndexVersion | None, scan: catalog.ScanResult
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The new features, plus (incremental) those of the previous version that were neither changed nor
+    deleted."""
+    ids, features = result.ids, result.features
+    if previous is None:
+        return ids, features
+    old = load_version(previous.path, mmap=True)
+    drop = set(scan.deleted_ids) | set(scan.extract_ids)
+    keep = np.array([i not in drop for i in old.ids.tolist()], bool)
+    return np.concatenate([np.asarray(old.ids)[keep], ids]), np.concatenate([np.asarray(old.features)[keep], features])
+
+
+def _write(
+    job: ReindexJob, ids: NDArray[np.int64], features: NDArray[np.float32], models: Models, skipped: int
+) -> WrittenVersion:
+    """The new version's folder, under a number neither the disk nor the catalog has used."""
+    collection = job.collection
+    stats = selectors.image_sources(ids=ids.tolist())
+    root = catalog.collection_dir(collection)
+    number = max([*version_numbers(root), *selectors.index_version_numbers(collection=collection)], default=0) + 1
+    return write_version(
+        root,
+        ids,
+        features,
+        encoder=models.clip_spec,
+        combiner=models.combiner_spec,
+        preprocessing=models.preprocessing,
+        version=number,
+        extra={"job": job.pk, "skipped": skipped},
+        extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},
+    )
+
+
+def _skipped_reasons(reasons: dict[int, str], annotation_skips: dict[str, int]) -> dict[str, str]:
+    """What the job page lists: annotation entries skipped by kind, then images by name (the first few)."""
+    named = selectors.image_relpaths(ids=reasons)
+    return {
+        **{f"annotations: {why}": f"{n} entries skipped" for why, n in annotation_skips.items()},
+        **{named.get(i, str(i)): r for i, r in list(reasons.items())[:MAX_REASONS]},
+    }

@@ -18,8 +18,9 @@ from django.db import OperationalError
 from numpy.typing import NDArray
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from cirweb.catalog.models import Collection, IndexVersion, Upload
-from cirweb.conversations import services
+from cirweb.catalog import selectors as catalog
+from cirweb.catalog.models import IndexVersion
+from cirweb.conversations import selectors
 from cirweb.conversations import states as turns
 from cirweb.conversations.models import Conversation
 from cirweb.conversations.selectors import TurnHistory, turn_history
@@ -58,20 +59,20 @@ _versions: dict[int, IndexVersion] = {}
 
 def collection_of(conversation_id: Any) -> int:
     if conversation_id not in _conversation_collection:
-        _conversation_collection[conversation_id] = (
-            Conversation.objects.filter(pk=conversation_id).values_list("collection_id", flat=True).get()
+        _conversation_collection[conversation_id] = selectors.conversation_collection_id(
+            conversation_id=conversation_id
         )
     return _conversation_collection[conversation_id]
 
 
 def active_index(collection_id: int) -> tuple[IndexVersion, LoadedVersion]:
     """The collection's active version (read on every turn, so a switch takes effect on the next one)."""
-    version_id = Collection.objects.filter(pk=collection_id).values_list("active_version_id", flat=True).first()
+    version_id = catalog.collection_active_version_id(collection_id=collection_id)
     if version_id is None:
-        name = Collection.objects.filter(pk=collection_id).values_list("name", flat=True).first() or "?"
+        name = catalog.collection_name(collection_id=collection_id) or "?"
         raise SearchFailed("not_indexed", f"The collection {name!r} has no index yet; ask staff to reindex it.")
     if version_id not in _versions:
-        _versions[version_id] = IndexVersion.objects.get(pk=version_id)
+        _versions[version_id] = catalog.index_version_get(version_id=version_id)
     version = _versions[version_id]
     try:
         return version, runtime.index(collection_id, version.number, version.path)
@@ -100,7 +101,7 @@ def reference_feature(
                 f"Image {image_id} is not in the collection's current index; pick another reference or reindex.",
             ) from None
     if upload_id is not None:
-        row = Upload.objects.filter(pk=upload_id).values_list("file", "deleted").first()
+        row = catalog.upload_file(upload_id=upload_id)
         if row is None or row[1]:
             raise SearchFailed("reference_missing", "The uploaded reference was deleted.")
         path = str(Path(settings.CIR_UPLOADS_DIR) / row[0])
@@ -193,7 +194,7 @@ def answer_turn(turn_id: int) -> str:
             image_id=turn.reference_image_id,
             upload_id=turn.reference_upload_id,
             k=turn.k,
-            exclude=services.turn_excluded_images(turn=turn),
+            exclude=selectors.turn_excluded_images(turn=turn),
             stage=stage,
             history=turn_history(turn=turn) if turn.memory else None,
         )

@@ -19,10 +19,9 @@ from ninja.utils import check_csrf
 
 from cirweb import limits
 from cirweb.api import shaping
-from cirweb.catalog import services as catalog
+from cirweb.catalog import selectors as catalog
 from cirweb.catalog import uploads
-from cirweb.catalog.models import Collection
-from cirweb.conversations import services
+from cirweb.conversations import selectors, services
 from cirweb.conversations.models import Conversation
 from cirweb.owners import Owner, owner_from
 
@@ -52,9 +51,12 @@ def owner_of(request: HttpRequest, create: bool = True) -> Owner:
     return owner
 
 
-def rejected(exc: services.TurnRejected) -> HttpError:
+@api.exception_handler(services.TurnRejected)
+def rejected(request: HttpRequest, exc: services.TurnRejected) -> HttpResponse:
+    """A refused request: the sentence for people in `detail`, the websocket protocol's error `code` beside it
+    (the same code and sentence a `turn.create` frame gets for the same query)."""
     status = {"not_found": 404, "unknown_collection": 404}.get(exc.code, 400)
-    return HttpError(status, exc.message)
+    return api.create_response(request, {"detail": exc.message, "code": exc.code}, status=status)
 
 
 class ConversationIn(Schema):
@@ -89,7 +91,7 @@ def collections(request: HttpRequest) -> list[dict[str, Any]]:
 def collection_images(
     request: HttpRequest, slug: str, offset: int = 0, limit: int = 48, seed: int | None = None
 ) -> dict[str, Any]:
-    collection = Collection.objects.filter(slug=slug).first()
+    collection = catalog.collection_get(slug=slug)
     if collection is None:
         raise HttpError(404, f"There is no collection {slug!r}.")
     total, images = catalog.collection_images_page(collection=collection, offset=offset, limit=limit, seed=seed)
@@ -100,12 +102,9 @@ def collection_images(
 def conversation_create(request: HttpRequest, body: ConversationIn) -> Status[dict[str, Any]]:
     require_csrf(request)
     hit(request, "conversations", owner_of(request))  # [limits]
-    try:
-        conversation = services.conversation_create(
-            owner=owner_of(request), collection_slug=body.collection, title=body.title
-        )
-    except services.TurnRejected as exc:
-        raise rejected(exc) from None
+    conversation = services.conversation_create(
+        owner=owner_of(request), collection_slug=body.collection, title=body.title
+    )
     return Status(201, {"id": str(conversation.id), "ws": f"/ws/conversations/{conversation.id}/"})
 
 
@@ -114,15 +113,11 @@ def conversation_list(request: HttpRequest) -> list[dict[str, Any]]:
     owner = owner_from(request.session, request.user, create=False)
     if owner is None:
         return []
-    rows = Conversation.objects.filter(**owner.filter_kwargs()).select_related("collection")[:200]
-    return [shaping.conversation_summary(c) for c in rows]
+    return [shaping.conversation_summary(c) for c in selectors.conversation_list(owner=owner)]
 
 
 def _conversation(request: HttpRequest, conversation_id: str) -> Conversation:
-    try:
-        return services.conversation_get(owner=owner_of(request, create=False), conversation_id=conversation_id)
-    except services.TurnRejected as exc:
-        raise rejected(exc) from None
+    return services.conversation_get(owner=owner_of(request, create=False), conversation_id=conversation_id)
 
 
 @api.get("/conversations/{conversation_id}", summary="A conversation with its turns (a tree) and their results")
@@ -161,15 +156,12 @@ def upload_create(request: HttpRequest, file: File[UploadedFile]) -> Status[dict
 @api.post("/search", summary="One composed query, answered by the search workers")
 def search(request: HttpRequest, body: SearchIn) -> dict[str, Any]:
     require_csrf(request)
-    collection = Collection.objects.filter(slug=body.collection).first()
+    collection = catalog.collection_get(slug=body.collection)
     if collection is None:
         raise HttpError(404, f"There is no collection {body.collection!r}.")
     owner = owner_from(request.session, request.user, create=False)
     hit(request, "search", owner)  # [limits]
-    try:
-        payload = shaping.search_payload(collection, body.reference, body.text, body.mode, body.k, owner)
-    except services.TurnRejected as exc:
-        raise rejected(exc) from None
+    payload = shaping.search_payload(collection, body.reference, body.text, body.mode, body.k, owner)
     from cirweb import queueing
 
     try:

@@ -10,6 +10,7 @@ from django.db.models import Prefetch
 from cirweb.catalog.models import Collection, Image, Upload
 from cirweb.conversations import services
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
+from cirweb.conversations.queries import query_validate
 from cirweb.owners import Owner
 
 
@@ -97,28 +98,12 @@ def conversation_json(c: Conversation) -> dict[str, Any]:
 def search_payload(
     collection: Collection, reference: dict[str, int] | None, text: str, mode: str, k: int, owner: Owner | None
 ) -> dict[str, Any]:
-    """Validate a scripting-API query with the same rules as a turn; the JSON the search worker takes."""
-    if len(text) > settings.CIR_TEXT_MAX_CHARS:
-        raise services.TurnRejected(
-            "text_too_long", f"The text is {len(text)} characters; the limit is {settings.CIR_TEXT_MAX_CHARS}."
-        )
-    if not 1 <= k <= settings.CIR_K_MAX:
-        raise services.TurnRejected("bad_k", f"k must be a whole number from 1 to {settings.CIR_K_MAX}.")
-    if mode not in Turn.Mode.values:
-        raise services.TurnRejected("bad_message", f"mode must be one of {', '.join(Turn.Mode.values)}")
-    ref = services.parse_reference(reference)
-    payload: dict[str, Any] = {"collection_id": collection.pk, "text": text.strip(), "k": k}
-    if ref.image_id is not None:
-        if not Image.objects.filter(pk=ref.image_id, collection=collection, removed=False).exists():
-            raise services.TurnRejected("reference_missing", f"Image {ref.image_id} is not in this collection.")
-        payload["image"] = ref.image_id
-    if ref.upload_id is not None:
-        upload = Upload.objects.filter(pk=ref.upload_id, deleted=False).first()
-        if upload is None or owner is None or not owner.owns(upload):
-            raise services.TurnRejected("reference_missing", f"Upload {ref.upload_id} does not exist or was deleted.")
-        payload["upload"] = upload.pk
-    has_reference = "image" in payload or "upload" in payload
-    if not has_reference and not payload["text"]:
-        raise services.TurnRejected("empty_query", "Give a text, a reference, or both.")
-    payload["mode"] = mode if has_reference and payload["text"] else ("text" if payload["text"] else "image")
+    """Validate a scripting-API query with the rules of a turn (`queries.query_validate`); the JSON the
+    search worker takes."""
+    query = query_validate(collection_id=collection.pk, owner=owner, text=text, reference=reference, mode=mode, k=k)
+    payload: dict[str, Any] = {"collection_id": collection.pk, "text": query.text, "k": query.k, "mode": query.mode}
+    if query.image_id is not None:
+        payload["image"] = query.image_id
+    if query.upload is not None:
+        payload["upload"] = query.upload.pk
     return payload

@@ -12,7 +12,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from cirweb.catalog.jobs import reindex_job_claim_lost, reindex_job_send
@@ -245,29 +244,8 @@ def reindex_job_activate(
     return version
 
 
-def collection_list() -> QuerySet[Collection]:
-    return Collection.objects.select_related("active_version").order_by("name")
-
-
-def collection_images_page(
-    *, collection: Collection, offset: int, limit: int, seed: int | None = None
-) -> tuple[int, list[Image]]:
-    """(how many searchable images the collection has, one page of them): in name order, or in a stable
-    shuffled order for a given `seed` (the page's "Shuffle")."""
-    offset, limit = max(offset, 0), max(1, min(limit, 200))
-    rows = Image.objects.filter(collection=collection, removed=False, indexed=True)
-    total = rows.count()
-    if seed is None or not total:
-        return total, list(rows.order_by("relpath")[offset : offset + limit])
-    ids = sorted(rows.values_list("pk", flat=True), key=lambda i: hash((seed, i)) & 0xFFFFFFFF)  # ints: stable
-    page = ids[offset : offset + limit]
-    by_id = {img.pk: img for img in Image.objects.filter(pk__in=page)}
-    return total, [by_id[i] for i in page]
-
-
-def collection_image_counts() -> dict[int, int]:
-    from django.db.models import Count, Q
-
-    searchable = Q(images__removed=False, images__indexed=True)  # what the active version holds
-    rows = Collection.objects.annotate(n=Count("images", filter=searchable)).values_list("pk", "n")
-    return dict(rows)
+def image_skip_reasons_set(*, reasons: dict[int, str], read_ids: Iterable[int]) -> None:
+    """Record why images could not be read (shown in the admin), and clear the reason of those read now."""
+    for image_id, reason in reasons.items():
+        Image.objects.filter(pk=image_id).update(skip_reason=reason[:500])
+    Image.objects.filter(pk__in=list(read_ids)).exclude(skip_reason="").update(skip_reason="")

@@ -1,10 +1,14 @@
-"""Reads about conversations that workers need (STYLE.md: reads in selectors, writes in services)."""
+"""Reads about conversations that the API and the workers share (STYLE.md: reads in selectors, writes in services)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from cirweb.conversations.models import Feedback, Turn
+from django.db.models import QuerySet
+
+from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
+from cirweb.owners import Owner
 
 
 @dataclass
@@ -40,3 +44,30 @@ def turn_history(*, turn: Turn, max_turns: int = 20) -> TurnHistory:
     chosen = [i for i, v in feedback if v == Feedback.Value.CHOSEN and i != turn.reference_image_id]
     rejected = [i for i, v in feedback if v == Feedback.Value.REJECTED]
     return TurnHistory(earlier, sorted(set(chosen)), sorted(set(rejected)))
+
+
+def conversation_list(*, owner: Owner, limit: int = 200) -> QuerySet[Conversation]:
+    """The owner's conversations, newest first (the model's ordering)."""
+    return Conversation.objects.filter(**owner.filter_kwargs()).select_related("collection")[:limit]
+
+
+def conversation_collection_id(*, conversation_id: Any) -> int:
+    return int(Conversation.objects.filter(pk=conversation_id).values_list("collection_id", flat=True).get())
+
+
+def turn_excluded_images(*, turn: Turn) -> set[int]:
+    """What this turn must not show: with `exclude_seen`, every result the conversation has already shown
+    (ARCHITECTURE.md: "excluding what the conversation has already shown"); always, results rejected
+    anywhere in the conversation, the turn's own reference, and the pages of this turn already shown."""
+    excluded = set(
+        Feedback.objects.filter(turn__conversation=turn.conversation_id, value=Feedback.Value.REJECTED).values_list(
+            "image_id", flat=True
+        )
+    )
+    if turn.reference_image_id:
+        excluded.add(turn.reference_image_id)
+    shown = TurnResult.objects.filter(turn__conversation=turn.conversation_id)
+    if not turn.exclude_seen:
+        shown = shown.filter(turn=turn)  # earlier pages of this turn only
+    excluded |= set(shown.values_list("image_id", flat=True))
+    return excluded

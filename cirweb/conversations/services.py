@@ -7,7 +7,6 @@ Every function that acts for a visitor takes their `Owner` and refuses rows they
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -15,36 +14,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from cirweb import limits
-from cirweb.catalog.models import Collection, Image, Upload
+from cirweb.catalog.models import Collection
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
+from cirweb.conversations.queries import Reference, TurnRejected, parse_reference, query_validate
 from cirweb.conversations.states import result_payload, turn_request_more, turn_send
 from cirweb.owners import Owner
 
-__all__ = ["result_payload"]  # shaping and the scripting API import it from here
-
-
-class TurnRejected(ValueError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Reference:
-    image_id: int | None = None
-    upload_id: int | None = None
-
-
-def parse_reference(value: Any) -> Reference:
-    """The protocol's `reference`: null, {"image": id} or {"upload": id}."""
-    if value is None:
-        return Reference()
-    if isinstance(value, dict) and len(value) == 1:
-        ((kind, ident),) = value.items()
-        if kind in ("image", "upload") and isinstance(ident, int) and not isinstance(ident, bool) and ident > 0:
-            return Reference(image_id=ident) if kind == "image" else Reference(upload_id=ident)
-    raise TurnRejected("bad_message", 'reference must be null, {"image": <id>} or {"upload": <id>}')
+# shaping, the scripting API and the consumer import these from here
+__all__ = ["Reference", "TurnRejected", "parse_reference", "result_payload"]
 
 
 def conversation_create(*, owner: Owner, collection_slug: str, title: str = "") -> Conversation:
@@ -90,52 +67,19 @@ def turn_create(
     client_id: Any = "",
     memory: Any = False,
 ) -> Turn:
-    """Validate a new turn, store it queued, and enqueue its search once the row is committed."""
-    if not isinstance(text, str):
-        raise TurnRejected("bad_message", "text must be a string")
-    if "\x00" in text or "\x00" in str(client_id):
+    """Validate a new turn (`queries.query_validate`, the same rules as `/api/search`), store it queued, and
+    enqueue its search once the row is committed."""
+    if "\x00" in str(client_id):
         raise TurnRejected("bad_message", "The text contains a NUL character; remove it and send again.")
-    text = text.strip()
-    if len(text) > settings.CIR_TEXT_MAX_CHARS:
-        raise TurnRejected(
-            "text_too_long", f"The text is {len(text)} characters; the limit is {settings.CIR_TEXT_MAX_CHARS}."
-        )
-    if mode not in Turn.Mode.values:
-        raise TurnRejected("bad_message", f"mode must be one of {', '.join(Turn.Mode.values)}")
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= settings.CIR_K_MAX:
-        raise TurnRejected("bad_k", f"k must be a whole number from 1 to {settings.CIR_K_MAX}.")
+    query = query_validate(
+        collection_id=conversation.collection_id, owner=owner, text=text, reference=reference, mode=mode, k=k
+    )
     if not isinstance(exclude_seen, bool):
         raise TurnRejected("bad_message", "exclude_seen must be true or false")
     if not isinstance(memory, bool):
         raise TurnRejected("bad_message", "memory must be true or false")
-    ref = parse_reference(reference)
-    image = upload = None
-    if ref.image_id is not None:
-        image = (
-            Image.objects.filter(pk=ref.image_id, collection=conversation.collection_id, removed=False)
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if image is None:
-            raise TurnRejected("reference_missing", f"Image {ref.image_id} is not in this collection.")
-    if ref.upload_id is not None:
-        upload = Upload.objects.filter(pk=ref.upload_id, deleted=False).first()
-        if upload is None or not owner.owns(upload):
-            raise TurnRejected("reference_missing", f"Upload {ref.upload_id} does not exist or was deleted.")
-    has_reference = image is not None or upload is not None
-    if not has_reference and not text:
-        raise TurnRejected("empty_query", "Type what you are looking for, or pick a reference image.")
-    if not has_reference:
-        mode = Turn.Mode.TEXT  # nothing to combine with: the words alone
-    elif not text:
-        mode = Turn.Mode.IMAGE  # "more like this"
-    parent_id = None
-    if parent is not None:
-        if not isinstance(parent, int) or isinstance(parent, bool):
-            raise TurnRejected("bad_message", "parent must be a turn id or null")
-        parent_id = Turn.objects.filter(pk=parent, conversation=conversation).values_list("pk", flat=True).first()
-        if parent_id is None:
-            raise TurnRejected("not_found", f"Turn {parent} is not part of this conversation.")
+    text, image, upload = query.text, query.image_id, query.upload
+    parent_id = _parent_check(conversation=conversation, parent=parent)
     # Every query here is on the path from the user's Enter to their results: few, and narrow.
     with transaction.atomic():
         changes: dict[str, Any] = {"updated": timezone.now()}
@@ -152,22 +96,36 @@ def turn_create(
             reference_image_id=image,
             reference_upload=upload,
             text=text,
-            mode=mode,
-            k=k,
+            mode=query.mode,
+            k=query.k,
             exclude_seen=exclude_seen,
             memory=memory,
         )
-        if (
-            parent_id is not None
-            and image is not None
-            and TurnResult.objects.filter(turn_id=parent_id, image_id=image).exists()
-        ):
-            Turn.objects.filter(pk=parent_id).update(chosen_image_id=image)
-            Feedback.objects.bulk_create(
-                [Feedback(turn_id=parent_id, image_id=image, value=Feedback.Value.CHOSEN)], ignore_conflicts=True
-            )
+        if parent_id is not None and image is not None:
+            _parent_result_choose(parent_id=parent_id, image_id=image)
         transaction.on_commit(lambda: turn_send(turn_id=turn.pk, priority=priority))
     return turn
+
+
+def _parent_check(*, conversation: Conversation, parent: Any) -> int | None:
+    """The id of the turn this one refines (null: a new branch), which must be in the same conversation."""
+    if parent is None:
+        return None
+    if not isinstance(parent, int) or isinstance(parent, bool):
+        raise TurnRejected("bad_message", "parent must be a turn id or null")
+    parent_id = Turn.objects.filter(pk=parent, conversation=conversation).values_list("pk", flat=True).first()
+    if parent_id is None:
+        raise TurnRejected("not_found", f"Turn {parent} is not part of this conversation.")
+    return int(parent_id)
+
+
+def _parent_result_choose(*, parent_id: int, image_id: int) -> None:
+    """Refining from one of the parent's results says that result was the one wanted: record it as chosen."""
+    if TurnResult.objects.filter(turn_id=parent_id, image_id=image_id).exists():
+        Turn.objects.filter(pk=parent_id).update(chosen_image_id=image_id)
+        Feedback.objects.bulk_create(
+            [Feedback(turn_id=parent_id, image_id=image_id, value=Feedback.Value.CHOSEN)], ignore_conflicts=True
+        )
 
 
 def turn_get(*, conversation: Conversation, turn_id: Any) -> Turn:
@@ -203,21 +161,3 @@ def feedback_set(*, turn: Turn, image_id: Any, value: Any) -> Feedback:
     if value == Feedback.Value.CHOSEN:
         Turn.objects.filter(pk=turn.pk).update(chosen_image_id=image_id)
     return feedback
-
-
-def turn_excluded_images(*, turn: Turn) -> set[int]:
-    """What this turn must not show: with `exclude_seen`, every result the conversation has already shown
-    (ARCHITECTURE.md: "excluding what the conversation has already shown"); always, results rejected
-    anywhere in the conversation, the turn's own reference, and the pages of this turn already shown."""
-    excluded = set(
-        Feedback.objects.filter(turn__conversation=turn.conversation_id, value=Feedback.Value.REJECTED).values_list(
-            "image_id", flat=True
-        )
-    )
-    if turn.reference_image_id:
-        excluded.add(turn.reference_image_id)
-    shown = TurnResult.objects.filter(turn__conversation=turn.conversation_id)
-    if not turn.exclude_seen:
-        shown = shown.filter(turn=turn)  # earlier pages of this turn only
-    excluded |= set(shown.values_list("image_id", flat=True))
-    return excluded

@@ -10,7 +10,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
 from cirweb.api import shaping
-from cirweb.catalog import services as catalog
+from cirweb.catalog import selectors as catalog
 from cirweb.catalog.uploads import upload_limit_text
 from cirweb.conversations import services
 from cirweb.owners import owner_from

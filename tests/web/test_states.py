@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 
 from cirweb.catalog import jobs
+from cirweb.catalog import selectors as catalog_selectors
 from cirweb.catalog.models import ReindexJob
 from cirweb.conversations import services, states
 from cirweb.conversations.models import Turn, TurnResult
@@ -133,7 +134,7 @@ def test_files_gone_from_the_source_stay_searchable_until_the_new_version_is_act
     scan = catalog.collection_apply_scan(collection=collection, listing=listing, indexed=None)
     assert scan.removed_ids == [rows[2].pk]
     assert not Image.objects.filter(collection=collection, removed=True).exists()  # a failed job: no change
-    assert catalog.collection_image_counts()[collection.pk] == 3
+    assert catalog_selectors.collection_image_counts()[collection.pk] == 3
     version = IndexVersion.objects.create(collection=collection, number=1, path="/nonexistent", index_type="flat")
     catalog.collection_activate_version(collection=collection, version=version, removed_ids=scan.removed_ids)
     assert list(Image.objects.filter(collection=collection, removed=True)) == [rows[2]]

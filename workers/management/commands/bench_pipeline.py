@@ -16,9 +16,11 @@ import urllib.request
 from http.cookiejar import CookieJar
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from websockets.sync.client import connect
 from websockets.typing import Origin
+
+from cirweb.commandline import DocumentedCommand
 
 TEXTS = [
     "make the circle red",
@@ -86,15 +88,18 @@ def conversation_run(
                     break
 
 
-class Command(BaseCommand):
+class Command(DocumentedCommand):
     help = "Measure end-to-end turn latency (websocket send -> turn.results) against a running server."
+    example = "python manage.py bench_pipeline --url http://localhost:8000 --collection shapes --concurrency 1 8"
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--url", default="http://localhost:8000")
-        parser.add_argument("--collection", default="shapes")
+        parser.add_argument("--url", default="http://localhost:8000", help="address of the running server")
+        parser.add_argument("--collection", default="shapes", help="slug of an indexed collection to search")
         parser.add_argument("--turns", type=int, default=200, help="turns per concurrency level")
-        parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-        parser.add_argument("--json", action="store_true")
+        parser.add_argument(
+            "--concurrency", type=int, nargs="+", default=[1, 8], help="conversations at once, one run per level"
+        )
+        parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     def handle(self, *args: Any, **options: Any) -> None:
         base = options["url"].rstrip("/")

@@ -14,12 +14,13 @@ import statistics
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cirweb import queueing
 from cirweb.catalog.models import Collection, Image
+from cirweb.commandline import DocumentedCommand
+from cirweb.conversations import selectors, states
 from cirweb.conversations import services as turns
-from cirweb.conversations import states
 from cirweb.conversations.models import Conversation
 from cirweb.liveness import process_identity
 from cirweb.owners import Owner
@@ -51,7 +52,7 @@ def one_turn(conversation: Conversation, owner: Owner, collection_id: int, image
     begun = states.turn_claim(turn_id=turn.pk, worker=process_identity())
     assert begun is not None
     t_begin = clock.lap()
-    excluded = turns.turn_excluded_images(turn=begun)
+    excluded = selectors.turn_excluded_images(turn=begun)
     t_excl = clock.lap()
     collection_of(begun.conversation_id)
     t_coll = clock.lap()
@@ -85,12 +86,13 @@ def one_turn(conversation: Conversation, owner: Owner, collection_id: int, image
     }
 
 
-class Command(BaseCommand):
+class Command(DocumentedCommand):
     help = "Time each step of a turn's path (consumer, broker, worker, publish) in process."
+    example = "python manage.py bench_turn_path --collection shapes --turns 50"
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--collection", default="shapes")
-        parser.add_argument("--turns", type=int, default=50)
+        parser.add_argument("--collection", default="shapes", help="slug of an indexed collection to search")
+        parser.add_argument("--turns", type=int, default=50, help="turns timed (after one warm-up turn)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         collection = Collection.objects.filter(slug=options["collection"]).first()

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from cirweb.catalog.models import Collection, ReindexJob
 from cirweb.catalog.services import reindex_job_start
+from cirweb.commandline import DocumentedCommand
 from retrieval.datasets.shapes_world import generate_world
 from retrieval.training import recipe
 from workers.indexing import reindex_run
@@ -29,8 +30,9 @@ REPO_MODELS = Path(settings.BASE_DIR) / "models" / "shapes"
 SLUG = "shapes"
 
 
-class Command(BaseCommand):
+class Command(DocumentedCommand):
     help = "Build the demo collection 'shapes' (world, models, features, index) under CIR_DATA_DIR, once."
+    example = "python manage.py bootstrap_demo\npython manage.py bootstrap_demo --retrain"
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--retrain", action="store_true", help="train the models here even if committed ones exist")

@@ -7,21 +7,25 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from cirweb.catalog.models import Collection, ReindexJob
 from cirweb.catalog.services import CatalogError, reindex_job_start
+from cirweb.commandline import DocumentedCommand
 from workers.indexing import reindex_run
 from workers.publish import publisher
 
 
-class Command(BaseCommand):
+class Command(DocumentedCommand):
     help = "Reindex a collection (full, or incremental: only new, changed and deleted images)."
+    example = "python manage.py reindex shapes --incremental --wait\npython manage.py reindex shapes --inline"
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("slug")
-        parser.add_argument("--incremental", action="store_true")
+        parser.add_argument("slug", help="the collection's slug")
+        parser.add_argument(
+            "--incremental", action="store_true", help="only new, changed and deleted images (default: a full reindex)"
+        )
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--wait", action="store_true", help="follow the queued job until it finishes")
         group.add_argument("--inline", action="store_true", help="run the job in this process")

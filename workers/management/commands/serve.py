@@ -8,18 +8,19 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 
+from cirweb.commandline import DocumentedCommand
 from workers.supervisor import Supervisor, build_children
 
 
-class Command(BaseCommand):
+class Command(DocumentedCommand):
     help = "Start Redis (private unless CIR_REDIS_URL is set), a search worker, an index worker and the web server."
+    example = "python manage.py serve --port 8000 --search-workers 2"
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--no-colour", action="store_true")
+        parser.add_argument("--port", type=int, default=8000, help="port of the web server")
+        parser.add_argument("--host", default="127.0.0.1", help="address the web server listens on")
+        parser.add_argument("--no-colour", action="store_true", help="print the children's logs without colours")
         parser.add_argument("--search-workers", type=int, default=1, help="search processes (each loads the models)")
         parser.add_argument("--index-workers", type=int, default=1, help="index processes")
 

@@ -6,13 +6,13 @@ import signal
 import threading
 from typing import Any
 
-from django.core.management.base import BaseCommand
-
+from cirweb.commandline import DocumentedCommand
 from workers.sweep import sweep_forever, sweep_once
 
 
-class Command(BaseCommand):
+class Command(DocumentedCommand):
     help = "Fail stale turns and reindex jobs, and take back those whose worker or message was lost."
+    example = "python manage.py sweep --once"
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--once", action="store_true", help="sweep once and exit")

@@ -1,0 +1,87 @@
+"""Reads about collections, images, uploads and index versions that several callers share: the chat page,
+the API, the admin and the workers ask these, never the ORM directly (STYLE.md: reads in selectors, writes
+in services)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import Count, Q, QuerySet
+
+from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
+
+
+def collection_list() -> QuerySet[Collection]:
+    return Collection.objects.select_related("active_version").order_by("name")
+
+
+def collection_get(*, slug: str) -> Collection | None:
+    return Collection.objects.filter(slug=slug).first()
+
+
+def collection_image_counts() -> dict[int, int]:
+    """collection id -> how many images its active version holds (what a visitor can find)."""
+    searchable = Q(images__removed=False, images__indexed=True)
+    rows = Collection.objects.annotate(n=Count("images", filter=searchable)).values_list("pk", "n")
+    return dict(rows)
+
+
+def collection_images_page(
+    *, collection: Collection, offset: int, limit: int, seed: int | None = None
+) -> tuple[int, list[Image]]:
+    """(how many searchable images the collection has, one page of them): in name order, or in a stable
+    shuffled order for a given `seed` (the page's "Shuffle")."""
+    offset, limit = max(offset, 0), max(1, min(limit, 200))
+    rows = Image.objects.filter(collection=collection, removed=False, indexed=True)
+    total = rows.count()
+    if seed is None or not total:
+        return total, list(rows.order_by("relpath")[offset : offset + limit])
+    ids = sorted(rows.values_list("pk", flat=True), key=lambda i: hash((seed, i)) & 0xFFFFFFFF)  # ints: stable
+    page = ids[offset : offset + limit]
+    by_id = {img.pk: img for img in Image.objects.filter(pk__in=page)}
+    return total, [by_id[i] for i in page]
+
+
+def collection_active_version_id(*, collection_id: int) -> int | None:
+    """Read on every turn (not cached), so a switch to a new version takes effect on the next one."""
+    return Collection.objects.filter(pk=collection_id).values_list("active_version_id", flat=True).first()
+
+
+def collection_name(*, collection_id: int) -> str | None:
+    return Collection.objects.filter(pk=collection_id).values_list("name", flat=True).first()
+
+
+def index_version_get(*, version_id: int) -> IndexVersion:
+    return IndexVersion.objects.get(pk=version_id)
+
+
+def index_version_numbers(*, collection: Collection) -> list[int]:
+    """Every version number the catalog has registered for the collection (a new one must not reuse any)."""
+    return list(IndexVersion.objects.filter(collection=collection).values_list("number", flat=True))
+
+
+def image_files(*, ids: Iterable[int]) -> dict[int, tuple[str, int, int]]:
+    """id -> (path, size, mtime_ns): what an extraction reads and stamps its chunks with."""
+    rows = Image.objects.filter(pk__in=list(ids)).values_list("pk", "path", "size", "mtime_ns")
+    return {pk: (path, size, mtime) for pk, path, size, mtime in rows}
+
+
+def image_sources(*, ids: Iterable[int]) -> dict[int, tuple[str, int, int]]:
+    """id -> (relpath, size, mtime_ns): what an index version records of its sources (`sources.json`)."""
+    rows = Image.objects.filter(pk__in=list(ids)).values_list("pk", "relpath", "size", "mtime_ns")
+    return {pk: (rel, size, mtime) for pk, rel, size, mtime in rows}
+
+
+def image_relpaths(*, ids: Iterable[int]) -> dict[int, str]:
+    return dict(Image.objects.filter(pk__in=list(ids)).values_list("pk", "relpath"))
+
+
+def reindex_job_cancel_requested(*, job_id: int) -> bool:
+    return ReindexJob.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+def upload_file(*, upload_id: int) -> tuple[str, bool] | None:
+    """(the stored file's name under CIR_UPLOADS_DIR, whether it was deleted), or None when there is no
+    such upload."""
+    row = Upload.objects.filter(pk=upload_id).values_list("file", "deleted").first()
+    return (str(row[0]), bool(row[1])) if row else None

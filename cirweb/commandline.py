@@ -1,0 +1,37 @@
+"""What every management command's `--help` shows (issue 14, item 6): each option's default, the fixed
+values as choices, and an example at the end. Commands subclass `DocumentedCommand` and set `example`;
+tests/web/test_command_help.py walks every command's parser and checks it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser, DjangoHelpFormatter
+
+
+class HelpFormatter(DjangoHelpFormatter):
+    """Django's order (the command's own options first), examples kept as written, and "(default: ...)"
+    after every option whose default is worth showing (not after required options or flags)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or action.required or default in (None, False, argparse.SUPPRESS, []):
+            return text
+        if isinstance(default, list):
+            return f"{text} (default: {' '.join(map(str, default))})"
+        return f"{text} (default: %(default)s)"
+
+
+class DocumentedCommand(BaseCommand):
+    example: str = ""  # one or more command lines, shown under "example:" at the end of --help
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        lines = [line for line in self.example.strip().splitlines() if line.strip()]
+        kwargs.setdefault("epilog", "example:\n" + "".join(f"  {line.strip()}\n" for line in lines))
+        return super().create_parser(prog_name, subcommand, **kwargs)
