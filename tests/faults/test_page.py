@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_chat import ARTIFACTS, browser  # noqa: F401  (the Chromium fixture)
 from tests.faults.conftest import SLUG, FaultStack, record
@@ -30,7 +31,7 @@ def page(browser: Any, stack: FaultStack) -> Iterator[Any]:  # noqa: F811
 
 
 def finished_turns(page: Any) -> int:
-    return int(page.evaluate("document.querySelectorAll('article.turn .answer .meta').length"))
+    return int(page.locator("article.turn .answer .meta").count())
 
 
 def test_web_server_restarted_with_the_page_open(page: Any, stack: FaultStack) -> None:
@@ -39,13 +40,14 @@ def test_web_server_restarted_with_the_page_open(page: Any, stack: FaultStack) -
     page.locator('#browse-grid img[alt="dev-15-0"]').click()
     page.fill("#composer-text", "make the circle red")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelectorAll('article.turn .answer .meta').length === 1")
+    # locators, not wait_for_function: a string predicate is eval(), which the page's CSP forbids
+    expect(page.locator("article.turn .answer .meta")).to_have_count(1)
     stack.faults(turn_claimed="sleep:3")  # the next turn is on its way while the server restarts
     page.locator("article.turn figure.card button.pick").first.click()
     page.fill("#composer-text", "make it larger")
     sent = time.monotonic()
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelectorAll('article.turn[data-turn]').length === 2")
+    expect(page.locator("article.turn[data-turn]")).to_have_count(2)
     stack.kill("web")
     time.sleep(0.5)
     stack.start("web")
