@@ -5,6 +5,7 @@ drawer on a phone. Same live stack and Content-Security-Policy as test_chat.py."
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,15 @@ from tests.browser.test_chat import browser, page, send, snap, start  # noqa: F4
 from tests.live import LiveServices, ShapesCollection
 
 pytestmark = pytest.mark.browser
+
+
+def snap_loaded(tab: Any, name: str) -> None:
+    """A screenshot once the pictures on screen have loaded (they load lazily)."""
+    deadline = time.monotonic() + 10
+    on_screen = "[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight && i.offsetParent)"
+    while not tab.evaluate(f"{on_screen}.every(i => i.complete)") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    snap(tab, name)
 
 
 def first_turn(page: Any, shapes: ShapesCollection, nth: int) -> Any:  # noqa: F811  (not the fixture)
@@ -69,7 +79,7 @@ def test_a_result_replaces_only_its_own_turn(page: Any, shapes: ShapesCollection
     expect(second.locator("figure.card").first).to_have_class(re.compile(r"\brejected\b"))
     assert second.evaluate("node => node.cirMark") == "second"
     assert turn.evaluate("node => node.cirMark") == "kept"
-    snap(page, "desktop")
+    snap_loaded(page, "desktop")
 
 
 @pytest.fixture
@@ -90,7 +100,7 @@ def phone(browser: Any, live_services: LiveServices) -> Iterator[Any]:  # noqa: 
 def test_history_is_a_drawer_on_a_phone(phone: Any, shapes: ShapesCollection) -> None:
     first_turn(phone, shapes, 5)
     title = phone.locator("#title").inner_text()
-    snap(phone, "phone")
+    snap_loaded(phone, "phone")
     toggle = phone.locator("#history-toggle")
     sidebar = phone.locator("#sidebar")
     expect(sidebar).to_be_hidden()
