@@ -1,6 +1,6 @@
 // The chat page, as native ES modules without a build step (loaded with <script type="module">, so it runs
 // under the page's Content-Security-Policy: no inline script, no inline handlers). It talks the websocket
-// protocol of docs/architecture.md and the HTTP API. Everything a user typed is put on the page with
+// protocol of the architecture notes and the HTTP API. Everything a user typed is put on the page with
 // textContent, never as HTML.
 //   state.js    the one state, limits from the boot data, small DOM helpers
 //   api.js      HTTP       socket.js  the websocket: reconnect, catch-up, dedupe, stalls
