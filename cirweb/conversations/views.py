@@ -15,6 +15,10 @@ from cirweb.catalog.uploads import upload_limit_text
 from cirweb.conversations import services
 from cirweb.owners import owner_from
 
+# How many results the page asks for per turn and per "More" (as many as the websocket's default `k`); the page
+# reads it from the boot data, never from its own copy.
+PAGE_K = 24
+
 
 @require_GET
 @ensure_csrf_cookie
@@ -34,6 +38,7 @@ def chat(request: HttpRequest, conversation_id: str | None = None) -> HttpRespon
         "limits": {
             "text": settings.CIR_TEXT_MAX_CHARS,
             "k": settings.CIR_K_MAX,
+            "page": PAGE_K,
             "upload_bytes": settings.CIR_UPLOAD_MAX_BYTES,
             "upload_text": upload_limit_text(),
         },

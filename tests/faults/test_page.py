@@ -1,5 +1,6 @@
-"""The page is the point: the web server (uvicorn) restarted while a turn is on its way. The page reconnects,
-catches up, and shows the turn's results once, without spinning past 10 s."""
+"""The page is the point: the web server (uvicorn) restarted while a turn is on its way, or just as one is
+sent. The page reconnects, catches up, and shows the turn's results once (or says the message was lost),
+never spinning on."""
 
 from __future__ import annotations
 
@@ -67,3 +68,33 @@ def test_web_server_restarted_with_the_page_open(page: Any, stack: FaultStack) -
     )
     assert finished_turns(page) == 2 and spinners == 0, f"still spinning {took:.1f}s after sending"
     assert articles == 2 and cards == [24, 24], (articles, cards)
+
+
+def test_a_turn_sent_as_the_web_server_dies_ends_in_results_or_a_sentence(page: Any, stack: FaultStack) -> None:
+    """The frame may reach the server or die with it: either way the page must not keep "Sending…"."""
+    page.goto("/")
+    page.select_option("#collection", SLUG)
+    page.locator('#browse-grid img[alt="dev-15-0"]').click()
+    page.fill("#composer-text", "make the circle red")
+    page.keyboard.press("Enter")
+    done = page.locator("article.turn .answer .meta")
+    expect(done).to_have_count(1, timeout=30_000)  # the conversation and its socket are up
+    page.locator("article.turn figure.card button.pick").first.click()
+    page.fill("#composer-text", "make the circle green")
+    page.keyboard.press("Enter")
+    stack.kill("web")  # at once: the frame may or may not have been taken
+    sent = time.monotonic()
+    time.sleep(0.5)
+    stack.start("web")
+    lost = page.get_by_text("A message was lost while the connection dropped; please send it again.")
+    while done.count() + lost.count() < 2 and time.monotonic() - sent < 20:
+        time.sleep(0.2)
+    took = time.monotonic() - sent
+    record(
+        "the web server killed just as a turn was sent (Chromium)",
+        outcome="results" if done.count() == 2 else "lost, said so" if lost.count() else "spinning",
+        page_settles_s=round(took, 1),
+        duplicated=max(0, page.locator("article.turn").count() - 2),
+    )
+    assert done.count() + lost.count() == 2, f"still spinning {took:.1f}s after sending"
+    assert page.get_by_text("Sending…").count() == 0 and page.locator("article.turn").count() <= 2

@@ -1,0 +1,126 @@
+"""The chat page for keyboard, screen-reader and phone users: focus survives "Not this" and "More", a new
+result touches only its own turn, the live region speaks only of the new results, and the history is a
+drawer on a phone. Same live stack and Content-Security-Policy as test_chat.py."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_chat import browser, page, send, snap, start  # noqa: F401  (fixtures)
+from tests.live import LiveServices, ShapesCollection
+
+pytestmark = pytest.mark.browser
+
+
+def snap_loaded(tab: Any, name: str) -> None:
+    """A screenshot once the pictures on screen have loaded (they load lazily)."""
+    deadline = time.monotonic() + 10
+    on_screen = "[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight && i.offsetParent)"
+    while not tab.evaluate(f"{on_screen}.every(i => i.complete)") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    snap(tab, name)
+
+
+def first_turn(page: Any, shapes: ShapesCollection, nth: int) -> Any:  # noqa: F811  (not the fixture)
+    """A first turn from the nth picture of the starting grid."""
+    start(page, shapes)
+    page.locator("#browse-grid img").nth(nth).click()
+    send(page, "make it larger and red")
+    return page.locator("article.turn").first
+
+
+def test_not_this_and_more_keep_the_keyboard(page: Any, shapes: ShapesCollection) -> None:  # noqa: F811
+    turn = first_turn(page, shapes, 3)
+    third = turn.locator("figure.card").nth(2)
+    button = third.get_by_role("button", name=re.compile("^Not this"))
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(third).to_have_class(re.compile(r"\brejected\b"))
+    expect(button).to_have_text("Rejected")
+    expect(button).to_be_focused()  # the same result's button, not the page
+    page.keyboard.press("Enter")  # pressed again: nothing happens, nothing is lost
+    expect(button).to_be_focused()
+
+    more = turn.locator(".meta button.more")
+    more.focus()
+    page.keyboard.press("Enter")
+    expect(turn.locator("figure.card")).to_have_count(48, timeout=30_000)
+    # the keyboard goes on to the first new result, where reading continues
+    expect(turn.locator("figure.card").nth(24).locator("button.pick")).to_be_focused()
+    expect(page.locator("#announcer")).to_have_text("Turn 1: 24 more results.")
+    assert "Rejected" in third.inner_text()  # the earlier cards were kept, not redrawn
+    snap(page, "keyboard-more")
+
+
+def test_a_result_replaces_only_its_own_turn(page: Any, shapes: ShapesCollection) -> None:  # noqa: F811
+    turn = first_turn(page, shapes, 4)
+    expect(page.locator("#announcer")).to_have_text("Turn 1: 24 results.")
+    # a mark that only survives if the element is kept (a redraw makes new elements without it)
+    turn.evaluate("node => { node.cirMark = 'kept'; }")
+    turn.locator("figure.card").first.evaluate("node => { node.cirMark = 'kept'; }")
+    turn.locator("figure.card button.pick").first.click()
+    send(page, "make it larger")
+    second = page.locator("article.turn").nth(1)
+    expect(second.locator("figure.card")).to_have_count(24)
+    assert turn.evaluate("node => node.cirMark") == "kept"
+    assert turn.locator("figure.card").first.evaluate("node => node.cirMark") == "kept"
+    # the live region speaks of the new turn's results only, not of the thread
+    expect(page.locator("#announcer")).to_have_text("Turn 2: 24 results.")
+    assert page.locator("#thread").get_attribute("aria-live") is None
+    # a change to the second turn leaves the first alone too
+    second.evaluate("node => { node.cirMark = 'second'; }")
+    second.locator("figure.card").first.get_by_role("button", name=re.compile("^Not this")).click()
+    expect(second.locator("figure.card").first).to_have_class(re.compile(r"\brejected\b"))
+    assert second.evaluate("node => node.cirMark") == "second"
+    assert turn.evaluate("node => node.cirMark") == "kept"
+    snap_loaded(page, "desktop")
+
+
+@pytest.fixture
+def phone(browser: Any, live_services: LiveServices) -> Iterator[Any]:  # noqa: F811
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, base_url=live_services.base_url
+    )
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+    tab.set_default_timeout(30_000)
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_history_is_a_drawer_on_a_phone(phone: Any, shapes: ShapesCollection) -> None:
+    first_turn(phone, shapes, 5)
+    title = phone.locator("#title").inner_text()
+    snap_loaded(phone, "phone")
+    toggle = phone.locator("#history-toggle")
+    sidebar = phone.locator("#sidebar")
+    expect(sidebar).to_be_hidden()
+    expect(toggle).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(sidebar).to_be_visible()
+    expect(phone.locator("#new-conversation")).to_be_focused()  # focus goes into the drawer
+    expect(sidebar.locator("#history li.current a")).to_have_text(title)
+    snap(phone, "phone-drawer")
+    phone.keyboard.press("Escape")
+    expect(sidebar).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(toggle).to_be_focused()  # and comes back to the button
+
+    toggle.click()
+    phone.locator("#drawer-close").click()
+    expect(sidebar).to_be_hidden()
+    toggle.click()
+    sidebar.locator("#history li.current a").click()  # the conversation is reachable from the drawer
+    expect(phone.locator("article.turn figure.card").first).to_be_visible()
