@@ -8,7 +8,25 @@
   const skipped = document.getElementById("job-skipped");
   const finished = ["succeeded", "failed", "cancelled"];
   let polling = null;
+  // the page's title and read-only fields were rendered once; they follow the live status too
+  const named = [...document.querySelectorAll("#content h1, #content h2, .breadcrumbs")]; // where the job is named
+  const statusPattern = /\((queued|running|succeeded|failed|cancelled)\)/;
+  function replaceStatus(node, status) { // in text nodes only: the breadcrumbs hold links
+    for (const child of node.childNodes) {
+      if (child.nodeType === Node.TEXT_NODE) child.textContent = child.textContent.replace(statusPattern, `(${status})`);
+      else replaceStatus(child, status);
+    }
+  }
+  function follow(p) {
+    for (const node of named) replaceStatus(node, p.status);
+    document.title = document.title.replace(statusPattern, `(${p.status})`);
+    for (const field of ["status", "done", "total", "skipped", "images_per_second", "added", "changed", "deleted", "error"]) {
+      const cell = document.querySelector(`.field-${field} .readonly`);
+      if (cell && p[field] !== undefined && p[field] !== null) cell.textContent = p[field] === "" ? "-" : String(p[field]);
+    }
+  }
   function show(p) {
+    follow(p);
     bar.value = p.percent;
     const rate = p.images_per_second ? ` · ${p.images_per_second} images/s` : "";
     const eta = p.eta_seconds && !finished.includes(p.status) ? ` · about ${Math.ceil(p.eta_seconds)} s left` : "";
