@@ -30,7 +30,7 @@ from django_ratelimit.core import get_usage
 
 from cirweb.owners import Owner
 
-MAX_PRIORITY = 9  # the broker's priority steps are 0..9 (workers/app.py)
+MAX_PRIORITY = 9  # the broker's priority steps are 0..9 (cirweb/celery_app.py)
 
 
 class RateLimited(Exception):
