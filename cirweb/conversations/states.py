@@ -36,6 +36,7 @@ TURN_FIELDS = (
     "k",
     "pages",
     "exclude_seen",
+    "memory",
     "status",
     "created",
     "queued_at",
