@@ -99,6 +99,8 @@ def phone(browser: Any, live_services: LiveServices) -> Iterator[Any]:  # noqa: 
 
 def test_history_is_a_drawer_on_a_phone(phone: Any, shapes: ShapesCollection) -> None:
     first_turn(phone, shapes, 5)
+    # the conversation is named after its first turn a moment after it is accepted
+    expect(phone.locator("#title")).not_to_have_text("New conversation")
     title = phone.locator("#title").inner_text()
     snap_loaded(phone, "phone")
     toggle = phone.locator("#history-toggle")
