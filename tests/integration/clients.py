@@ -28,7 +28,16 @@ class Api:
 
     def socket(self, ws_base: str, path: str) -> Socket:
         cookie = "; ".join(f"{c.name}={c.value}" for c in self.http.cookies)
-        conn = connect(ws_base + path, additional_headers={"Cookie": cookie}, origin=self.base, open_timeout=10)
+        # as a browser: it keeps reading whatever arrives (no receive-queue limit, so the server's keepalive
+        # pings are answered even while a test has not read its answers yet) and sends no pings of its own
+        conn = connect(
+            ws_base + path,
+            additional_headers={"Cookie": cookie},
+            origin=self.base,
+            open_timeout=10,
+            max_queue=None,
+            ping_interval=None,
+        )
         return Socket(conn.__enter__())  # closed by Socket.close
 
 
