@@ -82,13 +82,14 @@ def turn_create(
     parent_id = _parent_check(conversation=conversation, parent=parent)
     # Every query here is on the path from the user's Enter to their results: few, and narrow.
     with transaction.atomic():
+        # [limits] first, before any write: a refused frame in a flood then costs one read
+        priority = limits.turn_admit(owner=owner)  # RateLimited when the visitor has enough in flight
         changes: dict[str, Any] = {"updated": timezone.now()}
         if not conversation.title:
             changes["title"] = (text or f"Image {image or ''}")[:60]
         if not Conversation.objects.filter(pk=conversation.pk).update(**changes):
             raise TurnRejected("not_found", "This conversation was deleted (in another tab?).")
         conversation.title = changes.get("title", conversation.title)
-        priority = limits.turn_admit(owner=owner)  # [limits] RateLimited when the visitor has enough in flight
         turn = Turn.objects.create(
             conversation=conversation,
             parent_id=parent_id,

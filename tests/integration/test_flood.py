@@ -80,9 +80,11 @@ def test_one_visitors_flood_is_bounded_and_does_not_hold_up_another(
         f"{during * 1000:.0f} ms during the flood"
     )
     assert len(answers) == 1000, "every frame gets an answer"
-    # how many get in depends on how fast the worker answers meanwhile (23-63 on a calm machine, 216 on a busy
-    # one); what matters is that most are refused and that the queue never holds more than the limit (below)
-    assert accepted + len(limited) == 1000 and len(limited) > 500
+    # how many get in depends on how fast the worker answers meanwhile (23-63 on a calm machine, up to 495 on
+    # a busy one with PostgreSQL); what holds is that the frame rate refuses everything past its count and
+    # that the queue never holds more than the in-flight limit (below)
+    per_minute = int(settings.CIR_RATE_TURNS.split("/")[0])
+    assert accepted + len(limited) == 1000 and len(limited) >= 1000 - per_minute
     assert all(a["retry_after"] >= 1 and a["error"] for a in limited)
     assert deepest <= settings.CIR_TURNS_IN_FLIGHT + 1  # the flooder's turns, and at most the other's one
     assert during - statistics.median(alone) < max(2 * max(alone), 0.5), "the other visitor waited behind the flood"
