@@ -301,6 +301,12 @@ CIR_DEVICE = os.environ.get("CIR_DEVICE", "cpu")
 # Encoders pick bf16 / channels_last / int8 text per machine (retrieval/precision.py); 1 keeps plain fp32.
 CIR_FORCE_FP32 = env_bool("CIR_FORCE_FP32", False)
 CIR_COLLECTIONS_DIR = CIR_DATA_DIR / "collections"
+# The shared store every host reads (retrieval/blobstore.py): finished index versions, a reindex's chunks,
+# upload features. A folder (an NFS mount when there are several hosts) or a file:// URL. Each worker serves
+# from its own local cache, never memory-mapping the store itself, and keeps CIR_CACHE_VERSIONS versions there.
+CIR_STORE_URL = os.environ.get("CIR_STORE_URL") or str(CIR_DATA_DIR / "store")
+CIR_CACHE_DIR = Path(os.environ.get("CIR_CACHE_DIR") or CIR_DATA_DIR / "cache").resolve()
+CIR_CACHE_VERSIONS = env_int("CIR_CACHE_VERSIONS", 4)  # index versions a host keeps in its local cache
 CIR_UPLOADS_DIR = CIR_DATA_DIR / "uploads"
 CIR_THUMBS_DIR = CIR_DATA_DIR / "thumbs"
 CIR_THUMB_SIZE = 256

@@ -1,0 +1,125 @@
+"""The shared store: files every host can read, named by keys such as ``collections/shapes/v3/index.faiss``.
+
+A store holds what must outlive one machine's disk and be readable from every host: finished index
+versions, a reindex's extracted chunks and upload features. Workers never memory-map from it: they copy
+what they serve into their own local cache first (network file systems and object stores make poor
+page caches).
+
+Keys are relative POSIX paths (``a/b/c``): no leading slash, no ``..``, no empty parts. Every write is
+atomic (a reader sees the old file or the whole new one, never a part), so a writer killed mid-copy
+leaves nothing that looks finished.
+
+`DirectoryStore` is a folder (local, or an NFS mount standing for one); `open_store` builds the store a
+URL names.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from retrieval.errors import RetrievalError
+
+
+class StoreError(RetrievalError):
+    """A key that is malformed or missing, or a store that cannot be reached."""
+
+
+def checked_key(key: str) -> str:
+    """`key` if it is a relative POSIX path without `..` or empty parts; StoreError otherwise."""
+    parts = key.split("/")
+    if not key or "\\" in key or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(f"{key!r} is not a valid store key (a relative path such as 'collections/x/v1/meta.json')")
+    return key
+
+
+class BlobStore(Protocol):
+    """What the product needs of a shared store."""
+
+    url: str
+
+    def put_file(self, local: Path, key: str) -> None:
+        """Copy the local file to `key`, atomically (replacing what was there)."""
+
+    def get_file(self, key: str, local: Path) -> None:
+        """Copy `key` to the local file, atomically; StoreError if there is no such key."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under the folder `prefix` (recursively), sorted."""
+
+    def delete(self, prefix: str) -> None:
+        """Remove the key `prefix`, or everything under the folder `prefix`; nothing if absent."""
+
+
+class DirectoryStore:
+    """A store that is a folder. On the same file system as the destination, `get_file` hard-links instead
+    of copying (one host running everything pays no second copy of each version)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.url = self.root.as_uri() if self.root.is_absolute() else str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*checked_key(key).split("/"))
+
+    def put_file(self, local: Path, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def get_file(self, key: str, local: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise StoreError(f"the shared store {self.url} has no {key}")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            try:
+                os.link(source, tmp)  # files in the store are replaced, never changed in place: a link is safe
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, local)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and not p.name.endswith(".tmp")
+        )
+
+    def delete(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def open_store(url: str | Path) -> BlobStore:
+    """The store `url` names: a folder path or ``file://`` URL."""
+    text = str(url)
+    if text.startswith("file://"):
+        return DirectoryStore(Path(text.removeprefix("file://")))
+    if "://" in text:
+        raise StoreError(f"{text!r}: unknown kind of shared store (expected a folder or file:// URL)")
+    return DirectoryStore(Path(text))
