@@ -15,6 +15,7 @@ URL names.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -123,3 +124,50 @@ def open_store(url: str | Path) -> BlobStore:
     if "://" in text:
         raise StoreError(f"{text!r}: unknown kind of shared store (expected a folder or file:// URL)")
     return DirectoryStore(Path(text))
+
+
+COMPLETE = "_complete.json"  # written last by publish_folder: a folder without it is not finished
+
+
+def publish_folder(store: BlobStore, folder: Path, prefix: str) -> None:
+    """Copy every file of `folder` under `prefix`, then the marker that says the folder is whole (a reader
+    never takes a folder whose publisher died half-way)."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != COMPLETE)
+    listing = {p.relative_to(folder).as_posix(): p.stat().st_size for p in files}
+    for path in files:
+        store.put_file(path, f"{checked_key(prefix)}/{path.relative_to(folder).as_posix()}")
+    marker = Path(folder) / COMPLETE
+    marker.write_text(json.dumps(listing, indent=1))
+    try:
+        store.put_file(marker, f"{prefix}/{COMPLETE}")
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def fetch_folder(store: BlobStore, prefix: str, destination: Path) -> Path:
+    """The published folder `prefix` as a local folder at `destination` (copied once; later calls find it).
+    The copy is made beside `destination` and renamed into place, so a killed copier leaves no half folder."""
+    destination = Path(destination)
+    if (destination / COMPLETE).is_file():
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        store.get_file(f"{checked_key(prefix)}/{COMPLETE}", tmp / COMPLETE)
+        listing: dict[str, int] = json.loads((tmp / COMPLETE).read_text())
+        for name, size in listing.items():
+            store.get_file(f"{prefix}/{name}", tmp / name)
+            if (tmp / name).stat().st_size != size:
+                raise StoreError(f"{prefix}/{name} in the shared store is not the size its publisher wrote")
+        try:
+            os.replace(tmp, destination)
+        except OSError:  # another process of this host fetched it first
+            if not (destination / COMPLETE).is_file():
+                raise
+    except StoreError as exc:
+        if not store.exists(f"{prefix}/{COMPLETE}"):
+            raise StoreError(f"{prefix} is not (or not completely) published in the shared store {store.url}") from exc
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return destination

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.blobstore import DirectoryStore, StoreError, open_store
+from retrieval.blobstore import DirectoryStore, StoreError, fetch_folder, open_store, publish_folder
 
 
 def test_put_get_list_delete_round_trip(tmp_path: Path) -> None:
@@ -47,3 +47,21 @@ def test_a_missing_key_is_a_sentence(tmp_path: Path) -> None:
 def test_unknown_url_schemes_are_refused() -> None:
     with pytest.raises(StoreError, match="unknown kind"):
         open_store("ftp://host/store")
+
+
+def test_a_published_folder_comes_back_whole_and_only_when_whole(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    folder = tmp_path / "v1"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "meta.json").write_text("{}")
+    (folder / "sub" / "ids.npy").write_bytes(b"1234")
+    with pytest.raises(StoreError, match=r"not .*published"):
+        fetch_folder(store, "collections/x/v1", tmp_path / "cache" / "v1")
+    store.put_file(folder / "meta.json", "collections/x/v1/meta.json")  # a publisher that died half-way
+    with pytest.raises(StoreError, match=r"not .*published"):
+        fetch_folder(store, "collections/x/v1", tmp_path / "cache" / "v1")
+    publish_folder(store, folder, "collections/x/v1")
+    local = fetch_folder(store, "collections/x/v1", tmp_path / "cache" / "v1")
+    assert (local / "sub" / "ids.npy").read_bytes() == b"1234" and (local / "meta.json").read_text() == "{}"
+    assert fetch_folder(store, "collections/x/v1", local) == local  # the second call finds it
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["v1"]  # no temporary folder left behind
