@@ -58,8 +58,8 @@ class BlobStore(Protocol):
 
 
 class DirectoryStore:
-    """A store that is a folder. On the same file system as the destination, `get_file` hard-links instead
-    of copying (one host running everything pays no second copy of each version)."""
+    """A store that is a folder. On the same file system, files are hard-linked in and out instead of
+    copied (one host running everything pays no second copy of each version)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -73,7 +73,7 @@ class DirectoryStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
-            shutil.copyfile(local, tmp)
+            _link_or_copy(local, tmp)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -86,10 +86,7 @@ class DirectoryStore:
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex}.tmp")
         try:
-            try:
-                os.link(source, tmp)  # files in the store are replaced, never changed in place: a link is safe
-            except OSError:
-                shutil.copyfile(source, tmp)
+            _link_or_copy(source, tmp)
             os.replace(tmp, local)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -116,6 +113,15 @@ class DirectoryStore:
             path.unlink(missing_ok=True)
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows it: stored and cached files are replaced, never changed in
+    place, so sharing their bytes is safe and one host running everything keeps one copy of each."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def open_store(url: str | Path) -> BlobStore:
     """The store `url` names: a folder path or ``file://`` URL."""
     text = str(url)
@@ -137,11 +143,8 @@ def publish_folder(store: BlobStore, folder: Path, prefix: str) -> None:
     for path in files:
         store.put_file(path, f"{checked_key(prefix)}/{path.relative_to(folder).as_posix()}")
     marker = Path(folder) / COMPLETE
-    marker.write_text(json.dumps(listing, indent=1))
-    try:
-        store.put_file(marker, f"{prefix}/{COMPLETE}")
-    finally:
-        marker.unlink(missing_ok=True)
+    marker.write_text(json.dumps(listing, indent=1))  # kept: the publisher's folder is a whole local copy too
+    store.put_file(marker, f"{prefix}/{COMPLETE}")
 
 
 def fetch_folder(store: BlobStore, prefix: str, destination: Path) -> Path:

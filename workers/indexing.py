@@ -21,6 +21,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from numpy.typing import NDArray
 
+from cirweb import storage
 from cirweb.catalog import jobs, selectors
 from cirweb.catalog import services as catalog
 from cirweb.catalog.models import IndexVersion, ReindexJob
@@ -97,8 +98,8 @@ def _indexed_sources(version: IndexVersion | None) -> dict[str, tuple[int, int]]
     if version is None:
         return None
     try:
-        data = json.loads((Path(version.path) / "sources.json").read_text())
-    except (OSError, ValueError):
+        data = json.loads((storage.index_version_folder(path=version.path) / "sources.json").read_text())
+    except (OSError, ValueError, RetrievalError):
         return None
     return {rel: (size, mtime) for rel, size, mtime in data.values()}
 
@@ -168,13 +169,13 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
     if len(ids) == 0:
         shutil.rmtree(work_dir, ignore_errors=True)
         return _finish(job, ReindexJob.Status.FAILED, "no image could be read, so there is nothing to index")
-    written = _write(job, ids, features, models, skipped=len(reasons))
+    written, key = _write(job, ids, features, models, skipped=len(reasons))
     version = catalog.reindex_job_activate(
         job=job,
         worker=job.worker,
         version_fields={
             "number": written.meta.version,
-            "path": str(written.path),
+            "path": key,
             "count": written.meta.count,
             "dim": written.meta.dim,
             "index_type": written.meta.index_type,
@@ -189,8 +190,8 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
         eta_seconds=0,
         skipped_reasons=_skipped_reasons(reasons, annotation_skips),
     )
-    if version is None:  # cancelled while writing, or taken over: the built folder is nobody's
-        shutil.rmtree(written.path, ignore_errors=True)
+    if version is None:  # cancelled while writing, or taken over: the built version is nobody's
+        storage.index_version_discard(path=key)
         if selectors.reindex_job_cancel_requested(job_id=job.pk):
             shutil.rmtree(work_dir, ignore_errors=True)
             return _finish(job, ReindexJob.Status.CANCELLED)
@@ -283,7 +284,7 @@ def _merged_with_previous(
     ids, features = result.ids, result.features
     if previous is None:
         return ids, features
-    old = load_version(previous.path, mmap=True)
+    old = load_version(storage.index_version_folder(path=previous.path), mmap=True)
     drop = set(scan.deleted_ids) | set(scan.extract_ids)
     keep = np.array([i not in drop for i in old.ids.tolist()], bool)
     return np.concatenate([np.asarray(old.ids)[keep], ids]), np.concatenate([np.asarray(old.features)[keep], features])
@@ -291,23 +292,30 @@ def _merged_with_previous(
 
 def _write(
     job: ReindexJob, ids: NDArray[np.int64], features: NDArray[np.float32], models: Models, skipped: int
-) -> WrittenVersion:
-    """The new version's folder, under a number neither the disk nor the catalog has used."""
+) -> tuple[WrittenVersion, str]:
+    """The new version, built in this host's cache under a number neither the disk, the shared store nor the
+    catalog has used, then published to the shared store; returns it and its store key."""
     collection = job.collection
     stats = selectors.image_sources(ids=ids.tolist())
-    root = catalog.collection_dir(collection)
-    number = max([*version_numbers(root), *selectors.index_version_numbers(collection=collection)], default=0) + 1
-    return write_version(
+    root = storage.index_version_staging(slug=collection.slug)
+    used = [
+        *version_numbers(root),
+        *storage.index_version_numbers(slug=collection.slug),
+        *selectors.index_version_numbers(collection=collection),
+    ]
+    written = write_version(
         root,
         ids,
         features,
         encoder=models.clip_spec,
         combiner=models.combiner_spec,
         preprocessing=models.preprocessing,
-        version=number,
+        version=max(used, default=0) + 1,
         extra={"job": job.pk, "skipped": skipped},
         extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},
     )
+    key = storage.index_version_key(slug=collection.slug, number=written.meta.version)
+    return written, storage.index_version_publish(folder=written.path, key=key)
 
 
 def _skipped_reasons(reasons: dict[int, str], annotation_skips: dict[str, int]) -> dict[str, str]:

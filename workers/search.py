@@ -18,6 +18,7 @@ from django.db import OperationalError
 from numpy.typing import NDArray
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from cirweb import storage
 from cirweb.catalog import selectors as catalog
 from cirweb.catalog.models import IndexVersion
 from cirweb.conversations import selectors
@@ -75,7 +76,9 @@ def active_index(collection_id: int) -> tuple[IndexVersion, LoadedVersion]:
         _versions[version_id] = catalog.index_version_get(version_id=version_id)
     version = _versions[version_id]
     try:
-        return version, runtime.index(collection_id, version.number, version.path)
+        return version, runtime.index(
+            collection_id, version.number, str(storage.index_version_folder(path=version.path))
+        )
     except (OSError, RetrievalError) as exc:
         raise SearchFailed("index_unavailable", f"Index version {version.number} cannot be read ({exc}).") from None
 

@@ -166,7 +166,9 @@ def collection_activate_version(
 def _version_ids(version: IndexVersion) -> list[int]:
     import numpy as np  # numpy is light; the web never imports the engine itself
 
-    path = Path(version.path) / "ids.npy"
+    from cirweb import storage
+
+    path = storage.index_version_folder(path=version.path) / "ids.npy"
     return np.load(path).tolist() if path.is_file() else []
 
 

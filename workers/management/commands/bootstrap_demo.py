@@ -21,6 +21,7 @@ from django.core.management.base import CommandError
 from cirweb.catalog.models import Collection, ReindexJob
 from cirweb.catalog.services import reindex_job_start
 from cirweb.commandline import DocumentedCommand
+from cirweb.storage import index_version_exists
 from retrieval.datasets.shapes_world import generate_world
 from retrieval.training import recipe
 from workers.indexing import reindex_run
@@ -91,7 +92,11 @@ class Command(DocumentedCommand):
         )
         version = collection.active_version
         current = (settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
-        if version is not None and (version.encoder, version.combiner) == current and Path(version.path).is_dir():
+        if (
+            version is not None
+            and (version.encoder, version.combiner) == current
+            and index_version_exists(path=version.path)
+        ):
             self.stdout.write(f"index: version {version.number} is active (already built)")
             return
         ReindexJob.objects.filter(collection=collection).exclude(status__in=ReindexJob.FINISHED).update(
