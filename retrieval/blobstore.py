@@ -50,6 +50,9 @@ class BlobStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def modified(self, key: str) -> float | None:
+        """When `key` was last written (seconds since the epoch), None if there is no such key."""
+
     def list(self, prefix: str) -> list[str]:
         """Keys under the folder `prefix` (recursively), sorted."""
 
@@ -75,6 +78,7 @@ class DirectoryStore:
         try:
             _link_or_copy(local, tmp)
             os.replace(tmp, target)
+            tmp.unlink(missing_ok=True)  # rename(2) does nothing when both names are links to one file
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -88,12 +92,19 @@ class DirectoryStore:
         try:
             _link_or_copy(source, tmp)
             os.replace(tmp, local)
+            tmp.unlink(missing_ok=True)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def modified(self, key: str) -> float | None:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def list(self, prefix: str) -> list[str]:
         folder = self._path(prefix)

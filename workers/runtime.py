@@ -14,12 +14,16 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from cirweb.locations import model_file, model_stored
+from retrieval.blobstore import BlobStore
+from retrieval.cache import Hold
 from retrieval.combiner import Fuser, load_combiner
 from retrieval.confine import confined_checkpoint
 from retrieval.encoders import ClipEncoder, load_clip
@@ -58,27 +62,38 @@ class Runtime:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
         self._indexes: OrderedDict[tuple[int, int], IndexVersion] = OrderedDict()
+        self._holds: dict[tuple[int, int], Hold] = {}
         self._uploads: OrderedDict[tuple[int, str], NDArray[np.float32]] = OrderedDict()
         self._max_uploads = max_uploads
 
     def models(self, clip_spec: str, combiner_spec: str) -> Models:
+        """The pair loaded once. Specs are taken as the database stores them (checkpoints relative to the
+        model roots) or as this host's paths; both name the same entry, keyed by the stored form."""
+        roots = self.model_roots or []
+        clip_spec, combiner_spec = model_stored(clip_spec, roots), model_stored(combiner_spec, roots)
         key = (clip_spec, combiner_spec)
         if key in self._models:
             return self._models[key]
         with self._lock:
             if key not in self._models:
                 started = time.perf_counter()
-                roots = self.model_roots
-                if Path(clip_spec).is_file():  # what a checkpoint records is read only once it is known ours
-                    confined_checkpoint(clip_spec, roots, "CLIP checkpoint")
-                kind = recorded_preprocessing(clip_spec)
+                clip_file = model_file(clip_spec, roots)
+                if Path(clip_file).is_file():  # what a checkpoint records is read only once it is known ours
+                    confined_checkpoint(clip_file, self.model_roots, "CLIP checkpoint")
+                kind = recorded_preprocessing(clip_file)
                 encoder = load_clip(
-                    clip_spec, device=self.device, preprocessing=kind, model_roots=roots, force_fp32=self.force_fp32
+                    clip_file,
+                    device=self.device,
+                    preprocessing=kind,
+                    model_roots=self.model_roots,
+                    force_fp32=self.force_fp32,
                 )
                 combiner = (
                     None
                     if combiner_spec in ("", "sum")
-                    else load_combiner(combiner_spec, device=encoder.device, model_roots=roots)
+                    else load_combiner(
+                        model_file(combiner_spec, roots), device=encoder.device, model_roots=self.model_roots
+                    )
                 )
                 seconds = time.perf_counter() - started
                 fuser = Fuser(combiner, encoder.dim)
@@ -92,14 +107,22 @@ class Runtime:
                 )
         return self._models[key]
 
-    def index(self, collection_id: int, number: int, path: str) -> IndexVersion:
+    def index(self, collection_id: int, number: int, hold: Callable[[], Hold]) -> IndexVersion:
+        """The version, memory-mapped once. `hold` gives its local folder, held for as long as it is mapped
+        (this host's cache never deletes a held folder); called only when the version is not loaded yet."""
         key = (collection_id, number)
         with self._lock:  # cheap: the common case is a dictionary hit
             if key in self._indexes:
                 self._indexes.move_to_end(key)
             else:
                 started = time.perf_counter()
-                self._indexes[key] = load_version(Path(path), mmap=True)
+                held = hold()
+                try:
+                    self._indexes[key] = load_version(held.folder, mmap=True)
+                except BaseException:
+                    held.release()
+                    raise
+                self._holds[key] = held
                 self._indexes.move_to_end(key)
                 log.info(
                     "loaded index %s v%d (%d vectors) in %.2fs",
@@ -117,22 +140,38 @@ class Runtime:
         used = [k for k in self._indexes if k[0] == collection_id and k != keep]
         for old in used[:-1]:
             self._indexes.pop(old, None)
+            if (held := self._holds.pop(old, None)) is not None:
+                held.release()
 
-    def upload_feature(self, upload_id: int, path: str, models: Models, cache_dir: Path) -> NDArray[np.float32]:
-        """The raw CLIP feature of an upload: from memory, from its file on disk, or encoded now (and kept)."""
+    def upload_feature(
+        self,
+        upload_id: int,
+        models: Models,
+        *,
+        image: Callable[[], Path],
+        cache_dir: Path,
+        store: BlobStore,
+        prefix: str,
+    ) -> NDArray[np.float32]:
+        """The raw CLIP feature of an upload: from memory, from this host's cache, from the shared store (a
+        worker of another host computed it), or encoded now from the file `image()` gives, and published."""
         key = (upload_id, models.key)
         if key in self._uploads:
             self._uploads.move_to_end(key)
             return self._uploads[key]
-        cached = cache_dir / f"{upload_id}.{models.key}.npy"
+        name = f"{upload_id}.{models.key}.npy"
+        cached = cache_dir / name
+        if not cached.is_file() and store.exists(f"{prefix}/{name}"):
+            store.get_file(f"{prefix}/{name}", cached)
         if cached.is_file():
             feature = np.load(cached)
         else:
-            feature = models.encoder.encode_images([open_image(path)])[0]
+            feature = models.encoder.encode_images([open_image(image())])[0]
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(f".{uuid.uuid4().hex}.tmp.npy")
             np.save(tmp, feature)
             tmp.replace(cached)
+            store.put_file(cached, f"{prefix}/{name}")
         self._uploads[key] = feature
         while len(self._uploads) > self._max_uploads:
             self._uploads.popitem(last=False)

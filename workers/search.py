@@ -77,7 +77,7 @@ def active_index(collection_id: int) -> tuple[IndexVersion, LoadedVersion]:
     version = _versions[version_id]
     try:
         return version, runtime.index(
-            collection_id, version.number, str(storage.index_version_folder(path=version.path))
+            collection_id, version.number, lambda: storage.index_version_hold(path=version.path)
         )
     except (OSError, RetrievalError) as exc:
         raise SearchFailed("index_unavailable", f"Index version {version.number} cannot be read ({exc}).") from None
@@ -107,11 +107,20 @@ def reference_feature(
         row = catalog.upload_file(upload_id=upload_id)
         if row is None or row[1]:
             raise SearchFailed("reference_missing", "The uploaded reference was deleted.")
-        path = str(Path(settings.CIR_UPLOADS_DIR) / row[0])
+        file = row[0]
         try:
-            feature = runtime.upload_feature(upload_id, path, models, Path(settings.CIR_UPLOADS_DIR) / "features")
+            feature = runtime.upload_feature(
+                upload_id,
+                models,
+                image=lambda: storage.upload_local(file=file),
+                cache_dir=Path(settings.CIR_CACHE_DIR) / storage.UPLOAD_FEATURES,
+                store=storage.shared_store(),
+                prefix=storage.UPLOAD_FEATURES,
+            )
         except ImageError as exc:
             raise SearchFailed("reference_missing", f"The uploaded image cannot be read: {exc}") from None
+        except FileNotFoundError:
+            raise SearchFailed("reference_missing", "The uploaded reference's file is gone.") from None
         return feature[None, :]
     return None
 

@@ -1,4 +1,5 @@
-"""Listing a collection's source (a folder, or a dataset split) as `SourceImage`s for the catalog."""
+"""Listing a collection's source (a folder, or a dataset split) as `SourceImage`s for the catalog, each
+with its path relative to the source folder (what `Image.path` stores)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from cirweb.catalog.confinement import source_root_problem
 from cirweb.catalog.models import Collection
 from cirweb.catalog.services import SourceImage
+from cirweb.locations import image_stored, source_folder
 from retrieval.datasets import load_dataset
 from retrieval.datasets.folder import scan_folder
 from retrieval.errors import DatasetError
@@ -16,11 +18,12 @@ from retrieval.errors import DatasetError
 def source_listing(collection: Collection) -> tuple[list[SourceImage], dict[str, int]]:
     """Every image the source holds now, and the annotation entries skipped (reason -> how many). Raises
     DatasetError (with the path and layout) when it cannot be read, or may not be (outside the source roots)."""
-    kind, root = collection.source, Path(collection.source_path)
+    kind, root = collection.source, source_folder(collection.source_path)
     if problem := source_root_problem(collection.source_path):  # the admin form checked; settings may change
         raise DatasetError(f"this collection's source cannot be read: {problem}")
     if kind == Collection.Source.FOLDER:
-        return [SourceImage(f.relpath, str(f.path), f.size, f.mtime_ns) for f in scan_folder(root)], {}
+        files = scan_folder(root)
+        return [SourceImage(f.relpath, image_stored(str(f.path), root), f.size, f.mtime_ns) for f in files], {}
     if kind not in (Collection.Source.CIRR, Collection.Source.FASHIONIQ, Collection.Source.SHAPES):
         raise DatasetError(f"unknown collection source {kind!r}")
     data = load_dataset(kind, root, collection.source_split or "val", check_images=True)
@@ -35,7 +38,8 @@ def source_listing(collection: Collection) -> tuple[list[SourceImage], dict[str,
             st = os.stat(path)
         except OSError:
             continue
-        listing.append(SourceImage(name, str(path), st.st_size, st.st_mtime_ns, scenes.get(name, {})))
+        stored = image_stored(str(path), root)
+        listing.append(SourceImage(name, stored, st.st_size, st.st_mtime_ns, scenes.get(name, {})))
     return listing, dict(data.skipped)
 
 

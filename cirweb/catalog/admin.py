@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 from cirweb.catalog import services
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
 from cirweb.catalog.validation import model_problem, source_problem
+from cirweb.locations import collection_locations
 
 REINDEX_PERMISSION = "catalog.reindex_collection"
 
@@ -42,6 +43,8 @@ class CollectionForm(forms.ModelForm):
         problem = model_problem(data.get("encoder", ""), data.get("combiner", ""))
         if problem:
             self.add_error("encoder" if "CLIP" in problem else "combiner", f"{problem[0].upper()}{problem[1:]}.")
+        if not self.errors:  # staff type this host's paths; the database keeps them relative to the roots
+            data.update(collection_locations(**{k: data.get(k, "") for k in ("source_path", "encoder", "combiner")}))
         return data
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from cirweb.locations import model_file, source_folder
+
 
 def _roots(paths: list[Path]) -> str:
     return ", ".join(str(p) for p in paths) or "none configured"
@@ -24,17 +26,21 @@ def protected_folders() -> dict[Path, str]:
         Path(settings.CIR_UPLOADS_DIR): "visitors' uploads",
         Path(settings.CIR_THUMBS_DIR): "thumbnails",
         Path(settings.CIR_COLLECTIONS_DIR): "index versions",
+        Path(settings.CIR_CACHE_DIR): "index versions and uploads cached on this host",
     }
+    store = str(settings.CIR_STORE_URL).removeprefix("file://")
+    if "://" not in store:
+        folders[Path(store)] = "the shared store (index versions, uploads)"
     for root in settings.CIR_MODEL_ROOTS:
         folders[Path(root)] = "model checkpoints"
     return {p.resolve(): what for p, what in folders.items()}
 
 
 def source_root_problem(path: str) -> str | None:
-    """Why a collection may not read from `path`, or None when it may."""
+    """Why a collection may not read from `path` (as staff typed it, or as stored), or None when it may."""
     if not path:
         return None  # "give the folder" is the layout check's sentence
-    resolved = Path(path).expanduser().resolve()
+    resolved = source_folder(path).resolve()
     roots = [Path(r).resolve() for r in settings.CIR_SOURCE_ROOTS]
     if not any(resolved.is_relative_to(root) for root in roots):
         return (
@@ -48,8 +54,9 @@ def source_root_problem(path: str) -> str | None:
 
 
 def model_root_problem(path: str, what: str) -> str | None:
-    """Why the checkpoint file at `path` may not be loaded, or None when it lies under a model root."""
-    resolved = Path(path).expanduser().resolve()
+    """Why the checkpoint file at `path` (absolute, or as stored) may not be loaded, or None when it lies
+    under a model root."""
+    resolved = Path(model_file(path)).resolve()
     roots = [Path(r).resolve() for r in settings.CIR_MODEL_ROOTS]
     if any(resolved.is_relative_to(root) for root in roots):
         return None

@@ -21,16 +21,22 @@ class Collection(models.Model):
     description = models.TextField(blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.FOLDER)
     source_path = models.CharField(
-        max_length=1000, help_text="Folder, or dataset root (CIRR: the cirr_dataset folder)."
+        max_length=1000,
+        help_text="Folder, or dataset root (CIRR: the cirr_dataset folder), under one of CIR_SOURCE_ROOTS; kept "
+        "relative to it.",
     )
     source_split = models.CharField(
         max_length=16, blank=True, help_text="Dataset split (CIRR/shapes: val, test1, train)."
     )
     encoder = models.CharField(
-        max_length=500, blank=True, help_text="CLIP model name or checkpoint path; blank: default."
+        max_length=500,
+        blank=True,
+        help_text="CLIP model name or checkpoint path (under CIR_MODEL_ROOTS); blank: default.",
     )
     combiner = models.CharField(
-        max_length=500, blank=True, help_text="Combiner checkpoint path, 'sum', or blank: default."
+        max_length=500,
+        blank=True,
+        help_text="Combiner checkpoint path (under CIR_MODEL_ROOTS), 'sum', or blank: default.",
     )
     active_version = models.ForeignKey(
         "IndexVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -51,7 +57,7 @@ class Image(models.Model):
 
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="images")
     relpath = models.CharField(max_length=1000)
-    path = models.CharField(max_length=2000, help_text="Absolute path of the file.")
+    path = models.CharField(max_length=2000, help_text="The file, relative to the collection's source folder.")
     size = models.BigIntegerField(default=0)
     mtime_ns = models.BigIntegerField(default=0)
     width = models.IntegerField(null=True, blank=True)
@@ -71,7 +77,7 @@ class Image(models.Model):
 
 
 class IndexVersion(models.Model):
-    """One built index of a collection: `var/collections/<slug>/v<number>/`."""
+    """One built index of a collection; `path` is its key in the shared store, `collections/<slug>/v<number>`."""
 
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()

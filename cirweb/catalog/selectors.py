@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from django.db.models import Count, Q, QuerySet
 
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
+from cirweb.locations import image_file, source_folder
 
 
 def collection_list() -> QuerySet[Collection]:
@@ -61,9 +62,12 @@ def index_version_numbers(*, collection: Collection) -> list[int]:
 
 
 def image_files(*, ids: Iterable[int]) -> dict[int, tuple[str, int, int]]:
-    """id -> (path, size, mtime_ns): what an extraction reads and stamps its chunks with."""
-    rows = Image.objects.filter(pk__in=list(ids)).values_list("pk", "path", "size", "mtime_ns")
-    return {pk: (path, size, mtime) for pk, path, size, mtime in rows}
+    """id -> (local path on this host, size, mtime_ns): what an extraction reads and stamps its chunks with."""
+    rows = Image.objects.filter(pk__in=list(ids)).values_list(
+        "pk", "path", "size", "mtime_ns", "collection__source_path"
+    )
+    folders = {source: source_folder(source) for source in {row[4] for row in rows}}
+    return {pk: (str(image_file(path, folders[source])), size, mtime) for pk, path, size, mtime, source in rows}
 
 
 def image_sources(*, ids: Iterable[int]) -> dict[int, tuple[str, int, int]]:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from cirweb.catalog.jobs import reindex_job_claim_lost, reindex_job_send
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob
+from cirweb.locations import model_stored
 
 
 class CatalogError(ValueError):
@@ -31,7 +32,7 @@ class SourceImage:
     """One image as a scan of the collection's source sees it."""
 
     relpath: str
-    path: str
+    path: str  # relative to the collection's source folder (cirweb/locations.py)
     size: int
     mtime_ns: int
     attributes: dict[str, Any] = field(default_factory=dict)
@@ -54,11 +55,12 @@ def collection_dir(collection: Collection) -> Path:
 
 
 def collection_encoder(collection: Collection) -> str:
-    return collection.encoder or settings.CIR_CLIP_MODEL
+    """The collection's CLIP, as the database stores it (a checkpoint relative to the model roots)."""
+    return model_stored(collection.encoder or settings.CIR_CLIP_MODEL)
 
 
 def collection_combiner(collection: Collection) -> str:
-    return collection.combiner or settings.CIR_COMBINER
+    return model_stored(collection.combiner or settings.CIR_COMBINER)
 
 
 def collection_apply_scan(

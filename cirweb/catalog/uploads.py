@@ -1,4 +1,5 @@
-"""Uploads: validated before anything is stored, stored under a name derived from their content.
+"""Uploads: validated before anything is stored, stored under a name derived from their content, in this
+host's CIR_UPLOADS_DIR and in the shared store (so a search worker on any host can read them).
 
 The web process checks uploads with Pillow alone (it never loads the engine): the declared name and type
 are not trusted; the bytes must decode as one of the accepted formats within the size and pixel limits.
@@ -78,6 +79,9 @@ def upload_create(*, owner: Owner, data: bytes, original_name: str = "") -> Uplo
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
+    from cirweb import storage  # here: the web process starts without even the store's module of the engine
+
+    storage.upload_publish(local=path, file=relative)  # search workers on any host read it from the store
     return Upload.objects.create(
         file=relative,
         original_name=os.path.basename(original_name)[:255],
@@ -100,4 +104,7 @@ def upload_delete(*, upload: Upload) -> None:
 
 
 def upload_path(upload: Upload) -> Path:
-    return Path(settings.CIR_UPLOADS_DIR) / upload.file
+    """The upload's file on this host (fetched from the shared store if this host does not have it)."""
+    from cirweb import storage
+
+    return storage.upload_local(file=upload.file)

@@ -12,19 +12,9 @@ import os
 from pathlib import Path
 
 from cirweb.catalog.confinement import model_root_problem, source_root_problem
+from cirweb.locations import KNOWN_CLIP_MODELS, is_model_path, model_file, source_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
-KNOWN_CLIP_MODELS = (
-    "RN50",
-    "RN101",
-    "RN50x4",
-    "RN50x16",
-    "RN50x64",
-    "ViT-B/32",
-    "ViT-B/16",
-    "ViT-L/14",
-    "ViT-L/14@336px",
-)  # the names `clip.load` knows (retrieval.encoders.ARCHITECTURES)
 SPLITS = {"cirr": ("train", "val", "test1"), "shapes": ("train", "val", "test1"), "fashioniq": ("train", "val", "test")}
 
 
@@ -56,7 +46,7 @@ def folder_problem(path: Path) -> str | None:
 
 def source_problem(source: str, path: str, split: str) -> str | None:
     """A sentence saying what is wrong with a collection's source, or None when it looks usable."""
-    root = Path(path).expanduser()
+    root = source_folder(path)
     if not path:
         return "give the folder or dataset root"
     if confined := source_root_problem(path):
@@ -89,16 +79,16 @@ def source_problem(source: str, path: str, split: str) -> str | None:
 
 
 def model_problem(encoder: str, combiner: str) -> str | None:
-    encoder_is_file = encoder and encoder not in KNOWN_CLIP_MODELS and not encoder.startswith("random:")
+    encoder_is_file = is_model_path(encoder)
     if encoder_is_file and (confined := model_root_problem(encoder, "CLIP model")):
         return confined
     if combiner and combiner != "sum" and (confined := model_root_problem(combiner, "Combiner checkpoint")):
         return confined
-    if encoder_is_file and not Path(encoder).is_file():
+    if encoder_is_file and not Path(model_file(encoder)).is_file():
         return (
             f"the CLIP model {encoder!r} is neither a checkpoint file that exists nor one of "
             f"{', '.join(KNOWN_CLIP_MODELS)}"
         )
-    if combiner and combiner != "sum" and not Path(combiner).is_file():
+    if combiner and combiner != "sum" and not Path(model_file(combiner)).is_file():
         return f"the Combiner checkpoint {combiner} does not exist (or write 'sum' for no Combiner)"
     return None

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.views.decorators.http import require_GET
 
+from cirweb import locations
 from cirweb.catalog.confinement import source_root_problem
 from cirweb.catalog.models import Image, Upload
 from cirweb.catalog.thumbnails import ThumbnailError, ThumbnailTooLarge, etag_for, thumbnail
@@ -40,8 +41,8 @@ def _image(image_id: int) -> Path:
     )
     if row is None:
         raise Http404("No such image.")
-    path = Path(row[0]).resolve()
-    root = Path(row[2]).resolve()
+    folder = locations.source_folder(row[2])
+    root, path = folder.resolve(), locations.image_file(row[0], folder).resolve()
     if not path.is_relative_to(root) or source_root_problem(row[2]):  # an annotation may name any path
         raise Http404("No such image.")
     if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():  # never an .html from our origin
@@ -83,7 +84,10 @@ def _upload(request: HttpRequest, upload_id: int) -> Path:
         upload = Upload.objects.filter(pk=upload_id).first()
     if upload is None:
         raise Http404("No such upload.")
-    return upload_path(upload)
+    try:
+        return upload_path(upload)
+    except FileNotFoundError:
+        raise Http404("This upload's file is gone.") from None
 
 
 @require_GET

@@ -65,3 +65,13 @@ def test_a_published_folder_comes_back_whole_and_only_when_whole(tmp_path: Path)
     assert (local / "sub" / "ids.npy").read_bytes() == b"1234" and (local / "meta.json").read_text() == "{}"
     assert fetch_folder(store, "collections/x/v1", local) == local  # the second call finds it
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["v1"]  # no temporary folder left behind
+
+
+def test_putting_a_file_the_store_already_links_to_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    store.put_file(tmp_path / "f", "k/f")
+    store.put_file(tmp_path / "f", "k/f")  # the same bytes again (an upload made twice): one inode, two names
+    store.get_file("k/f", tmp_path / "f")
+    assert sorted(p.name for p in (tmp_path / "store" / "k").iterdir()) == ["f"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "store"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
+from cirweb import storage
 from cirweb.catalog.models import IndexVersion, ReindexJob, Upload
 from retrieval.store import write_version
 from tests.web.factories import make_collection, png_bytes
@@ -27,10 +30,11 @@ pytestmark = pytest.mark.django_db
 
 
 def footprint(settings: Any) -> tuple[int, int]:
-    """(bytes, files) under the folders prune looks after."""
+    """(bytes, files) under the folders prune looks after: this host's and the shared store."""
     total = files = 0
-    for name in ("uploads", "thumbs", "collections"):
-        for dirpath, _, names in os.walk(Path(settings.CIR_DATA_DIR) / name):
+    folders = [Path(settings.CIR_DATA_DIR) / name for name in ("uploads", "thumbs", "collections")]
+    for folder in [*folders, Path(settings.CIR_CACHE_DIR), Path(settings.CIR_STORE_URL)]:
+        for dirpath, _, names in os.walk(folder):
             for n in names:
                 total += os.lstat(os.path.join(dirpath, n)).st_size
                 files += 1
@@ -44,20 +48,37 @@ def upload(client: Client, colour: str) -> dict[str, Any]:
     return response.json()
 
 
-def version(collection: Any, number: int) -> IndexVersion:
-    root = Path(collection_dir(collection))
+def built(collection: Any, number: int) -> Path:
+    """A version folder as an index worker builds it, in this host's cache (not published yet)."""
     ids = np.arange(1, 4, dtype=np.int64)
-    written = write_version(root, ids, np.eye(3, 8, dtype=np.float32), encoder="e", combiner="c", version=number)
+    staging = storage.index_version_staging(slug=collection.slug)
+    return write_version(staging, ids, np.eye(3, 8, dtype=np.float32), encoder="e", combiner="c", version=number).path
+
+
+def version(collection: Any, number: int) -> IndexVersion:
+    """A version built, published to the shared store and registered, as a reindex leaves it."""
+    key = storage.index_version_publish(
+        folder=built(collection, number), key=storage.index_version_key(slug=collection.slug, number=number)
+    )
     return IndexVersion.objects.create(
-        collection=collection, number=number, path=str(written.path), count=3, dim=8, index_type="flat",
-        encoder="e", combiner="c",
-    )  # fmt: skip
+        collection=collection, number=number, path=key, count=3, dim=8, index_type="flat", encoder="e", combiner="c"
+    )
+
+
+def in_store(key: str) -> bool:
+    return bool(storage.shared_store().list(key))
 
 
 def collection_dir(collection: Any) -> Path:
+    """The data directory's folder of the collection before the shared store (and of its jobs' chunks)."""
     from cirweb.catalog.services import collection_dir as owner_of_the_rule
 
     return owner_of_the_rule(collection)
+
+
+def aged(path: Path, hours: float = 2) -> None:
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (time.time() - hours * 3600,) * 2)
 
 
 def test_prune_brings_the_data_directory_back_to_its_baseline(settings: Any) -> None:
@@ -77,17 +98,31 @@ def test_prune_brings_the_data_directory_back_to_its_baseline(settings: Any) -> 
 
     old = upload(leaver, "olive")
     shared = upload(leaver, "teal")
-    features = Path(settings.CIR_UPLOADS_DIR) / "features" / f"{old['id']}.abc123.npy"
-    features.parent.mkdir(parents=True, exist_ok=True)
-    np.save(features, np.zeros(512, np.float32))
+    name = f"{old['id']}.abc123.npy"
+    for folder in (Path(settings.CIR_UPLOADS_DIR) / "features", Path(settings.CIR_CACHE_DIR) / storage.UPLOAD_FEATURES):
+        folder.mkdir(parents=True, exist_ok=True)  # the first: where features lay before the shared store
+        np.save(folder / name, np.zeros(512, np.float32))
+    storage.shared_store().put_file(folder / name, f"{storage.UPLOAD_FEATURES}/{name}")
+    olive = Upload.objects.get(pk=old["id"]).file
+    (Path(settings.CIR_UPLOADS_DIR) / olive).unlink()  # as if the web process of another host had taken it
+    assert storage.upload_local(file=olive).is_relative_to(settings.CIR_CACHE_DIR)  # fetched from the store
     Upload.objects.filter(pk__in=[old["id"], shared["id"]]).update(created=timezone.now() - timedelta(days=31))
     os.utime(image.path, ns=(image.mtime_ns + 10**9, image.mtime_ns + 10**9))  # the file changed: new thumbnail
     assert keeper.get(f"/images/{image.pk}/thumb").status_code == 200
     old_versions = [version(collection, 1), version(collection, 2)]
-    unregistered = write_version(collection_dir(collection), np.arange(3), np.eye(3, 8, dtype=np.float32),
-                                 encoder="e", combiner="c", version=9).path  # fmt: skip
-    killed = Path(tempfile.mkdtemp(prefix=".v10-", dir=collection_dir(collection)))
-    (killed / "features.npy").write_bytes(b"x" * 4096)
+    for old_version in old_versions:
+        storage.index_version_folder(path=old_version.path)  # fetched into this host's cache
+    unregistered = storage.index_version_publish(folder=built(collection, 9), key="collections/kept/v9")
+    half = built(collection, 11)
+    storage.shared_store().put_file(half / "features.npy", "collections/kept/v11/features.npy")  # its writer died
+    aged(Path(settings.CIR_STORE_URL) / "collections" / "kept" / "v11")
+    aged(half)
+    legacy = write_version(collection_dir(collection), np.arange(3), np.eye(3, 8, dtype=np.float32),
+                           encoder="e", combiner="c", version=5).path  # fmt: skip
+    killed = [Path(tempfile.mkdtemp(prefix=".v10-", dir=d)) for d in (collection_dir(collection), half.parent)]
+    for folder in killed:
+        (folder / "features.npy").write_bytes(b"x" * 4096)
+        aged(folder)
     job = ReindexJob.objects.create(collection=collection, kind="full", status=ReindexJob.Status.FAILED)
     chunks = collection_dir(collection) / "jobs" / str(job.pk)
     chunks.mkdir(parents=True)
@@ -104,9 +139,11 @@ def test_prune_brings_the_data_directory_back_to_its_baseline(settings: Any) -> 
     assert "deleted" in out.getvalue() and "freed" in out.getvalue()
     assert not Session.objects.filter(session_key=expired.session_key).exists()
     assert not IndexVersion.objects.filter(pk__in=[v.pk for v in old_versions]).exists()
-    assert not unregistered.exists() and not killed.exists() and not chunks.exists()
+    assert not any(in_store(v.path) for v in old_versions) and not in_store(unregistered)
+    assert not in_store("collections/kept/v11") and not legacy.exists() and not half.exists()
+    assert not any(k.exists() for k in killed) and not chunks.exists()
     collection.refresh_from_db()
-    assert collection.active_version is not None and Path(collection.active_version.path).is_dir()
+    assert collection.active_version is not None and storage.index_version_exists(path=collection.active_version.path)
     # what is still in use still works: the live upload (whose bytes the expired one shared), the image
     assert keeper.get(f"/uploads/{kept_upload['id']}").status_code == 200
     assert keeper.get(kept_upload["thumb"]).status_code == 200
@@ -121,10 +158,37 @@ def test_prune_never_deletes_the_active_version_nor_touches_a_collection_being_r
     collection.save()
     newest = version(collection, 2)
     call_command("prune", stdout=io.StringIO())
-    assert Path(collection.active_version.path).is_dir() and Path(newest.path).is_dir()
+    assert storage.index_version_exists(path=collection.active_version.path)
+    assert storage.index_version_exists(path=newest.path)
 
     job = ReindexJob.objects.create(collection=collection, kind="full", status=ReindexJob.Status.RUNNING)
-    writing = Path(tempfile.mkdtemp(prefix=".v3-", dir=collection_dir(collection)))
+    writing = Path(tempfile.mkdtemp(prefix=".v3-", dir=storage.index_version_staging(slug=collection.slug)))
+    aged(writing)  # however long the build takes
+    storage.shared_store().put_file(newest_file(newest), "collections/busy/v3/features.npy")  # being published
+    aged(Path(settings.CIR_STORE_URL) / "collections" / "busy" / "v3")
     (collection_dir(collection) / "jobs" / str(job.pk)).mkdir(parents=True)
     call_command("prune", stdout=io.StringIO())
     assert writing.exists() and (collection_dir(collection) / "jobs" / str(job.pk)).exists()
+    assert in_store("collections/busy/v3")
+
+
+def newest_file(version: IndexVersion) -> Path:
+    return storage.index_version_folder(path=version.path) / "features.npy"
+
+
+def test_prune_leaves_a_cached_version_a_worker_maps_until_it_lets_go(settings: Any) -> None:
+    settings.CIR_KEEP_INDEX_VERSIONS = 1
+    collection = make_collection("mapped", images=1)
+    old, active = version(collection, 1), version(collection, 2)
+    collection.active_version = active
+    collection.save()
+    shutil.rmtree(storage.index_version_staging(slug=collection.slug))  # a search host: its cache started empty
+    held = storage.index_version_hold(path=old.path)  # a worker still answering turns from v1
+
+    call_command("prune", stdout=io.StringIO())
+    assert not in_store(old.path) and not IndexVersion.objects.filter(pk=old.pk).exists()
+    assert (held.folder / "index.faiss").is_file()  # still mapped: still there
+
+    held.release()
+    call_command("prune", stdout=io.StringIO())
+    assert not held.folder.exists()

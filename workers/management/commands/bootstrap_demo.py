@@ -19,8 +19,9 @@ from django.conf import settings
 from django.core.management.base import CommandError
 
 from cirweb.catalog.models import Collection, ReindexJob
-from cirweb.catalog.services import reindex_job_start
+from cirweb.catalog.services import collection_combiner, collection_encoder, reindex_job_start
 from cirweb.commandline import DocumentedCommand
+from cirweb.locations import source_stored
 from cirweb.storage import index_version_exists
 from retrieval.datasets.shapes_world import generate_world
 from retrieval.training import recipe
@@ -85,13 +86,13 @@ class Command(DocumentedCommand):
             defaults={
                 "name": "Shapes",
                 "source": Collection.Source.SHAPES,
-                "source_path": str(world),
+                "source_path": source_stored(str(world)),
                 "source_split": "val",
                 "description": "Generated scenes of coloured shapes (held-out val split).",
             },
         )
         version = collection.active_version
-        current = (settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
+        current = (collection_encoder(collection), collection_combiner(collection))
         if (
             version is not None
             and (version.encoder, version.combiner) == current
