@@ -3,8 +3,8 @@ never emptied under a process that memory-maps a folder.
 
 A process that maps a folder holds it: a shared `flock` on the folder's ``.hold`` file, which the kernel
 drops when the process dies (no stale marks to clean up). Holding also stamps the file's time, which orders
-folders by last use. `evict_folders` deletes the least recently used folders beyond a count, skipping every
-folder someone holds: it takes the lock exclusively without waiting and, while it has it, renames the
+folders by last use. `evict_folders` deletes the least recently used folders until a count is left,
+skipping every folder someone holds: it takes the lock exclusively without waiting and, while it has it, renames the
 folder away, so a process about to hold it finds it gone (and fetches it again) rather than holding a
 folder being deleted.
 """
@@ -66,13 +66,17 @@ def last_used(folder: Path) -> float:
 
 
 def evict_folders(folders: Iterable[Path], keep: int) -> list[Path]:
-    """Delete the folders beyond the `keep` most recently used, except those a process holds; returns
-    the folders deleted."""
-    ordered = sorted((Path(f) for f in folders), key=last_used, reverse=True)
+    """Delete the least recently used folders until at most `keep` are left, skipping those a process
+    holds (they count towards `keep`: a held folder makes a less recent one go); returns those deleted."""
+    ordered = sorted((Path(f) for f in folders), key=last_used)
+    excess = len(ordered) - max(keep, 0)
     removed = []
-    for folder in ordered[max(keep, 0) :]:
+    for folder in ordered:
+        if excess <= 0:
+            break
         if evict_folder(folder):
             removed.append(folder)
+            excess -= 1
     return removed
 
 

@@ -68,16 +68,16 @@ class Runtime:
 
     def models(self, clip_spec: str, combiner_spec: str) -> Models:
         """The pair loaded once. Specs are taken as the database stores them (checkpoints relative to the
-        model roots) or as this host's paths; both name the same entry, keyed by the stored form."""
-        roots = self.model_roots or []
-        clip_spec, combiner_spec = model_stored(clip_spec, roots), model_stored(combiner_spec, roots)
+        model roots, settings.CIR_MODEL_ROOTS) or as this host's paths; both name the same entry, keyed by
+        the stored form. Loading is confined to `model_roots` when it is set."""
+        clip_spec, combiner_spec = model_stored(clip_spec), model_stored(combiner_spec)
         key = (clip_spec, combiner_spec)
         if key in self._models:
             return self._models[key]
         with self._lock:
             if key not in self._models:
                 started = time.perf_counter()
-                clip_file = model_file(clip_spec, roots)
+                clip_file = model_file(clip_spec)
                 if Path(clip_file).is_file():  # what a checkpoint records is read only once it is known ours
                     confined_checkpoint(clip_file, self.model_roots, "CLIP checkpoint")
                 kind = recorded_preprocessing(clip_file)
@@ -91,9 +91,7 @@ class Runtime:
                 combiner = (
                     None
                     if combiner_spec in ("", "sum")
-                    else load_combiner(
-                        model_file(combiner_spec, roots), device=encoder.device, model_roots=self.model_roots
-                    )
+                    else load_combiner(model_file(combiner_spec), device=encoder.device, model_roots=self.model_roots)
                 )
                 seconds = time.perf_counter() - started
                 fuser = Fuser(combiner, encoder.dim)

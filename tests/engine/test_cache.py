@@ -42,7 +42,8 @@ def test_a_held_folder_is_never_evicted_even_by_another_process(tmp_path: Path) 
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
-        assert evict_folders([v0, v1], keep=0) == [v1]  # v0 is mapped by the other process
+        assert evict_folders([v0, v1], keep=1) == [v1]  # v0 is mapped by the other process: v1 goes instead
+        assert evict_folders([v0], keep=0) == []
         assert (v0 / "index.faiss").is_file()
     finally:
         holder.kill()

@@ -1,0 +1,37 @@
+"""A host serves index versions from its own cache: fetched whole from the shared store when the cache
+starts empty, at most CIR_CACHE_VERSIONS kept, never one a worker process maps."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cirweb import storage
+from retrieval.store import load_version, write_version
+
+
+def publish(slug: str, number: int) -> str:
+    staging = storage.index_version_staging(slug=slug)
+    ids = np.arange(1, 4, dtype=np.int64) + number
+    written = write_version(staging, ids, np.eye(3, 8, dtype=np.float32), encoder="e", combiner="c", version=number)
+    return storage.index_version_publish(folder=written.path, key=storage.index_version_key(slug=slug, number=number))
+
+
+def test_an_empty_cache_fills_from_the_store_and_keeps_at_most_the_configured_versions(settings: Any) -> None:
+    settings.CIR_CACHE_VERSIONS = 2
+    keys = [publish("cached", n) for n in (1, 2, 3, 4)]
+    shutil.rmtree(Path(settings.CIR_CACHE_DIR))  # a new host: nothing local yet
+
+    held = storage.index_version_hold(path=keys[0])  # a search worker maps v1
+    assert load_version(held.folder, mmap=True).ids.tolist() == [2, 3, 4]
+    for key in keys[1:]:
+        assert load_version(storage.index_version_folder(path=key)).meta.count == 3
+    cached = sorted(p.name for p in storage.cached_versions())
+    assert cached == ["v1", "v4"]  # v4 just fetched; v1 held, although used before v2 and v3
+
+    held.release()
+    storage.index_version_folder(path=keys[1])  # v2 again: v1 is no longer held, and the oldest
+    assert sorted(p.name for p in storage.cached_versions()) == ["v2", "v4"]
