@@ -304,7 +304,11 @@ CIR_COLLECTIONS_DIR = CIR_DATA_DIR / "collections"
 # The shared store every host reads (retrieval/blobstore.py): finished index versions, a reindex's chunks,
 # upload features. A folder (an NFS mount when there are several hosts) or a file:// URL. Each worker serves
 # from its own local cache, never memory-mapping the store itself, and keeps CIR_CACHE_VERSIONS versions there.
+# Or s3://bucket/prefix (retrieval/s3store.py): credentials and region from boto3's standard AWS_* variables
+# (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/configuration.html); CIR_S3_ENDPOINT_URL
+# points boto3 at an S3-compatible server (MinIO, Ceph) instead of AWS.
 CIR_STORE_URL = os.environ.get("CIR_STORE_URL") or str(CIR_DATA_DIR / "store")
+CIR_S3_ENDPOINT_URL = os.environ.get("CIR_S3_ENDPOINT_URL") or None
 CIR_CACHE_DIR = Path(os.environ.get("CIR_CACHE_DIR") or CIR_DATA_DIR / "cache").resolve()
 CIR_CACHE_VERSIONS = env_int("CIR_CACHE_VERSIONS", 4)  # index versions a host keeps in its local cache
 CIR_UPLOADS_DIR = CIR_DATA_DIR / "uploads"

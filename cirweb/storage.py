@@ -32,7 +32,7 @@ from retrieval.cache import Hold, evict_folder, evict_folders, hold_folder
 
 @functools.cache
 def shared_store() -> BlobStore:
-    return open_store(settings.CIR_STORE_URL)
+    return open_store(settings.CIR_STORE_URL, endpoint_url=settings.CIR_S3_ENDPOINT_URL)
 
 
 def index_version_key(*, slug: str, number: int) -> str:

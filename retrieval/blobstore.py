@@ -9,8 +9,8 @@ Keys are relative POSIX paths (``a/b/c``): no leading slash, no ``..``, no empty
 atomic (a reader sees the old file or the whole new one, never a part), so a writer killed mid-copy
 leaves nothing that looks finished.
 
-`DirectoryStore` is a folder (local, or an NFS mount standing for one); `open_store` builds the store a
-URL names.
+`DirectoryStore` is a folder (local, or an NFS mount standing for one); `S3Store` (retrieval/s3store.py)
+is an S3 bucket or an S3-compatible server; `open_store` builds the store a URL names.
 """
 
 from __future__ import annotations
@@ -133,13 +133,18 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def open_store(url: str | Path) -> BlobStore:
-    """The store `url` names: a folder path or ``file://`` URL."""
+def open_store(url: str | Path, *, endpoint_url: str | None = None) -> BlobStore:
+    """The store `url` names: a folder path, a ``file://`` URL, or ``s3://bucket/prefix`` (an S3 bucket, or
+    one of the S3-compatible server at `endpoint_url`; boto3 is imported only then)."""
     text = str(url)
     if text.startswith("file://"):
         return DirectoryStore(Path(text.removeprefix("file://")))
+    if text.startswith("s3://"):
+        from retrieval.s3store import open_s3_store
+
+        return open_s3_store(text, endpoint_url=endpoint_url)
     if "://" in text:
-        raise StoreError(f"{text!r}: unknown kind of shared store (expected a folder or file:// URL)")
+        raise StoreError(f"{text!r}: unknown kind of shared store (expected a folder, a file:// or an s3:// URL)")
     return DirectoryStore(Path(text))
 
 

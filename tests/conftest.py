@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from tests.live import live_services, shapes, shapes_world  # noqa: F401  (session fixtures, shared)
+from tests.s3server import aws_env, new_bucket, s3_endpoint  # noqa: F401  (a local S3-compatible server)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
