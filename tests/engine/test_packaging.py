@@ -29,7 +29,11 @@ def canonical(name: str) -> str:
 
 def test_every_engine_import_is_a_declared_dependency() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    declared = {canonical(re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0]) for dep in project["project"]["dependencies"]}
+    extras = [dep for group in project["project"].get("optional-dependencies", {}).values() for dep in group]
+    declared = {
+        canonical(re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0])
+        for dep in [*project["project"]["dependencies"], *extras]
+    }
     owners = packages_distributions()
     missing = {
         module: owners.get(module, ["?"])
