@@ -8,7 +8,8 @@ from typing import Any
 from celery.signals import task_postrun, worker_process_init
 from django.conf import settings
 
-from workers.app import app
+from retrieval.precision import compute_threads_set
+from workers.app import SEARCH_QUEUE, app
 from workers.indexing import reindex_run
 from workers.runtime import runtime
 from workers.search import TRANSIENT, answer_query, answer_turn, queue_clock
@@ -27,6 +28,8 @@ def _load_models_once(**_: Any) -> None:
     """Load the default models when the worker process starts, not on its first turn."""
     runtime.device = settings.CIR_DEVICE
     runtime.force_fp32 = settings.CIR_FORCE_FP32
+    if set(app.amqp.queues.consume_from) == {SEARCH_QUEUE}:  # a search process (index ones keep every core)
+        compute_threads_set(settings.CIR_SEARCH_THREADS)
     try:
         runtime.models(settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
     except Exception as exc:  # a missing default model must not stop collections with their own models
