@@ -156,9 +156,6 @@ def _add(key: str, amount: int, timeout: int) -> int:
         return amount
 
 
-TURN_FRAMES = ("turn.create", "turn.more")  # the frames that put work on the search queue
-
-
 def address_of_request(request: Any) -> str | None:
     return request.META.get("REMOTE_ADDR") or None  # uvicorn sets it from X-Forwarded-For behind a trusted proxy
 

@@ -12,7 +12,11 @@ def enqueue_search_turn(turn_id: int, priority: int = 0) -> None:
     # No broker expiry: the sweep (workers/sweep.py) is the one owner of a turn's expiry, and a message that
     # comes after the turn was failed finds nothing to claim. `priority` (0 first): how many of its visitor's
     # turns were already in flight (cirweb/limits.py), so one visitor's burst waits behind others' first turns.
-    app.send_task("workers.tasks.search_turn", args=[turn_id], queue=SEARCH_QUEUE, priority=priority)
+    # `ignore_result`: the outcome is the turn row, so no result is stored in Redis by the worker, and the web
+    # process does not subscribe to one per turn (Celery's Redis backend otherwise does, on every send).
+    app.send_task(
+        "workers.tasks.search_turn", args=[turn_id], queue=SEARCH_QUEUE, priority=priority, ignore_result=True
+    )
 
 
 def enqueue_reindex(job_id: int) -> None:

@@ -9,6 +9,9 @@ The fastest choice differs by processor and by path, so it is made per path, not
   bf16 autocast loses (its casts cost more than it saves; measured 59 ms vs 40 ms on RN50x4 with AMX).
   int8 dynamic quantization of the transformer's Linear layers reads a quarter of the bytes and wins on
   any x86 CPU with AVX2; it is used for real-size text towers only (width >= 512), where it was measured.
+  It wins at one thread per process (RN50x4 19 ms vs 37 ms fp32 on a busy 2-core AMD EPYC, cosine 0.9992);
+  with two threads on cores that other work also wants, both paths stall waiting for the second thread
+  (60-73 ms vs 100 ms), which is why search processes run one (`compute_threads_set`).
 - repeated texts (the same refinement asked again, another user's identical wording) come from an LRU.
 
 `choose_precision` makes the choice from the CPU's flags; `force_fp32` (the setting CIR_FORCE_FP32)
@@ -129,3 +132,14 @@ def precision_for(model: CLIP, *, device: torch.device, force_fp32: bool = False
         text_width=int(model.transformer.width),
         force_fp32=force_fp32,
     )
+
+
+def compute_threads_set(threads: int) -> None:
+    """Intra-op threads of torch and Faiss in this process. A turn is one short text and one query: too
+    little work per operation to share between threads, so a search process wants one (measured on a 2-core
+    machine shared with other work: RN50x4's single text 37 ms with one thread, 100 ms with two; the demo's
+    whole turn 2 ms vs 14 ms), and a second search process, not a second thread, uses a second core."""
+    import faiss  # the engine's own dependency; imported here so that precision stays light to import
+
+    torch.set_num_threads(max(1, threads))
+    faiss.omp_set_num_threads(max(1, threads))

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -64,13 +65,27 @@ class Publisher:
     def publish(self, group: str, event: dict[str, Any]) -> None:
         """Queue `event` for `group`; returns at once. Best effort: results are stored before they are
         published, so a lost message costs nothing a reload or the socket's catch-up cannot recover."""
+        loop = self._running_loop()
+        queue = self._queue
+        assert queue is not None
+        loop.call_soon_threadsafe(queue.put_nowait, (group, event))
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             loop = self._loop if self._pid == os.getpid() else None  # a forked child starts its own
             if loop is None or not loop.is_running():
                 loop = self._start()
-        queue = self._queue
-        assert queue is not None
-        loop.call_soon_threadsafe(queue.put_nowait, (group, event))
+        return loop
+
+    def later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run `callback` on the publisher's thread in `delay` seconds (it may call `put_now`)."""
+        loop = self._running_loop()
+        loop.call_soon_threadsafe(loop.call_later, delay, callback)
+
+    def put_now(self, group: str, event: dict[str, Any]) -> None:
+        """Queue `event` from the publisher's own thread (a `later` callback): in order with `publish`."""
+        assert self._queue is not None
+        self._queue.put_nowait((group, event))
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every queued event has been sent (for commands that exit right after publishing)."""
@@ -85,3 +100,39 @@ class Publisher:
 
 publisher = Publisher()
 publish = publisher.publish
+
+
+class HeldProgress:
+    """One turn's progress frames, held back `after` seconds from its claim. A turn answered sooner sends
+    only its outcome: each progress frame costs a channel-layer round trip here and a websocket send in the
+    web process, on the same cores as the turns. A turn still running then shows the stage it is at, and
+    each later stage goes out at once. `close()` before publishing the outcome: nothing held is sent after
+    it, so a progress frame never follows its turn's results."""
+
+    def __init__(self, group: str, after: float) -> None:
+        self.group = group
+        self._lock = threading.Lock()
+        self._held: dict[str, Any] | None = None
+        self._shown = self._closed = False
+        publisher.later(after, self._release)
+
+    def stage(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if not self._shown:
+                self._held = event  # the latest stage replaces an earlier one nobody saw
+                return
+        publish(self.group, event)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def _release(self) -> None:  # on the publisher's thread
+        with self._lock:
+            if self._closed:
+                return
+            self._shown = True
+            if self._held is not None:
+                publisher.put_now(self.group, self._held)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from retrieval.errors import RetrievalError
 from retrieval.images import ImageError
 from retrieval.store import IndexVersion as LoadedVersion
 from workers.memory import remember
-from workers.publish import publish
+from workers.publish import HeldProgress, publish
 from workers.runtime import Models, runtime
 
 TRANSIENT = (OperationalError, RedisConnectionError)  # worth a retry: the database or Redis blinked
@@ -51,6 +52,27 @@ class SearchOutcome:
     version: IndexVersion
     remembered: str = ""  # what the conversation memory used, in words ("" without memory)
 
+
+# A turn answered within this long sends no progress frame, only its outcome (workers/publish.py).
+PROGRESS_AFTER_S = 0.25
+
+
+class QueueClock:
+    """When this process last finished a task, to tell the time a turn waited behind earlier turns (a busy
+    worker: capacity, solved by more workers) from the pipeline's own hand-off time; stored and sent with
+    the turn's timings as `queue_wait` (ms), which `bench_pipeline` reports apart."""
+
+    def __init__(self) -> None:
+        self.idle_since = 0.0  # time.time(); the web and the workers of one host share the clock
+
+    def waited_ms(self, queued_at: datetime) -> float:
+        return round(max(0.0, self.idle_since - queued_at.timestamp()) * 1000, 2)
+
+    def task_done(self) -> None:
+        self.idle_since = time.time()
+
+
+queue_clock = QueueClock()
 
 # Rows that never change once written, cached per process: every ORM query on a turn's path costs
 # milliseconds of Python on small machines.
@@ -183,17 +205,20 @@ def answer_turn(turn_id: int) -> str:
     turn = turns.turn_claim(turn_id=turn_id, worker=me)
     if turn is None:
         return "skipped (already answered, failed or taken)"
+    waited_ms = queue_clock.waited_ms(turn.queued_at)
     group = Conversation.group_for(turn.conversation_id)
     offset = (turn.pages - 1) * turn.k
+    progress = HeldProgress(group, after=PROGRESS_AFTER_S)
 
     def stage(name: str) -> None:  # shown live; the stored status is "running" until the outcome
         # `offset` lets sockets drop a progress frame that arrives after its page's results (not forwarded)
-        publish(group, {"type": "turn.progress", "turn": turn.pk, "stage": name, "offset": offset})
+        progress.stage({"type": "turn.progress", "turn": turn.pk, "stage": name, "offset": offset})
 
     stage("encoding")
     fault_point("turn.claimed")
 
     def fail(code: str, message: str) -> None:
+        progress.close()
         if turns.turn_fail(turn_id=turn.pk, code=code, message=message, worker=me):
             publish(group, turns.failed_frame(turn_id=turn.pk, code=code, error=message))
 
@@ -222,10 +247,12 @@ def answer_turn(turn_id: int) -> str:
         fail("internal", "Something went wrong on our side; try again.")
         raise
     page = outcome.ranked
-    if not turns.turn_complete(turn=turn, ranked=page, timings_ms=outcome.timings_ms, version_id=outcome.version.pk):
+    progress.close()
+    timings = {**outcome.timings_ms, "queue_wait": waited_ms}
+    if not turns.turn_complete(turn=turn, ranked=page, timings_ms=timings, version_id=outcome.version.pk):
         return "dropped (the turn was failed or taken over meanwhile)"
     fault_point("turn.committed")
-    frame = turns.results_frame(turn_id=turn.pk, offset=offset, ranked=page, timings_ms=outcome.timings_ms)
+    frame = turns.results_frame(turn_id=turn.pk, offset=offset, ranked=page, timings_ms=timings)
     publish(group, {**frame, "memory": outcome.remembered})
     return f"done: {len(page)} results in {outcome.timings_ms['total']:.1f} ms"
 

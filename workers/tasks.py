@@ -5,16 +5,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, worker_process_init
 from django.conf import settings
 
-from workers.app import app
+from retrieval.precision import compute_threads_set
+from workers.app import SEARCH_QUEUE, app
 from workers.indexing import reindex_run
 from workers.runtime import runtime
-from workers.search import TRANSIENT, answer_query, answer_turn
+from workers.search import TRANSIENT, answer_query, answer_turn, queue_clock
 
 log = logging.getLogger(__name__)
 runtime.model_roots = list(settings.CIR_MODEL_ROOTS)  # whatever the pool: a worker loads checkpoints only there
+
+
+@task_postrun.connect
+def _mark_idle(**_: Any) -> None:
+    queue_clock.task_done()  # a turn queued before now waited for this process (its `queue_wait`)
 
 
 @worker_process_init.connect
@@ -22,6 +28,8 @@ def _load_models_once(**_: Any) -> None:
     """Load the default models when the worker process starts, not on its first turn."""
     runtime.device = settings.CIR_DEVICE
     runtime.force_fp32 = settings.CIR_FORCE_FP32
+    if set(app.amqp.queues.consume_from) == {SEARCH_QUEUE}:  # a search process (index ones keep every core)
+        compute_threads_set(settings.CIR_SEARCH_THREADS)
     try:
         runtime.models(settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
     except Exception as exc:  # a missing default model must not stop collections with their own models
@@ -31,6 +39,7 @@ def _load_models_once(**_: Any) -> None:
 @app.task(
     bind=True,
     name="workers.tasks.search_turn",
+    ignore_result=True,  # the turn row is the outcome (cirweb/queueing.py)
     autoretry_for=TRANSIENT,
     retry_backoff=0.5,
     retry_backoff_max=5,

@@ -91,6 +91,7 @@ def turn_create(
             raise TurnRejected("not_found", "This conversation was deleted (in another tab?).")
         conversation.title = changes.get("title", conversation.title)
         turn = Turn.objects.create(
+            sent_at=changes["updated"],  # sent on commit, just below (states.turn_send, `stamped`)
             conversation=conversation,
             parent_id=parent_id,
             client_id=str(client_id)[:64],
@@ -104,7 +105,7 @@ def turn_create(
         )
         if parent_id is not None and image is not None:
             _parent_result_choose(parent_id=parent_id, image_id=image)
-        transaction.on_commit(lambda: turn_send(turn_id=turn.pk, priority=priority))
+        transaction.on_commit(lambda: turn_send(turn_id=turn.pk, priority=priority, stamped=True))
     return turn
 
 

@@ -46,15 +46,23 @@ TURN_FIELDS = (
 )
 
 
-def turn_send(*, turn_id: int, priority: int = 0) -> None:
+def turn_send(*, turn_id: int, priority: int = 0, stamped: bool = False) -> None:
     """Send the turn's search task (after the commit that queued it). A broker that is down is not the
-    user's error: the turn stays queued and the sweep sends it again. `priority`: see cirweb/limits.py."""
+    user's error: the turn stays queued and the sweep sends it again. `priority`: see cirweb/limits.py.
+
+    `stamped`: the row was written with `sent_at` already set (`turn_create` does, to spare the path from
+    the user's Enter one write after the send); a send that fails then clears it, so the sweep's "never
+    sent" rule resends it within seconds. A process that dies between its commit and its send leaves it
+    stamped: the sweep's "lost" rule resends it after CIR_TURN_RESEND_AFTER."""
     try:
         queueing.enqueue_search_turn(turn_id, priority=priority)
     except Exception as exc:
         log.warning("could not send turn %s to the workers (the sweep will): %s", turn_id, exc)
+        if stamped:
+            Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(sent_at=None)
         return
-    Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(sent_at=timezone.now())
+    if not stamped:
+        Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update(sent_at=timezone.now())
 
 
 def _claim_grace() -> timedelta:
@@ -116,7 +124,8 @@ def turn_complete(
         )
         if not owned:
             return False
-        TurnResult.objects.filter(turn=turn, rank__gte=offset).delete()  # what an earlier attempt left
+        # One INSERT for the page. Nothing can be at these ranks yet: a page's results commit together with
+        # the status that leaves "running", and a claim only ever finds a turn that has not left it.
         TurnResult.objects.bulk_create(
             [TurnResult(turn=turn, rank=offset + i, image_id=img, score=score) for i, (img, score) in enumerate(ranked)]
         )
@@ -133,18 +142,20 @@ def turn_fail(*, turn_id: int, code: str, message: str, worker: str | None = Non
 
 def turn_request_more(*, turn: Turn, priority: int = 0) -> bool:
     """Queue the next page of a done turn. False when another request moved it first (two clicks, two tabs)."""
+    now = timezone.now()
     with transaction.atomic():
         moved = Turn.objects.filter(pk=turn.pk, status=Turn.Status.DONE, pages=turn.pages).update(
             pages=turn.pages + 1,
             status=Turn.Status.QUEUED,
             error="",
             error_code="",
-            queued_at=timezone.now(),
+            queued_at=now,
+            sent_at=now,  # sent on commit, just below
             attempts=0,
             worker="",
         )
         if moved:
-            transaction.on_commit(lambda: turn_send(turn_id=turn.pk, priority=priority))
+            transaction.on_commit(lambda: turn_send(turn_id=turn.pk, priority=priority, stamped=True))
     return bool(moved)
 
 

@@ -30,3 +30,18 @@ def test_bench_pipeline_answers_every_turn(live_services: LiveServices, shapes: 
     for row in rows:
         assert 0 < row["compute_ms"]["p50"] <= row["e2e_ms"]["p50"] <= row["e2e_ms"]["p99"]
         assert row["turns_per_second"] > 0
+
+
+def test_bench_pipeline_starts_the_product_per_worker_count_and_compares_throughput(
+    live_services: LiveServices, shapes: ShapesCollection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOWED_HOSTS"):
+        monkeypatch.setenv(name, live_services.env[name])  # the product it starts reads the test database
+    out = io.StringIO()
+    call_command(
+        "bench_pipeline", collection=shapes.slug, turns=4, concurrency=[2], serve_search_workers=[1], stdout=out
+    )
+    text = out.getvalue()
+    assert "round 1, 1 search worker(s):" in text, text
+    assert "2 conversations, turns/s: 1 worker(s)" in text and "(1.00x)" in text, text
+    assert "errors" not in text, text

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from cirweb import queueing
 from cirweb.catalog import jobs
 from cirweb.catalog import selectors as catalog_selectors
 from cirweb.catalog.models import ReindexJob
@@ -83,6 +84,27 @@ def test_the_sweep_puts_back_a_turn_whose_worker_died_and_sends_it_again(turn: T
     assert report.released == 1 and report.resent == 1
     row = Turn.objects.get(pk=turn.pk)
     assert row.status == "queued" and row.sent_at is not None
+
+
+def test_a_turn_is_stamped_sent_with_its_insert_and_a_failed_send_is_left_to_the_sweep(
+    turn: Turn, monkeypatch: Any
+) -> None:
+    """turn_create writes `sent_at` with the row (one write fewer on the way to the worker): the sweep does
+    not send it again; a send that fails clears it, and the sweep sends it within seconds."""
+    assert Turn.objects.get(pk=turn.pk).sent_at is not None
+    three_seconds_ago = timezone.now() - timedelta(seconds=3)
+    Turn.objects.filter(pk=turn.pk).update(queued_at=three_seconds_ago, sent_at=three_seconds_ago)
+    assert states.turn_sweep().resent == 0
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(queueing, "enqueue_search_turn", broker_down)
+    states.turn_send(turn_id=turn.pk, stamped=True)
+    assert Turn.objects.get(pk=turn.pk).sent_at is None
+    monkeypatch.undo()
+    assert states.turn_sweep().resent == 1
+    assert Turn.objects.get(pk=turn.pk).sent_at is not None
 
 
 def test_two_more_requests_for_one_page_count_once(turn: Turn) -> None:

@@ -1,21 +1,38 @@
 """`python manage.py bench_pipeline`: end-to-end turn latency against a running server, beside the compute
 time the worker measured for the same turns. The difference is what the pipeline itself costs
-(websocket, database, broker, worker hand-off, channel layer).
+(websocket, database, broker, worker hand-off, channel layer), plus, with more conversations than search
+workers, the time turns wait for a busy worker: the worker reports that wait (`queue_wait`), and
+"overhead less queue wait" is the pipeline's own share.
 
-Start the product first (`python manage.py serve`), then for example:
+Start the product first (`CIR_RATELIMIT_ENABLE=0 python manage.py serve`: 200 turns a minute are past the
+visitor limits), then for example:
     python manage.py bench_pipeline --url http://localhost:8000 --collection shapes --turns 200 --concurrency 1 8
+
+Or let it start the product itself, once per search-worker count and alternating for `--rounds` rounds, to
+compare throughput side by side (the machine's load drifts between runs; alternating spreads it evenly):
+    python manage.py bench_pipeline --serve-search-workers 1 2 --rounds 2 --turns 160 --concurrency 16
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.cookiejar import CookieJar
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import CommandError
 from websockets.sync.client import connect
 from websockets.typing import Origin
@@ -59,18 +76,19 @@ def conversation_run(
     collection: str,
     images: list[int],
     turns: int,
-    out: list[tuple[float, float]],
+    out: list[tuple[float, float, float]],
     errors: list[str],
     seed: int,
 ) -> None:
     client = Client(base)
     created = client.json("/api/conversations", {"collection": collection})
+    run = uuid.uuid4().hex[:6]
     origin = Origin(base)
     with connect(ws_base + created["ws"], additional_headers={"Cookie": client.cookie()}, origin=origin) as ws:
         for i in range(turns):
             message = {
                 "type": "turn.create",
-                "client_id": f"b{seed}-{i}",
+                "client_id": f"b{run}-{seed}-{i}",
                 "text": TEXTS[(seed + i) % len(TEXTS)],
                 "reference": {"image": images[(seed * 7919 + i * 31) % len(images)]},
                 "k": 24,
@@ -81,7 +99,9 @@ def conversation_run(
             while True:
                 frame = json.loads(ws.recv(timeout=60))
                 if frame["type"] == "turn.results":
-                    out.append(((time.perf_counter() - started) * 1000, frame["timings_ms"]["total"]))
+                    timings = frame["timings_ms"]
+                    e2e = (time.perf_counter() - started) * 1000
+                    out.append((e2e, timings["total"], timings.get("queue_wait", 0.0)))
                     break
                 if frame["type"] in ("turn.failed", "error"):
                     errors.append(frame.get("error", str(frame)))
@@ -90,7 +110,10 @@ def conversation_run(
 
 class Command(DocumentedCommand):
     help = "Measure end-to-end turn latency (websocket send -> turn.results) against a running server."
-    example = "python manage.py bench_pipeline --url http://localhost:8000 --collection shapes --concurrency 1 8"
+    example = (
+        "python manage.py bench_pipeline --url http://localhost:8000 --collection shapes --concurrency 1 8\n"
+        "python manage.py bench_pipeline --serve-search-workers 1 2 --rounds 2 --concurrency 16"
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--url", default="http://localhost:8000", help="address of the running server")
@@ -99,64 +122,152 @@ class Command(DocumentedCommand):
         parser.add_argument(
             "--concurrency", type=int, nargs="+", default=[1, 8], help="conversations at once, one run per level"
         )
+        parser.add_argument(
+            "--serve-search-workers",
+            type=int,
+            nargs="+",
+            default=None,
+            help="start `manage.py serve --search-workers N` here for each N (limits off) instead of using --url",
+        )
+        parser.add_argument("--rounds", type=int, default=1, help="with --serve-search-workers: alternations")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        base = options["url"].rstrip("/")
+        counts = options["serve_search_workers"]
+        if not counts:
+            report = self.levels(options["url"].rstrip("/"), options)
+        else:
+            report = []
+            for round_ in range(options["rounds"]):
+                for n in counts:
+                    with served(search_workers=n, collection=options["collection"]) as base:
+                        if not options["json"]:
+                            self.stdout.write(f"round {round_ + 1}, {n} search worker(s):")
+                        report += [row | {"search_workers": n} for row in self.levels(base, options)]
+            if not options["json"]:
+                self.stdout.write(throughput_text(report, counts))
+        if options["json"]:
+            self.stdout.write(json.dumps(report))
+
+    def levels(self, base: str, options: dict[str, Any]) -> list[dict[str, Any]]:
         ws_base = base.replace("http", "ws", 1)
-        client = Client(base)
-        page = client.json(f"/api/collections/{options['collection']}/images?limit=200")
+        page = Client(base).json(f"/api/collections/{options['collection']}/images?limit=200")
         images = [img["id"] for img in page["images"]]
         if not images:
             raise CommandError(f"collection {options['collection']!r} has no indexed images at {base}")
         report = []
         for concurrency in options["concurrency"]:
-            per = max(1, options["turns"] // concurrency)
-            results: list[tuple[float, float]] = []
-            errors: list[str] = []
-            threads = [
-                threading.Thread(
-                    target=conversation_run,
-                    args=(base, ws_base, options["collection"], images, per, results, errors, n),
-                )
-                for n in range(concurrency)
-            ]
-            started = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - started
-            e2e = [r[0] for r in results]
-            compute = [r[1] for r in results]
-            overhead = [a - b for a, b in results]
-            row = {
-                "concurrency": concurrency,
-                "turns": len(results),
-                "errors": len(errors),
-                "turns_per_second": round(len(results) / wall, 1),
-                "e2e_ms": {
-                    "p50": round(percentile(e2e, 50), 1),
-                    "p95": round(percentile(e2e, 95), 1),
-                    "p99": round(percentile(e2e, 99), 1),
-                },
-                "compute_ms": {"p50": round(percentile(compute, 50), 1), "p95": round(percentile(compute, 95), 1)},
-                "overhead_ms": {
-                    "p50": round(percentile(overhead, 50), 1),
-                    "p95": round(percentile(overhead, 95), 1),
-                    "p99": round(percentile(overhead, 99), 1),
-                    "mean": round(statistics.mean(overhead), 1),
-                },
-            }
+            row = level_run(base, ws_base, options["collection"], images, options["turns"], concurrency)
             report.append(row)
             if not options["json"]:
-                self.stdout.write(
-                    f"{concurrency} conversation(s), {len(results)} turns, {row['turns_per_second']} turns/s: "
-                    f"end-to-end p50 {row['e2e_ms']['p50']} ms / p95 {row['e2e_ms']['p95']} ms; "
-                    f"compute p50 {row['compute_ms']['p50']} / p95 {row['compute_ms']['p95']} ms; "
-                    f"overhead p50 {row['overhead_ms']['p50']} / p95 {row['overhead_ms']['p95']} / p99 "
-                    f"{row['overhead_ms']['p99']} ms"
-                    + (f"; {len(errors)} errors, first: {errors[0]}" if errors else "")
-                )
-        if options["json"]:
-            self.stdout.write(json.dumps(report))
+                self.stdout.write(row_text(row))
+        return report
+
+
+@contextmanager
+def served(*, search_workers: int, collection: str) -> Iterator[str]:
+    """The product as `manage.py serve` runs it, on a free port, with the visitor limits off; warmed up by a
+    few turns (models and index loaded in every search process) before it is measured."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    log = Path(settings.CIR_DATA_DIR) / "logs" / f"bench-serve-{search_workers}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CIR_RATELIMIT_ENABLE": "0"}
+    command = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve", "--no-colour"]
+    command += ["--port", str(port), "--search-workers", str(search_workers)]
+    with log.open("ab") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while not healthy(base):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise CommandError(f"`manage.py serve` did not become healthy; see {log}")
+            time.sleep(1)
+        images = [i["id"] for i in Client(base).json(f"/api/collections/{collection}/images?limit=50")["images"]]
+        level_run(base, base.replace("http", "ws", 1), collection, images, 4 * search_workers, 2 * search_workers)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # serve stops its children
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(5)
+
+
+def healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def throughput_text(report: list[dict[str, Any]], counts: list[int]) -> str:
+    """Turns per second for each search-worker count and conversation level, averaged over the rounds,
+    as ratios to the first count."""
+    lines = []
+    for concurrency in sorted({r["concurrency"] for r in report}):
+        rate = {
+            n: statistics.mean(
+                r["turns_per_second"] for r in report if r["search_workers"] == n and r["concurrency"] == concurrency
+            )
+            for n in counts
+        }
+        shown = ", ".join(f"{n} worker(s) {rate[n]:.1f} ({rate[n] / rate[counts[0]]:.2f}x)" for n in counts)
+        lines.append(f"{concurrency} conversations, turns/s: {shown}")
+    return "\n".join(lines)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    shown = {f"p{p}": round(percentile(values, p), 1) for p in (50, 95, 99)}
+    return shown | {"mean": round(statistics.mean(values), 1)}
+
+
+def level_run(
+    base: str, ws_base: str, collection: str, images: list[int], turns: int, concurrency: int
+) -> dict[str, Any]:
+    """`turns` turns over `concurrency` conversations at once, each sending its next turn on its last's results."""
+    per = max(1, turns // concurrency)
+    results: list[tuple[float, float, float]] = []
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=conversation_run, args=(base, ws_base, collection, images, per, results, errors, n))
+        for n in range(concurrency)
+    ]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    if not results:
+        raise CommandError(f"no turn came back at {concurrency} conversation(s): {errors[:1]}")
+    return {
+        "concurrency": concurrency,
+        "turns": len(results),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "turns_per_second": round(len(results) / wall, 1),
+        "load_average": round(os.getloadavg()[0], 1),  # this machine's: figures here depend on it
+        "e2e_ms": spread([e for e, _, _ in results]),
+        "compute_ms": spread([c for _, c, _ in results]),
+        "queue_wait_ms": spread([w for _, _, w in results]),
+        "overhead_ms": spread([e - c for e, c, _ in results]),
+        "overhead_less_queue_ms": spread([e - c - w for e, c, w in results]),
+    }
+
+
+def row_text(row: dict[str, Any]) -> str:
+    def pair(key: str) -> str:
+        return f"{row[key]['p50']} / {row[key]['p99']}"
+
+    return (
+        f"{row['concurrency']} conversation(s), {row['turns']} turns, {row['turns_per_second']} turns/s "
+        f"(load {row['load_average']}), p50 / p99 ms: end to end {pair('e2e_ms')}; compute {pair('compute_ms')}; "
+        f"overhead {pair('overhead_ms')}; waiting for a busy worker {pair('queue_wait_ms')}; "
+        f"overhead less that wait {pair('overhead_less_queue_ms')}"
+        + (f"; {row['errors']} errors, first: {row['first_error']}" if row["errors"] else "")
+    )

@@ -1,0 +1,63 @@
+"""Progress frames from a worker (workers/publish.py `HeldProgress`), through the real Redis channel layer:
+a turn answered quickly sends only its outcome; a slow one shows its latest stage, and nothing held back is
+ever sent after the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+
+from workers.publish import HeldProgress, publish
+
+pytestmark = pytest.mark.asyncio
+
+
+async def received(layer: Any, channel: str, seconds: float) -> list[tuple[Any, ...]]:
+    """(turn, type, stage) of every message the channel gets within `seconds`."""
+    frames: list[tuple[Any, ...]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        try:
+            event = await asyncio.wait_for(layer.receive(channel), timeout=left)
+        except TimeoutError:
+            break
+        frames.append((event["turn"], event["type"], event.get("stage")))
+    return frames
+
+
+def progress(turn: int, stage: str) -> dict[str, Any]:
+    return {"type": "turn.progress", "turn": turn, "stage": stage}
+
+
+async def test_a_fast_turn_sends_only_its_outcome_and_a_slow_one_its_latest_stage_first() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = f"progress-test.{uuid.uuid4().hex}"
+    await layer.group_add(group, channel)
+
+    fast = HeldProgress(group, after=0.5)
+    fast.stage(progress(1, "encoding"))
+    fast.close()  # answered within the half second: the held frame is never sent
+    publish(group, {"type": "turn.results", "turn": 1})
+
+    slow = HeldProgress(group, after=0.1)
+    slow.stage(progress(2, "encoding"))
+    slow.stage(progress(2, "searching"))  # replaces the one nobody saw yet
+    await asyncio.sleep(0.4)
+    slow.stage(progress(2, "ranking"))  # shown already: goes out at once
+    slow.close()
+    slow.stage(progress(2, "late"))  # after close: dropped
+    publish(group, {"type": "turn.results", "turn": 2})
+
+    assert await received(layer, channel, 1.5) == [
+        (1, "turn.results", None),
+        (2, "turn.progress", "searching"),
+        (2, "turn.progress", "ranking"),
+        (2, "turn.results", None),
+    ]
+    await layer.group_discard(group, channel)
