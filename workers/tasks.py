@@ -9,6 +9,7 @@ from celery.signals import worker_process_init
 from django.conf import settings
 
 from workers.app import app
+from workers.chunks import chunk_run
 from workers.indexing import reindex_run
 from workers.runtime import runtime
 from workers.search import TRANSIENT, answer_query, answer_turn
@@ -61,6 +62,18 @@ def search_query(payload: dict[str, Any]) -> dict[str, Any]:
 def reindex_collection(self: Any, job_id: int) -> str:
     outcome = reindex_run(job_id)
     log.info("reindex job %s %s", job_id, outcome)
+    return outcome
+
+
+@app.task(
+    name="workers.tasks.reindex_chunk",
+    # a chunk is CIR_REINDEX_CHUNK images (1024): three hours cover them at 0.1 image/s, far below any CPU
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 60,
+)
+def reindex_chunk(job_id: int, number: int) -> str:
+    outcome = chunk_run(job_id, number)
+    log.info("reindex job %s chunk %s %s", job_id, number, outcome)
     return outcome
 
 
