@@ -41,6 +41,7 @@ from cirweb.catalog import chunks, jobs, selectors
 from cirweb.catalog import services as catalog
 from cirweb.catalog.chunks import PlannedChunk
 from cirweb.catalog.models import IndexVersion, ReindexChunk, ReindexJob
+from cirweb.faults import fault_point
 from cirweb.liveness import process_identity
 from retrieval.errors import RetrievalError
 from retrieval.features import ChunkStore, ExtractionCancelled, Item
@@ -134,10 +135,11 @@ def _beat(job: ReindexJob, **progress: object) -> None:
         raise JobLost()
 
 
-def reindex_run(job_id: int, *, show_progress: bool = False, dispatch: bool = True) -> str:
+def reindex_run(job_id: int, *, show_progress: bool = False, dispatch: bool = False) -> str:
     """Run a reindex job as its coordinator; whatever happens, the job ends succeeded, failed or cancelled
     (never stuck running: if this process dies, the sweep gives the job to another one, which keeps the
-    chunks already made). Without `dispatch` no chunk task is sent: this process makes every chunk."""
+    chunks already made). With `dispatch` (the index workers' task) a chunk task is sent for each chunk not
+    made yet; without (a command run with no workers) this process makes every chunk."""
     job = jobs.reindex_job_claim(job_id=job_id, worker=process_identity())
     if job is None:
         return "skipped: finished, or running in another live process"
@@ -300,6 +302,7 @@ def _extract(job: ReindexJob, models: Models, progress: _JobProgress, dispatch: 
     store (a chunk the store does not hold as planned is made again)."""
     if dispatch:
         _dispatch(job)
+    fault_point("reindex.planned")
     while True:
         _make_chunks(job, models, progress)
         gathered = chunks_gather(job.pk)

@@ -60,7 +60,7 @@ def search_query(payload: dict[str, Any]) -> dict[str, Any]:
     time_limit=24 * 3600 + 60,
 )
 def reindex_collection(self: Any, job_id: int) -> str:
-    outcome = reindex_run(job_id)
+    outcome = reindex_run(job_id, dispatch=True)
     log.info("reindex job %s %s", job_id, outcome)
     return outcome
 
