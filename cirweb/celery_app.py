@@ -32,7 +32,7 @@ app.conf.update(
         "workers.tasks.search_query": {"queue": SEARCH_QUEUE},
         "workers.tasks.ping": {"queue": SEARCH_QUEUE},
         "workers.tasks.reindex_collection": {"queue": INDEX_QUEUE},
-        "workers.tasks.reindex_chunk": {"queue": INDEX_QUEUE},
+        "workers.tasks.extract_chunk": {"queue": INDEX_QUEUE},
         "workers.tasks.check_collection": {"queue": INDEX_QUEUE},
     },
     # A task is acknowledged after it ran, and re-queued if its worker process dies mid-way: tasks are

@@ -36,7 +36,7 @@ PQ_RERANK_FACTOR = 8
 # k-means points per IVF list: Faiss warns under 39; 64 keeps 1M-vector builds to minutes on 2 cores.
 TRAIN_PER_LIST = 64
 EXACT_COPY_TYPES = ("ivfpq", "hnsw")  # types that need the raw features beside them (see VectorIndex)
-ADD_BLOCK = 65536  # rows normalized and added at a time (160 MB of 640-d float32): a build's working memory
+ADD_BLOCK = 16384  # rows normalized and added at a time (40 MB of 640-d float32): a build's working memory
 
 
 def choose_index_type(count: int, dim: int, memory_budget: int = MEMORY_BUDGET_BYTES) -> str:
@@ -125,10 +125,11 @@ class VectorIndex:
             rows = np.arange(n)
             if n > TRAIN_PER_LIST * p.nlist:  # k-means needs a sample, not everything
                 rows = np.random.default_rng(seed).choice(n, TRAIN_PER_LIST * p.nlist, replace=False)
-            index.train(normalize(_rows(features, rows)))
+            index.train(_normalized_in_place(_rows(features, rows)))
         for start in range(0, n, ADD_BLOCK):
-            block = np.asarray(features[start : start + ADD_BLOCK], np.float32)
-            index.add_with_ids(normalize(block), ids[start : start + ADD_BLOCK])
+            block = features[start : start + ADD_BLOCK]  # a RowFile's is an array of its own; a slice is a view
+            block = block if isinstance(features, RowFile) else np.array(block, np.float32)
+            index.add_with_ids(_normalized_in_place(block), ids[start : start + ADD_BLOCK])
         exact = None
         if index_type in EXACT_COPY_TYPES:
             if isinstance(features, RowFile):
@@ -265,9 +266,16 @@ class VectorIndex:
 
 
 def _rows(features: NDArray[np.float32] | RowFile, rows: NDArray[np.int64]) -> NDArray[np.float32]:
+    """A copy of these rows (fancy indexing copies; so does a RowFile)."""
     if isinstance(features, RowFile):
         return features.take(rows)
     return np.asarray(features[rows], np.float32)
+
+
+def _normalized_in_place(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """`normalize` without its copies (the same values): a k-means sample can be a third of the collection."""
+    x /= np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x
 
 
 def _new_index(index_type: str, dim: int, p: IndexParams) -> faiss.Index:

@@ -25,6 +25,7 @@ from django.conf import settings
 from cirweb import storage
 from cirweb.catalog import chunks, selectors
 from cirweb.catalog import services as catalog
+from cirweb.catalog.chunks import PlannedChunk
 from cirweb.catalog.models import ReindexChunk
 from cirweb.faults import fault_point
 from cirweb.liveness import process_identity
@@ -58,6 +59,33 @@ def chunk_store(job_id: int) -> ChunkStore:
     """The job's chunk files in the shared store, through this host's cache."""
     scratch = Path(settings.CIR_CACHE_DIR) / storage.job_chunks_key(job_id=job_id)
     return ChunkStore(storage.shared_store(), storage.job_chunks_key(job_id=job_id), scratch)
+
+
+def chunks_plan(job_id: int, extract_ids: list[int], models: Models) -> int:
+    """The job's chunk rows for what must be extracted, each item stamped with its file's size and mtime and
+    the encoder (a job resumed under other models never reuses a chunk); returns how many chunks are
+    already made (in the store with the plan's fingerprint)."""
+    files = selectors.image_files(ids=extract_ids)
+    model = models_identity(models)
+    items = [(i, f"{files[i][1]}:{files[i][2]}:{model}") for i in extract_ids]
+    size = max(settings.CIR_REINDEX_CHUNK, 1)
+    planned = []
+    for n, start in enumerate(range(0, len(items), size)):
+        part = items[start : start + size]
+        planned.append(PlannedChunk(n, part, ChunkStore.fingerprint([Item(i, Path(), s) for i, s in part])))
+    chunks.reindex_chunks_plan(job_id=job_id, model=model, chunks=planned)
+    store, reused = chunk_store(job_id), 0
+    for row in selectors.reindex_chunks(job_id=job_id):
+        if row.status == ReindexChunk.Status.PENDING and store.exists(row.number):  # its maker died after the put
+            found = store.open(row.number, row.fingerprint)
+            if found is not None:
+                chunks.reindex_chunk_found(
+                    chunk_id=row.pk, made_by=found.made_by, done=len(row.items), skipped=len(found.skipped)
+                )
+                reused += 1
+        elif row.status == ReindexChunk.Status.DONE:
+            reused += 1
+    return reused
 
 
 def chunk_items(chunk: ReindexChunk) -> list[Item]:

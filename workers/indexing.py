@@ -39,14 +39,13 @@ from tqdm import tqdm
 from cirweb import queueing, storage
 from cirweb.catalog import chunks, jobs, selectors
 from cirweb.catalog import services as catalog
-from cirweb.catalog.chunks import PlannedChunk
 from cirweb.catalog.models import IndexVersion, ReindexChunk, ReindexJob
 from cirweb.faults import fault_point
 from cirweb.liveness import process_identity
 from retrieval.errors import RetrievalError
-from retrieval.features import ChunkStore, ExtractionCancelled, Item
+from retrieval.features import ExtractionCancelled
 from workers.building import Gathered, chunks_gather, previous_parts, version_build
-from workers.chunks import chunk_make, chunk_store, models_identity
+from workers.chunks import chunk_make, chunks_plan, models_identity
 from workers.publish import publish
 from workers.runtime import Models, runtime
 from workers.sources import source_listing
@@ -174,7 +173,7 @@ def _run(job: ReindexJob, beat: Heartbeat, *, show_progress: bool, dispatch: boo
     if indexed is not None and not scan.extract_ids and not scan.deleted_ids:
         _beat(job, version=previous)
         return _finish(job, ReindexJob.Status.SUCCEEDED)
-    reused = _plan(job, scan, models)
+    reused = chunks_plan(job.pk, scan.extract_ids, models)
     if reused:
         log.info("reindex job %s: %d chunks reused from an earlier attempt", job.pk, reused)
     progress = _JobProgress(job, beat, total, show_progress)
@@ -231,33 +230,6 @@ def _reusable_sources(
     if (previous.encoder, previous.dim) != (models.clip_spec, models.encoder.dim):
         return None  # another encoder made the active version: its features cannot be reused
     return _indexed_sources(previous)
-
-
-def _plan(job: ReindexJob, scan: catalog.ScanResult, models: Models) -> int:
-    """The job's chunk rows for what must be extracted, each item stamped with its file's size and mtime and
-    the encoder (a job resumed under other models never reuses a chunk); returns how many chunks are
-    already made (in the store with the plan's fingerprint)."""
-    files = selectors.image_files(ids=scan.extract_ids)
-    model = models_identity(models)
-    items = [(i, f"{files[i][1]}:{files[i][2]}:{model}") for i in scan.extract_ids]
-    size = max(settings.CIR_REINDEX_CHUNK, 1)
-    planned = []
-    for n, start in enumerate(range(0, len(items), size)):
-        part = items[start : start + size]
-        planned.append(PlannedChunk(n, part, ChunkStore.fingerprint([Item(i, Path(), s) for i, s in part])))
-    chunks.reindex_chunks_plan(job_id=job.pk, model=model, chunks=planned)
-    store, reused = chunk_store(job.pk), 0
-    for row in selectors.reindex_chunks(job_id=job.pk):
-        if row.status == ReindexChunk.Status.PENDING and store.exists(row.number):  # its maker died after the put
-            found = store.open(row.number, row.fingerprint)
-            if found is not None:
-                chunks.reindex_chunk_found(
-                    chunk_id=row.pk, made_by=found.made_by, done=len(row.items), skipped=len(found.skipped)
-                )
-                reused += 1
-        elif row.status == ReindexChunk.Status.DONE:
-            reused += 1
-    return reused
 
 
 class _JobProgress:

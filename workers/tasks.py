@@ -66,12 +66,12 @@ def reindex_collection(self: Any, job_id: int) -> str:
 
 
 @app.task(
-    name="workers.tasks.reindex_chunk",
+    name="workers.tasks.extract_chunk",
     # a chunk is CIR_REINDEX_CHUNK images (1024): three hours cover them at 0.1 image/s, far below any CPU
     soft_time_limit=3 * 3600,
     time_limit=3 * 3600 + 60,
 )
-def reindex_chunk(job_id: int, number: int) -> str:
+def extract_chunk(job_id: int, number: int) -> str:
     outcome = chunk_run(job_id, number)
     log.info("reindex job %s chunk %s %s", job_id, number, outcome)
     return outcome

@@ -176,7 +176,10 @@ def test_cancel_stops_the_chunks_of_both_workers(stack: FaultStack, second_worke
     start_second(stack, second_worker)
     stack.faults(reindex_progress="sleep:2")
     job = start_job(stack)
-    making = lambda: {worker_of(stack, w) for _, status, w, _ in chunk_rows(stack, job) if status == "running"}  # noqa: E731
+
+    def making() -> set[str]:
+        return {worker_of(stack, w) for _, status, w, _ in chunk_rows(stack, job) if status == "running"}
+
     wait_for(lambda: making() == {"index", "index2"}, 90)
     cancel = "from cirweb.catalog.models import ReindexJob; from cirweb.catalog.services import reindex_job_cancel; "
     stack.manage("shell", "-c", cancel + f"reindex_job_cancel(job=ReindexJob.objects.get(pk={job}))")
