@@ -150,6 +150,8 @@ def chunk_make(
                 on_batch=watch.on_batch,
                 should_stop=watch.should_stop,
             )
+            if not chunks.reindex_chunk_beat(chunk_id=chunk.pk, worker=worker, done=watch.done, skipped=watch.skipped):
+                raise ExtractionCancelled("the job ended or the chunk was taken back")  # no file for nobody
             made.made_by = worker
             store.write(chunk.number, items, made)
     except BaseException as exc:  # stopped, lost, killed by a time limit, broken: the chunk is another's now
