@@ -32,10 +32,12 @@ app.conf.update(
         "workers.tasks.search_query": {"queue": SEARCH_QUEUE},
         "workers.tasks.ping": {"queue": SEARCH_QUEUE},
         "workers.tasks.reindex_collection": {"queue": INDEX_QUEUE},
+        "workers.tasks.extract_chunk": {"queue": INDEX_QUEUE},
         "workers.tasks.check_collection": {"queue": INDEX_QUEUE},
     },
     # A task is acknowledged after it ran, and re-queued if its worker process dies mid-way: tasks are
-    # idempotent (a turn already answered is not answered twice; a reindex resumes from its chunks).
+    # idempotent (a turn already answered is not answered twice; a reindex resumes from its chunks; a chunk
+    # already made or being made by a live worker is not made again).
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,

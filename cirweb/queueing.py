@@ -23,6 +23,12 @@ def enqueue_reindex(job_id: int) -> None:
     app.send_task("workers.tasks.reindex_collection", args=[job_id], queue=INDEX_QUEUE)
 
 
+def enqueue_reindex_chunks(job_id: int, numbers: list[int]) -> None:
+    """One task per chunk of a job, for any index worker to take (workers/chunks.py)."""
+    for number in numbers:
+        app.send_task("workers.tasks.extract_chunk", args=[job_id, number], queue=INDEX_QUEUE)
+
+
 def search_now(payload: dict[str, Any], timeout: float, priority: int = 0) -> Any:
     """Run a stateless query on a search worker and wait for its answer (the scripting API)."""
     result = app.send_task(

@@ -39,6 +39,12 @@ def index_version_key(*, slug: str, number: int) -> str:
     return f"collections/{slug}/v{number}"
 
 
+def job_chunks_key(*, job_id: int) -> str:
+    """Where a reindex job's chunk files are kept while it runs (``<key>/chunk_00000.npz``, ...): the one
+    owner of that key, for the workers that write them and for retention."""
+    return f"jobs/{job_id}"
+
+
 def index_version_staging(*, slug: str) -> Path:
     """The local folder a new version of this collection is built under (as `v<N>` inside it): the cache
     itself, so the host that built a version serves it without copying it back."""

@@ -4,8 +4,10 @@
   decoding overlaps encoding (threads rather than DataLoader processes: Celery's worker processes are
   daemons and may not fork children).
 - the encoder is any callable from a pixel batch [b, 3, H, W] to features [b, dim] (`ClipEncoder.encode_image_batch`).
-- `ChunkStore` persists every `chunk_size` items as one file, written atomically. A run that is killed
-  starts again from the first chunk that is missing; a chunk whose inputs changed is recomputed.
+- `ChunkStore` persists every `chunk_size` items as one file in a shared store (a folder, or what
+  `retrieval.blobstore` reaches), written atomically. A run that is killed starts again from the first
+  chunk that is missing; a chunk whose inputs changed is recomputed. `extract_chunk` makes one chunk, so
+  chunks can be made by different processes on different hosts (the workers' distributed reindex).
 
 Unreadable or corrupt images are skipped with their reason; they never abort the run.
 """
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from tqdm import tqdm
 
+from retrieval.blobstore import BlobStore, DirectoryStore, StoreError
 from retrieval.images import ImageError, open_image
 
 Encode = Callable[[torch.Tensor], NDArray[np.float32]]
@@ -113,57 +118,125 @@ class ImageReader:
                 yield Batch([i for i, _ in ok], pixels, skipped)
 
 
-class ChunkStore:
-    """Chunk files under `directory`: ``chunk_00000.npz`` holds the ids, features and skips of items
-    [0, chunk_size), and a fingerprint of those items so a changed input list is never mistaken for done."""
+@dataclass
+class Chunk:
+    """What one chunk of items came to: features of the images read, the reasons of those skipped, and
+    who made it (a worker's name, recorded in the chunk file)."""
 
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+    ids: NDArray[np.int64]
+    features: NDArray[np.float32]
+    skipped: dict[int, str] = field(default_factory=dict)
+    made_by: str = ""
+
+
+class ChunkStore:
+    """Chunk files in a shared store (retrieval.blobstore) under `prefix`: ``<prefix>/chunk_00000.npz``
+    holds the ids, features and skips of items [0, chunk_size), and a fingerprint of those items so a
+    changed input list is never mistaken for done. Files pass through the local folder `scratch` (a store
+    may be remote); a plain folder stands for a store with `ChunkStore(folder)`."""
+
+    def __init__(self, store: BlobStore | str | Path, prefix: str = "", scratch: str | Path | None = None) -> None:
+        if isinstance(store, (str, Path)):
+            scratch = scratch or Path(store) / ".scratch"
+            store = DirectoryStore(store)
+        self.store, self.prefix = store, prefix.strip("/")
+        self.scratch = Path(scratch or tempfile.mkdtemp(prefix="chunks-"))
 
     @staticmethod
     def fingerprint(items: Sequence[Item]) -> str:
+        """Names the items by id and stamp (or path, for items without a stamp): not by where a host mounts
+        them, so a chunk made on one host is recognised on another."""
         digest = hashlib.sha1()
         for it in items:
-            digest.update(f"{it.id}\0{it.path}\0{it.stamp}\n".encode())
+            digest.update(f"{it.id}\0{it.stamp or it.path}\n".encode())
         return digest.hexdigest()
 
-    def path(self, n: int) -> Path:
-        return self.directory / f"chunk_{n:05d}.npz"
+    def key(self, n: int) -> str:
+        name = f"chunk_{n:05d}.npz"
+        return f"{self.prefix}/{name}" if self.prefix else name
 
-    def read(
-        self, n: int, items: Sequence[Item]
-    ) -> tuple[NDArray[np.int64], NDArray[np.float32], dict[int, str]] | None:
-        path = self.path(n)
-        if not path.is_file():
+    def fetch(self, n: int) -> Path | None:
+        """A local copy of chunk `n` (in `scratch`), or None when the store has none."""
+        local = self.local(n)
+        try:
+            self.store.get_file(self.key(n), local)
+        except StoreError:
+            return None
+        return local
+
+    def exists(self, n: int) -> bool:
+        return self.store.exists(self.key(n))
+
+    def read(self, n: int, items: Sequence[Item], *, keep: bool = False) -> Chunk | None:
+        """Chunk `n` if it is in the store and was made from exactly `items`."""
+        return self.open(n, self.fingerprint(items), keep=keep)
+
+    def open(self, n: int, fingerprint: str, *, keep: bool = False) -> Chunk | None:
+        """Chunk `n` if it is in the store with this fingerprint; its local copy (`local(n)`) is removed
+        unless `keep`."""
+        local = self.fetch(n)
+        if local is None:
             return None
         try:
-            with np.load(path) as data:
-                if str(data["fingerprint"]) != self.fingerprint(items):
+            with np.load(local) as data:
+                if str(data["fingerprint"]) != fingerprint:
                     return None
                 skipped = dict(zip(data["skipped_ids"].tolist(), data["skipped_reasons"].tolist(), strict=True))
-                return data["ids"], data["features"], skipped
+                made_by = str(data["made_by"]) if "made_by" in data.files else ""
+                return Chunk(data["ids"], data["features"], skipped, made_by)
         except (OSError, ValueError, KeyError):
             return None  # a damaged chunk is simply recomputed
+        finally:
+            if not keep:
+                local.unlink(missing_ok=True)
 
-    def write(
-        self,
-        n: int,
-        items: Sequence[Item],
-        ids: NDArray[np.int64],
-        features: NDArray[np.float32],
-        skipped: dict[int, str],
-    ) -> None:
-        tmp = self.path(n).with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            fingerprint=np.array(self.fingerprint(items)),
-            ids=ids,
-            features=features,
-            skipped_ids=np.array(list(skipped), np.int64),
-            skipped_reasons=np.array(list(skipped.values()), dtype=str),
-        )
-        tmp.replace(self.path(n))
+    def local(self, n: int) -> Path:
+        return self.scratch / f"chunk_{n:05d}.npz"
+
+    def write(self, n: int, items: Sequence[Item], chunk: Chunk) -> None:
+        """Put chunk `n` in the store (atomically: a reader finds the old file or the whole new one)."""
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        local = self.scratch / f".chunk_{n:05d}.{uuid.uuid4().hex}.npz"
+        try:
+            np.savez(
+                local,
+                fingerprint=np.array(self.fingerprint(items)),
+                ids=chunk.ids,
+                features=chunk.features,
+                skipped_ids=np.array(list(chunk.skipped), np.int64),
+                skipped_reasons=np.array(list(chunk.skipped.values()), dtype=str),
+                made_by=np.array(chunk.made_by),
+            )
+            self.store.put_file(local, self.key(n))
+        finally:
+            local.unlink(missing_ok=True)
+
+
+def extract_chunk(
+    items: Sequence[Item],
+    encode: Encode,
+    reader: ImageReader,
+    *,
+    dim: int,
+    on_batch: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Chunk:
+    """Features of one chunk of items. `on_batch(read, skipped)` follows each batch with how many items were
+    taken and how many were skipped; `should_stop` is asked before each batch (ExtractionCancelled)."""
+    ids: list[int] = []
+    features: list[NDArray[np.float32]] = []
+    skipped: dict[int, str] = {}
+    for batch in reader.batches(items):
+        if should_stop and should_stop():
+            raise ExtractionCancelled(f"stopped after {len(ids) + len(skipped)} of {len(items)} images")
+        if batch.pixels is not None:
+            features.append(np.asarray(encode(batch.pixels), np.float32))
+            ids.extend(batch.ids)
+        skipped.update(batch.skipped)
+        if on_batch:
+            on_batch(len(batch.ids) + len(batch.skipped), len(batch.skipped))
+    stacked = np.concatenate(features) if features else np.zeros((0, dim), np.float32)
+    return Chunk(np.array(ids, np.int64), stacked, skipped)
 
 
 def extract_features(
@@ -181,55 +254,41 @@ def extract_features(
     should_stop: Callable[[], bool] | None = None,
     show_progress: bool = True,
 ) -> ExtractionResult:
-    """Extract features for `items`, resuming from the chunks already in `work_dir`."""
+    """Extract features for `items` in one process, resuming from the chunks already in `work_dir`, and
+    return them all (in memory: for evaluation and notebooks; a reindex builds from the chunks instead)."""
     store = ChunkStore(work_dir)
     reader = ImageReader(preprocess, batch_size=batch_size, workers=workers, draft_size=draft_size)
     chunks = [items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]
-    all_ids: list[NDArray[np.int64]] = []
-    all_features: list[NDArray[np.float32]] = []
+    made: list[Chunk] = []
     skipped: dict[int, str] = {}
-    started, done_here, resumed = time.monotonic(), 0, 0
+    started, done_here, resumed, done, skipped_now = time.monotonic(), 0, 0, 0, 0
     bar = tqdm(total=len(items), unit="img", desc="extracting", disable=not show_progress, file=sys.stderr)
 
-    def report(done: int, skipped_now: int) -> None:
+    def report(read: int, skips: int, fresh: bool = True) -> None:
+        nonlocal done, done_here, skipped_now
+        done, skipped_now = done + read, skipped_now + skips
+        done_here += read if fresh else 0
+        bar.update(read)
         elapsed = time.monotonic() - started
         rate = done_here / elapsed if elapsed > 0 and done_here else 0.0
         eta = (len(items) - done) / rate if rate else None
         if on_progress:
             on_progress(Progress(done, len(items), skipped_now, rate, eta))
 
-    done = 0
-    for n, chunk in enumerate(chunks):
-        cached = store.read(n, chunk)
-        if cached is None:
-            ids_c: list[int] = []
-            feats_c: list[NDArray[np.float32]] = []
-            skipped_c: dict[int, str] = {}
-            for batch in reader.batches(chunk):
-                if should_stop and should_stop():
-                    bar.close()
-                    raise ExtractionCancelled(f"stopped after {done} of {len(items)} images")
-                if batch.pixels is not None:
-                    feats_c.append(np.asarray(encode(batch.pixels), np.float32))
-                    ids_c.extend(batch.ids)
-                skipped_c.update(batch.skipped)
-                done += len(batch.ids) + len(batch.skipped)
-                done_here += len(batch.ids) + len(batch.skipped)
-                bar.update(len(batch.ids) + len(batch.skipped))
-                report(done, len(skipped) + len(skipped_c))
-            features_c = np.concatenate(feats_c) if feats_c else np.zeros((0, dim), np.float32)
-            cached = (np.array(ids_c, np.int64), features_c, skipped_c)
-            store.write(n, chunk, *cached)
-        else:
-            resumed += 1
-            done += len(chunk)
-            bar.update(len(chunk))
-            report(done, len(skipped) + len(cached[2]))
-        all_ids.append(cached[0])
-        all_features.append(cached[1])
-        skipped.update(cached[2])
-    bar.close()
-    report(done, len(skipped))
-    features = np.concatenate(all_features) if all_features else np.zeros((0, dim), np.float32)
-    ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.int64)
+    try:
+        for n, group in enumerate(chunks):
+            chunk = store.read(n, group)
+            if chunk is None:
+                chunk = extract_chunk(group, encode, reader, dim=dim, on_batch=report, should_stop=should_stop)
+                store.write(n, group, chunk)
+            else:
+                resumed += 1
+                report(len(group), len(chunk.skipped), fresh=False)
+            made.append(chunk)
+            skipped.update(chunk.skipped)
+        report(0, 0)
+    finally:
+        bar.close()
+    features = np.concatenate([c.features for c in made]) if made else np.zeros((0, dim), np.float32)
+    ids = np.concatenate([c.ids for c in made]) if made else np.zeros(0, np.int64)
     return ExtractionResult(ids, features, skipped, time.monotonic() - started, resumed)

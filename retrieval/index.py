@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from retrieval.combiner import normalize
 from retrieval.errors import SearchIndexError
+from retrieval.rowfile import RowFile
 
 INDEX_TYPES = ("flat", "ivf", "hnsw", "ivfpq")
 # Exact search costs ~0.25 ms per 1k vectors of 640-d on 2 cores (README): up to this size a query stays
@@ -35,6 +36,7 @@ PQ_RERANK_FACTOR = 8
 # k-means points per IVF list: Faiss warns under 39; 64 keeps 1M-vector builds to minutes on 2 cores.
 TRAIN_PER_LIST = 64
 EXACT_COPY_TYPES = ("ivfpq", "hnsw")  # types that need the raw features beside them (see VectorIndex)
+ADD_BLOCK = 16384  # rows normalized and added at a time (40 MB of 640-d float32): a build's working memory
 
 
 def choose_index_type(count: int, dim: int, memory_budget: int = MEMORY_BUDGET_BYTES) -> str:
@@ -96,13 +98,17 @@ class VectorIndex:
     def build(
         cls,
         ids: NDArray[np.int64],
-        features: NDArray[np.float32],
+        features: NDArray[np.float32] | RowFile,
         *,
         index_type: str = "auto",
         params: IndexParams | None = None,
         seed: int = 1234,
     ) -> VectorIndex:
-        """Index `features` [n, dim] (raw or normalized; normalized here) under the labels `ids` [n]."""
+        """Index `features` [n, dim] (raw or normalized; normalized here) under the labels `ids` [n].
+
+        Vectors are normalized and added ADD_BLOCK rows at a time, and k-means trains on a sample, so the
+        build itself holds one block beside what the index keeps. `features` may be a `RowFile` (a
+        features.npy read block by block): then `ids` must be sorted, and `exact` maps that file."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if features.ndim != 2 or len(ids) != len(features):
             raise SearchIndexError(f"need ids [n] and features [n, dim]; got {ids.shape} and {features.shape}")
@@ -114,18 +120,25 @@ class VectorIndex:
         if index_type not in INDEX_TYPES:
             raise SearchIndexError(f"unknown index type {index_type!r}; choose one of {', '.join(INDEX_TYPES)}")
         p = (params or IndexParams()).resolved(n, dim)
-        vectors = normalize(features)
         index = _new_index(index_type, dim, p)
         if not index.is_trained:
-            train = vectors
+            rows = np.arange(n)
             if n > TRAIN_PER_LIST * p.nlist:  # k-means needs a sample, not everything
-                train = vectors[np.random.default_rng(seed).choice(n, TRAIN_PER_LIST * p.nlist, replace=False)]
-            index.train(train)
-        if n:
-            index.add_with_ids(vectors, ids)
-        order = np.argsort(ids)
-        exact = np.ascontiguousarray(features[order], np.float32) if index_type in EXACT_COPY_TYPES else None
-        return cls(index, index_type, p, ids[order], exact)
+                rows = np.random.default_rng(seed).choice(n, TRAIN_PER_LIST * p.nlist, replace=False)
+            index.train(_normalized_in_place(_rows(features, rows)))
+        for start in range(0, n, ADD_BLOCK):
+            block = features[start : start + ADD_BLOCK]  # a RowFile's is an array of its own; a slice is a view
+            block = block if isinstance(features, RowFile) else np.array(block, np.float32)
+            index.add_with_ids(_normalized_in_place(block), ids[start : start + ADD_BLOCK])
+        exact = None
+        if index_type in EXACT_COPY_TYPES:
+            if isinstance(features, RowFile):
+                if (np.diff(ids) < 0).any():
+                    raise SearchIndexError("a build from a features file needs its ids sorted")
+                exact = features.mapped()
+            else:
+                exact = np.ascontiguousarray(features[np.argsort(ids)], np.float32)
+        return cls(index, index_type, p, np.sort(ids), exact)
 
     # -- persistence ----------------------------------------------------------------------------------
 
@@ -250,6 +263,19 @@ class VectorIndex:
             raise SearchIndexError(
                 "this index was loaded read-only (memory-mapped); load it with mmap=False to change it"
             )
+
+
+def _rows(features: NDArray[np.float32] | RowFile, rows: NDArray[np.int64]) -> NDArray[np.float32]:
+    """A copy of these rows (fancy indexing copies; so does a RowFile)."""
+    if isinstance(features, RowFile):
+        return features.take(rows)
+    return np.asarray(features[rows], np.float32)
+
+
+def _normalized_in_place(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """`normalize` without its copies (the same values): a k-means sample can be a third of the collection."""
+    x /= np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x
 
 
 def _new_index(index_type: str, dim: int, p: IndexParams) -> faiss.Index:

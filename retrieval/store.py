@@ -11,16 +11,19 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.lib.format import open_memmap
 from numpy.typing import NDArray
 
 from retrieval.errors import SearchIndexError
 from retrieval.index import IndexParams, VectorIndex
+from retrieval.rowfile import RowFile
 
 VERSION_DIR = re.compile(r"^v(\d+)$")
 
@@ -83,34 +86,97 @@ def write_version(
     extra: dict[str, Any] | None = None,
     extra_files: dict[str, str] | None = None,
 ) -> IndexVersion:
-    """Build the index of (ids, raw features) and write it as a new version directory under `root`;
-    `extra_files` (name -> text) are written into the directory too, before it appears."""
+    """Build the index of (ids, raw features) held in memory and write it as a new version directory under
+    `root`; `extra_files` (name -> text) are written into the directory too, before it appears. For a
+    collection larger than memory use `write_version_parts`."""
+    ids = np.asarray(ids, np.int64)
+    order = np.argsort(ids, kind="stable")
+    ids, features = ids[order], np.asarray(features, np.float32)[order]
+    meta = VersionMeta(0, encoder, combiner, int(features.shape[1]), len(ids), index_type, preprocessing=preprocessing)
+
+    def fill(tmp: Path) -> VectorIndex:
+        np.save(tmp / "features.npy", features)
+        np.save(tmp / "ids.npy", ids)
+        return VectorIndex.build(ids, features, index_type=index_type, params=params)
+
+    path, meta, index = _write(root, version, meta, fill, extra, extra_files)
+    return IndexVersion(path, meta, ids, features, index)
+
+
+@dataclass(frozen=True)
+class FeaturePart:
+    """Some rows of a version being built: their image ids [m], and how to read their raw features [m, dim]
+    when the writer comes to them (so one part at a time is in memory)."""
+
+    ids: NDArray[np.int64]
+    load: Callable[[], NDArray[np.float32]]
+
+
+def write_version_parts(
+    root: str | Path,
+    parts: Sequence[FeaturePart],
+    *,
+    dim: int,
+    encoder: str,
+    combiner: str,
+    preprocessing: str = "clip",
+    index_type: str = "auto",
+    params: IndexParams | None = None,
+    version: int | None = None,
+    extra: dict[str, Any] | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> IndexVersion:
+    """`write_version` for a collection given in parts (a reindex's chunk files, the rows an older version
+    keeps), never concatenated: each part is written into its rows of features.npy (sorted by id) through a
+    memory map opened for that part only, then the index is trained on a sample and filled block by block
+    from the file. Peak memory is one part or block plus what the index type keeps (all vectors for flat,
+    ivf and hnsw; codes only for ivfpq). Returns the version memory-mapped from its folder."""
+    ids = np.sort(np.concatenate([p.ids for p in parts]).astype(np.int64)) if parts else np.zeros(0, np.int64)
+    if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
+        raise SearchIndexError("image ids must be unique: the same id appears in two parts")
+    meta = VersionMeta(0, encoder, combiner, dim, len(ids), index_type, preprocessing=preprocessing)
+
+    def fill(tmp: Path) -> VectorIndex:
+        target = tmp / "features.npy"
+        open_memmap(target, mode="w+", dtype=np.float32, shape=(len(ids), dim)).flush()  # the file, all zeros
+        for part in parts:
+            rows = np.searchsorted(ids, part.ids)
+            block = np.asarray(part.load(), np.float32)
+            if block.shape != (len(part.ids), dim):
+                raise SearchIndexError(f"a part gave features {block.shape} for {len(part.ids)} ids of {dim} floats")
+            out = open_memmap(target, mode="r+")
+            out[rows] = block
+            out.flush()
+            del out  # unmapped: the written pages leave this process (the page cache writes them out)
+        np.save(tmp / "ids.npy", ids)
+        return VectorIndex.build(ids, RowFile(target), index_type=index_type, params=params)
+
+    path, _, _ = _write(root, version, meta, fill, extra, extra_files)
+    return load_version(path)
+
+
+def _write(
+    root: str | Path,
+    version: int | None,
+    meta: VersionMeta,
+    fill: Callable[[Path], VectorIndex],
+    extra: dict[str, Any] | None,
+    extra_files: dict[str, str] | None,
+) -> tuple[Path, VersionMeta, VectorIndex]:
+    """A new version folder: `fill` writes features.npy and ids.npy into a temporary folder and returns the
+    index, saved there with meta.json and `extra_files`; the folder is then renamed into place."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     version = version if version is not None else max(version_numbers(root), default=0) + 1
     target = root / f"v{version}"
     if target.exists():
         raise SearchIndexError(f"index version {target} already exists")
-    ids = np.asarray(ids, np.int64)
-    order = np.argsort(ids, kind="stable")
-    ids, features = ids[order], np.asarray(features, np.float32)[order]
-    index = VectorIndex.build(ids, features, index_type=index_type, params=params)
-    meta = VersionMeta(
-        version=version,
-        encoder=encoder,
-        combiner=combiner,
-        dim=int(features.shape[1]),
-        count=len(ids),
-        index_type=index.index_type,
-        params=asdict(index.params),
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        extra=extra or {},
-        preprocessing=preprocessing,
-    )
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=root))
     try:
-        np.save(tmp / "features.npy", features)
-        np.save(tmp / "ids.npy", ids)
+        index = fill(tmp)
+        meta.version, meta.index_type, meta.params = version, index.index_type, asdict(index.params)
+        meta.created = datetime.now(UTC).isoformat(timespec="seconds")
+        meta.extra = extra or {}
         index.save(tmp / "index.faiss")
         (tmp / "meta.json").write_text(json.dumps(asdict(meta), indent=2))
         for name, text in (extra_files or {}).items():
@@ -119,7 +185,7 @@ def write_version(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return IndexVersion(target, meta, ids, features, index)
+    return target, meta, index
 
 
 def read_meta(path: str | Path) -> VersionMeta:

@@ -92,9 +92,11 @@ class LiveServices:
         return "\n".join(f"--- {n} ---\n{p.tail()}" for n, p in self.processes.items())
 
 
-def celery_worker(queue: str, log_dir: Path) -> Process:
+def celery_worker(queue: str, log_dir: Path, name: str = "") -> Process:
+    """A worker of `queue`; `name` (default: the queue's) tells several workers of one queue apart."""
+    name = name or queue
     return Process(
-        queue,
+        name,
         [
             sys.executable,
             "-m",
@@ -105,7 +107,7 @@ def celery_worker(queue: str, log_dir: Path) -> Process:
             "-Q",
             queue,
             "-n",
-            f"{queue}-test@%h",
+            f"{name}-test@%h",
             "--concurrency",
             "1",
             "--pool",
@@ -118,7 +120,7 @@ def celery_worker(queue: str, log_dir: Path) -> Process:
             "--prefetch-multiplier",
             "1",
         ],
-        log_dir / f"{queue}.log",
+        log_dir / f"{name}.log",
     )
 
 

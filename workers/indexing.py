@@ -1,43 +1,61 @@
-"""Reindexing a collection: scan its source, extract features of what is new or changed (chunked and
-resumable), build a new index version beside the active one, then switch in one update.
+"""Reindexing a collection, shared by every index worker that can take a part: scan its source, plan the
+extraction of what is new or changed as chunks, have them made, build a new index version from them beside
+the active one, then switch in one update.
+
+One coordinator per job (the job's task, `reindex_run`) holds the job's claim from start to end, with its
+heartbeat, attempts and the sweep's resend exactly as the job state machine (cirweb/catalog/jobs.py) keeps
+them. It writes the plan (cirweb/catalog/chunks.py), sends one chunk task per missing chunk for any index
+worker on any host to take (workers/chunks.py), makes chunks itself from the end of the plan while the
+tasks go from its beginning, takes back a chunk whose worker died, and, once every chunk file is in the
+shared store, builds, publishes and activates the version: exactly one process can, the one holding the
+claim. Chunks reach the store before their row says done, and one found there with the plan's fingerprint
+is never made again, so a coordinator killed mid-job is succeeded (through the sweep) by one that
+re-plans, keeps every chunk already made and sends tasks for the rest.
+
+Why not a Celery chord: its callback fires only when every header task has returned a result, so a chunk
+lost with its host (with Redis, redelivered only after the broker's visibility timeout, hours) or one that
+failed stalls or drops the build, and cancel, attempts and the sweep would need a second owner besides the
+job row. Here the chunk tasks are only invitations: the rows say what is done, and the coordinator, alive
+or replaced, finishes whatever nobody else did. Its cost is one worker slot waiting, at the end, for the
+last chunks of the others.
 
 The active version is never touched until the new one is complete: a failure, a cancel or a killed worker
-leaves search exactly as it was. A job redelivered after its worker died resumes from its written chunks.
+leaves search exactly as it was.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import shutil
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from numpy.typing import NDArray
+from tqdm import tqdm
 
-from cirweb import storage
-from cirweb.catalog import jobs, selectors
+from cirweb import queueing, storage
+from cirweb.catalog import chunks, jobs, selectors
 from cirweb.catalog import services as catalog
-from cirweb.catalog.models import IndexVersion, ReindexJob
+from cirweb.catalog.models import IndexVersion, ReindexChunk, ReindexJob
 from cirweb.faults import fault_point
 from cirweb.liveness import process_identity
 from retrieval.errors import RetrievalError
-from retrieval.features import ExtractionCancelled, ExtractionResult, Item, Progress, extract_features
-from retrieval.store import IndexVersion as WrittenVersion
-from retrieval.store import load_version, version_numbers, write_version
+from retrieval.features import ExtractionCancelled
+from workers.building import Gathered, chunks_gather, previous_parts, version_build
+from workers.chunks import chunk_make, chunks_plan, models_identity
 from workers.publish import publish
 from workers.runtime import Models, runtime
 from workers.sources import source_listing
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 0.5  # seconds between stored/published progress updates
+WAIT_EVERY = 0.5  # seconds between looks at the chunks others are making, once none is left to take
 MAX_REASONS = 500
+
+__all__ = ["job_group", "models_identity", "publish_job", "reindex_run"]
 
 
 def job_group(job_id: int) -> str:
@@ -48,9 +66,16 @@ def publish_job(job: ReindexJob) -> None:
     publish(job_group(job.pk), catalog.reindex_job_progress(job))
 
 
+def _forget_chunks(job_id: int) -> None:
+    """The job's chunk files, in the shared store and this host's cache: nobody resumes a finished job."""
+    storage.shared_store().delete(storage.job_chunks_key(job_id=job_id))
+    shutil.rmtree(Path(settings.CIR_CACHE_DIR) / storage.job_chunks_key(job_id=job_id), ignore_errors=True)
+
+
 def _finish(job: ReindexJob, status: str, error: str = "") -> str:
     if not jobs.reindex_job_finish(job_id=job.pk, worker=job.worker, status=status, error=error):
         return "dropped: another worker holds this job now"
+    _forget_chunks(job.pk)
     job.refresh_from_db()
     publish_job(job)
     return f"{status}: {error}" if error else status
@@ -109,20 +134,11 @@ def _beat(job: ReindexJob, **progress: object) -> None:
         raise JobLost()
 
 
-def models_identity(models: Models) -> str:
-    """The encoder that made a feature: its spec, and for a checkpoint file its size and mtime."""
-    spec = models.clip_spec
-    try:
-        stat = os.stat(spec)
-        spec = f"{spec}@{stat.st_size}:{stat.st_mtime_ns}"
-    except OSError:
-        pass
-    return hashlib.sha1(f"{spec}\0{models.encoder.dim}".encode()).hexdigest()[:12]
-
-
-def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
-    """Run a reindex job; whatever happens, the job ends succeeded, failed or cancelled (never stuck running:
-    if this process dies, the sweep gives the job to another one, which resumes from the written chunks)."""
+def reindex_run(job_id: int, *, show_progress: bool = False, dispatch: bool = False) -> str:
+    """Run a reindex job as its coordinator; whatever happens, the job ends succeeded, failed or cancelled
+    (never stuck running: if this process dies, the sweep gives the job to another one, which keeps the
+    chunks already made). With `dispatch` (the index workers' task) a chunk task is sent for each chunk not
+    made yet; without (a command run with no workers) this process makes every chunk."""
     job = jobs.reindex_job_claim(job_id=job_id, worker=process_identity())
     if job is None:
         return "skipped: finished, or running in another live process"
@@ -130,7 +146,7 @@ def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
         return _finish(job, ReindexJob.Status.CANCELLED)
     try:
         with Heartbeat(job.pk, job.worker) as beat:
-            return _run(job, show_progress, beat)
+            return _run(job, beat, show_progress=show_progress, dispatch=dispatch)
     except JobLost:
         return "dropped: another worker took this job over"
     except SoftTimeLimitExceeded:
@@ -140,9 +156,9 @@ def reindex_run(job_id: int, *, show_progress: bool = False) -> str:
         return _finish(job, ReindexJob.Status.FAILED, f"unexpected error: {type(exc).__name__}: {exc}")
 
 
-def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
-    """The job's steps: scan the source, extract what is new or changed, merge with what the active version
-    can keep, write a new version, and switch to it."""
+def _run(job: ReindexJob, beat: Heartbeat, *, show_progress: bool, dispatch: bool) -> str:
+    """The job's steps: scan the source, plan and make the chunks of what is new or changed, build a new
+    version from them and what the active version can keep, and switch to it."""
     collection, previous = job.collection, job.collection.active_version
     started = time.monotonic()
     try:
@@ -152,24 +168,33 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
         return _finish(job, ReindexJob.Status.FAILED, str(exc))
     indexed = _reusable_sources(job, previous, models)
     scan = catalog.collection_apply_scan(collection=collection, listing=listing, indexed=indexed)
-    _beat(job, added=scan.added, changed=scan.changed, deleted=scan.deleted, total=len(scan.extract_ids))
+    total = len(scan.extract_ids)
+    _beat(job, added=scan.added, changed=scan.changed, deleted=scan.deleted, total=total)
     if indexed is not None and not scan.extract_ids and not scan.deleted_ids:
         _beat(job, version=previous)
         return _finish(job, ReindexJob.Status.SUCCEEDED)
-    items = _extraction_items(scan, models)
-    work_dir = catalog.collection_dir(collection) / "jobs" / str(job.pk)
+    reused = chunks_plan(job.pk, scan.extract_ids, models)
+    if reused:
+        log.info("reindex job %s: %d chunks reused from an earlier attempt", job.pk, reused)
+    progress = _JobProgress(job, beat, total, show_progress)
     try:
-        result = _extract(job, beat, items, models, work_dir, show_progress)
+        gathered = _extract(job, models, progress, dispatch)
     except ExtractionCancelled:
-        shutil.rmtree(work_dir, ignore_errors=True)
         return _finish(job, ReindexJob.Status.CANCELLED)
-    reasons = dict(result.skipped)
-    catalog.image_skip_reasons_set(reasons=reasons, read_ids=result.ids.tolist())
-    ids, features = _merged_with_previous(result, previous if indexed is not None else None, scan)
-    if len(ids) == 0:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return _finish(job, ReindexJob.Status.FAILED, "no image could be read, so there is nothing to index")
-    written, key = _write(job, ids, features, models, skipped=len(reasons))
+    finally:
+        progress.close()
+    catalog.image_skip_reasons_set(reasons=gathered.skipped, read_ids=gathered.read_ids)
+    parts, held = gathered.parts, None
+    if indexed is not None and previous is not None:
+        held = storage.index_version_hold(path=previous.path)  # this host's cache keeps it while it is read
+        parts = [*previous_parts(held.folder, set(scan.deleted_ids) | set(scan.extract_ids)), *parts]
+    try:
+        if not sum(len(p.ids) for p in parts):
+            return _finish(job, ReindexJob.Status.FAILED, "no image could be read, so there is nothing to index")
+        written, key = version_build(job, parts, models, skipped=len(gathered.skipped))
+    finally:
+        if held is not None:
+            held.release()
     version = catalog.reindex_job_activate(
         job=job,
         worker=job.worker,
@@ -184,19 +209,18 @@ def _run(job: ReindexJob, show_progress: bool, beat: Heartbeat) -> str:
             "build_seconds": time.monotonic() - started,
         },
         removed_ids=scan.removed_ids,
-        done=len(items),
-        total=len(items),
-        skipped=len(reasons),
+        done=total,
+        total=total,
+        skipped=len(gathered.skipped),
         eta_seconds=0,
-        skipped_reasons=_skipped_reasons(reasons, annotation_skips),
+        skipped_reasons=_skipped_reasons(gathered.skipped, annotation_skips),
     )
     if version is None:  # cancelled while writing, or taken over: the built version is nobody's
         storage.index_version_discard(path=key)
         if selectors.reindex_job_cancel_requested(job_id=job.pk):
-            shutil.rmtree(work_dir, ignore_errors=True)
             return _finish(job, ReindexJob.Status.CANCELLED)
         raise JobLost()
-    shutil.rmtree(work_dir, ignore_errors=True)
+    _forget_chunks(job.pk)
     job.refresh_from_db()
     publish_job(job)
     return ReindexJob.Status.SUCCEEDED
@@ -213,37 +237,29 @@ def _reusable_sources(
     return _indexed_sources(previous)
 
 
-def _extraction_items(scan: catalog.ScanResult, models: Models) -> list[Item]:
-    files = selectors.image_files(ids=scan.extract_ids)
-    # the stamp names the encoder too, so a job resumed under other models never reuses these chunks
-    model = models_identity(models)
-    return [Item(i, Path(files[i][0]), f"{files[i][1]}:{files[i][2]}:{model}") for i in scan.extract_ids]
+class _JobProgress:
+    """The job's progress summed over its chunks, whoever makes them, stored and published at most every
+    PROGRESS_EVERY seconds; and its stop conditions (a cancel request, a lost claim), checked as often."""
 
-
-class _JobWatch:
-    """The extraction's callbacks: progress stored and published at most every PROGRESS_EVERY seconds, and a
-    cancel request or a lost claim noticed within half a second."""
-
-    def __init__(self, job: ReindexJob, beat: Heartbeat) -> None:
-        self.job, self.beat = job, beat
+    def __init__(self, job: ReindexJob, beat: Heartbeat, total: int, show_progress: bool) -> None:
+        self.job, self.beat, self.total = job, beat, total
+        self.started = time.monotonic()
+        self.baseline = selectors.reindex_chunks_progress(job_id=job.pk).done  # made before: not in the rate
         self.last_progress = self.last_cancel_check = 0.0
+        self.bar = tqdm(total=total, unit="img", desc="reindexing", disable=not show_progress, initial=self.baseline)
 
-    def on_progress(self, p: Progress) -> None:
+    def tick(self, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self.last_progress < PROGRESS_EVERY and p.done < p.total:
+        if now - self.last_progress < PROGRESS_EVERY and not force:
             return
         self.last_progress = now
-        _beat(
-            self.job,
-            done=p.done,
-            total=p.total,
-            skipped=p.skipped,
-            images_per_second=p.images_per_second,
-            eta_seconds=p.eta_seconds,
-        )
+        p = selectors.reindex_chunks_progress(job_id=self.job.pk)
+        rate = (p.done - self.baseline) / (now - self.started) if now > self.started else 0.0
+        eta = (self.total - p.done) / rate if rate > 0 else None
+        _beat(self.job, done=p.done, total=self.total, skipped=p.skipped, images_per_second=rate, eta_seconds=eta)
         self.job.refresh_from_db()
         publish_job(self.job)
-        fault_point("reindex.progress")
+        self.bar.update(p.done - self.bar.n)
 
     def should_stop(self) -> bool:
         if self.beat.lost.is_set():
@@ -254,68 +270,48 @@ class _JobWatch:
         self.last_cancel_check = now
         return selectors.reindex_job_cancel_requested(job_id=self.job.pk)
 
-
-def _extract(
-    job: ReindexJob, beat: Heartbeat, items: list[Item], models: Models, work_dir: Path, show_progress: bool
-) -> ExtractionResult:
-    watch = _JobWatch(job, beat)
-    result = extract_features(
-        items,
-        models.encoder.encode_image_batch,
-        models.encoder.preprocess,
-        work_dir,
-        dim=models.encoder.dim,
-        on_progress=watch.on_progress,
-        should_stop=watch.should_stop,
-        draft_size=models.encoder.input_resolution * 2,
-        show_progress=show_progress,
-        chunk_size=settings.CIR_REINDEX_CHUNK,
-    )
-    if result.resumed_chunks:
-        log.info("reindex job %s: %d chunks reused from an earlier attempt", job.pk, result.resumed_chunks)
-    return result
+    def close(self) -> None:
+        self.bar.close()
 
 
-def _merged_with_previous(
-    result: ExtractionResult, previous: IndexVersion | None, scan: catalog.ScanResult
-) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """The new features, plus (incremental) those of the previous version that were neither changed nor
-    deleted."""
-    ids, features = result.ids, result.features
-    if previous is None:
-        return ids, features
-    old = load_version(storage.index_version_folder(path=previous.path), mmap=True)
-    drop = set(scan.deleted_ids) | set(scan.extract_ids)
-    keep = np.array([i not in drop for i in old.ids.tolist()], bool)
-    return np.concatenate([np.asarray(old.ids)[keep], ids]), np.concatenate([np.asarray(old.features)[keep], features])
+def _extract(job: ReindexJob, models: Models, progress: _JobProgress, dispatch: bool) -> Gathered:
+    """Every chunk of the plan made, by the chunk tasks and by this process, then gathered from the shared
+    store (a chunk the store does not hold as planned is made again)."""
+    if dispatch:
+        _dispatch(job)
+    fault_point("reindex.planned")
+    while True:
+        _make_chunks(job, models, progress)
+        gathered = chunks_gather(job.pk)
+        if not gathered.redo:
+            return gathered
+        log.warning("reindex job %s: %d chunks missing from the shared store, made again", job.pk, gathered.redo)
 
 
-def _write(
-    job: ReindexJob, ids: NDArray[np.int64], features: NDArray[np.float32], models: Models, skipped: int
-) -> tuple[WrittenVersion, str]:
-    """The new version, built in this host's cache under a number neither the disk, the shared store nor the
-    catalog has used, then published to the shared store; returns it and its store key."""
-    collection = job.collection
-    stats = selectors.image_sources(ids=ids.tolist())
-    root = storage.index_version_staging(slug=collection.slug)
-    used = [
-        *version_numbers(root),
-        *storage.index_version_numbers(slug=collection.slug),
-        *selectors.index_version_numbers(collection=collection),
-    ]
-    written = write_version(
-        root,
-        ids,
-        features,
-        encoder=models.clip_spec,
-        combiner=models.combiner_spec,
-        preprocessing=models.preprocessing,
-        version=max(used, default=0) + 1,
-        extra={"job": job.pk, "skipped": skipped},
-        extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},
-    )
-    key = storage.index_version_key(slug=collection.slug, number=written.meta.version)
-    return written, storage.index_version_publish(folder=written.path, key=key)
+def _dispatch(job: ReindexJob) -> None:
+    """A chunk task for each chunk not made yet; a broker that is down leaves them all to this process."""
+    pending = [row.number for row in selectors.reindex_chunks(job_id=job.pk) if row.status != ReindexChunk.Status.DONE]
+    try:
+        queueing.enqueue_reindex_chunks(job.pk, pending)
+    except Exception as exc:
+        log.warning("reindex job %s: chunk tasks not sent (%s); this worker makes every chunk", job.pk, exc)
+
+
+def _make_chunks(job: ReindexJob, models: Models, progress: _JobProgress) -> None:
+    """This process's share: pending chunks from the end of the plan (the tasks go from its beginning), then
+    those whose worker died; returns when every chunk is made, whoever made it."""
+    while True:
+        if progress.should_stop():
+            raise ExtractionCancelled(f"job {job.pk} was cancelled")
+        chunk = chunks.reindex_chunk_next(job_id=job.pk, worker=job.worker)
+        if chunk is not None:
+            chunk_make(chunk, models, job.worker, also=progress.tick, stop=progress.should_stop)
+            continue
+        made = selectors.reindex_chunks_progress(job_id=job.pk)
+        progress.tick(force=made.chunks_done == made.chunks)
+        if made.chunks_done == made.chunks:
+            return
+        time.sleep(WAIT_EVERY)
 
 
 def _skipped_reasons(reasons: dict[int, str], annotation_skips: dict[str, int]) -> dict[str, str]:

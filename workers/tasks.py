@@ -10,6 +10,7 @@ from django.conf import settings
 
 from retrieval.precision import compute_threads_set
 from workers.app import SEARCH_QUEUE, app
+from workers.chunks import chunk_run
 from workers.indexing import reindex_run
 from workers.runtime import runtime
 from workers.search import TRANSIENT, answer_query, answer_turn, queue_clock
@@ -68,8 +69,20 @@ def search_query(payload: dict[str, Any]) -> dict[str, Any]:
     time_limit=24 * 3600 + 60,
 )
 def reindex_collection(self: Any, job_id: int) -> str:
-    outcome = reindex_run(job_id)
+    outcome = reindex_run(job_id, dispatch=True)
     log.info("reindex job %s %s", job_id, outcome)
+    return outcome
+
+
+@app.task(
+    name="workers.tasks.extract_chunk",
+    # a chunk is CIR_REINDEX_CHUNK images (1024): three hours cover them at 0.1 image/s, far below any CPU
+    soft_time_limit=3 * 3600,
+    time_limit=3 * 3600 + 60,
+)
+def extract_chunk(job_id: int, number: int) -> str:
+    outcome = chunk_run(job_id, number)
+    log.info("reindex job %s chunk %s %s", job_id, number, outcome)
     return outcome
 
 

@@ -41,14 +41,21 @@ def reindex_job_claim_lost(job: ReindexJob) -> bool:
     return job.status == ReindexJob.Status.RUNNING and claim_lost(job.worker, job.heartbeat or job.started, grace)
 
 
+def reindex_job_give_up(*, job_id: int, error: str) -> bool:
+    """Fail an unfinished job whoever holds it: its work keeps killing the workers that take it."""
+    return bool(
+        ReindexJob.objects.filter(pk=job_id)
+        .exclude(status__in=ReindexJob.FINISHED)
+        .update(status=ReindexJob.Status.FAILED, error=error, finished=timezone.now())
+    )
+
+
 def _too_many_attempts(job_id: int, attempts: int) -> str:
     message = (
         f"its worker stopped {attempts} times while running it (out of memory, or a crash); "
         "the active version was left as it was"
     )
-    ReindexJob.objects.filter(pk=job_id).exclude(status__in=ReindexJob.FINISHED).update(
-        status=ReindexJob.Status.FAILED, error=message, finished=timezone.now()
-    )
+    reindex_job_give_up(job_id=job_id, error=message)
     return message
 
 

@@ -149,6 +149,36 @@ class ReindexJob(models.Model):
         )
 
 
+class ReindexChunk(models.Model):
+    """One chunk of a reindex job's extraction, made by whichever index worker claims it (any host) and kept
+    in the shared store. States: pending -> running (claimed by `worker`) -> done (`worker`: who made it).
+    The rows are the job's plan: they change only through cirweb/catalog/chunks.py."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    job = models.ForeignKey(ReindexJob, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField()
+    items = models.JSONField(default=list, help_text="[[image id, stamp], ...] in extraction order.")
+    fingerprint = models.CharField(max_length=40, help_text="Of the items: a chunk file made of others is not this.")
+    model = models.CharField(max_length=40, help_text="Identity of the encoder that must make it.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid making it, or that made it.")
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker took it.")
+    done = models.PositiveIntegerField(default=0, help_text="Items read so far (all of them once done).")
+    skipped = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="one_row_per_chunk")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.number} of job {self.job_id} ({self.status})"
+
+
 class Upload(models.Model):
     """An image a visitor brought. Owned like conversations: by a user, or by an anonymous visitor id."""
 

@@ -10,8 +10,9 @@
   names (written, but their job died) and half-published ones (no `_complete.json`, untouched for an hour);
   folders of the data directory's old layout (CIR_COLLECTIONS_DIR, before the shared store) no row names;
 - this host's cache trimmed to CIR_CACHE_VERSIONS versions (never a folder a worker process maps);
-- chunk folders of reindex jobs that finished (a new job never resumes an old one's chunks), and the
-  temporary folders of versions whose writer or fetcher was killed;
+- chunk files of reindex jobs that finished (a new job never resumes an old one's chunks), in the shared
+  store and this host's cache, and the item lists of their chunk rows; the temporary folders of versions
+  whose writer or fetcher was killed;
 - expired sessions.
 
 Collections with a reindex queued or running are left alone (their folders are being written). Other
@@ -29,7 +30,7 @@ from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 from cirweb import locations, storage
-from cirweb.catalog.models import Collection, Image, ReindexJob, Upload
+from cirweb.catalog.models import Collection, Image, ReindexChunk, ReindexJob, Upload
 from cirweb.catalog.retention_report import PruneReport, old_tmp, path_bytes
 from cirweb.catalog.retention_versions import versions_prune
 from cirweb.catalog.thumbnails import etag_for
@@ -46,11 +47,29 @@ def data_prune(*, now: datetime | None = None) -> PruneReport:
     busy = set(ReindexJob.objects.exclude(status__in=ReindexJob.FINISHED).values_list("collection_id", flat=True))
     for collection in Collection.objects.exclude(pk__in=busy):
         versions_prune(report=report, collection=collection, now=now)
+    _prune_job_chunks(report)
     sizes = {folder: path_bytes(folder) for folder in storage.cached_versions()}
     for folder in storage.cache_evict():
         report.count("cached index versions", sizes.get(folder, 0))
     report.counts["expired sessions"] = Session.objects.filter(expire_date__lt=now).delete()[0]
     return report
+
+
+def _prune_job_chunks(report: PruneReport) -> None:
+    """Chunk files of reindex jobs that are no longer queued or running (finished, or deleted with their
+    collection), in the shared store and in this host's cache, and the item lists of their chunk rows (the
+    rows stay: who made each chunk). A worker removes them itself when a job ends; these are what a cancel
+    from the web side, or a job the sweep failed, leave behind."""
+    busy = set(ReindexJob.objects.exclude(status__in=ReindexJob.FINISHED).values_list("pk", flat=True))
+    store = storage.shared_store()
+    stored = {key.split("/")[1] for key in store.list("jobs")}
+    for name in sorted(n for n in stored if n.isdigit() and int(n) not in busy):
+        report.remove_key("job chunk folders", storage.job_chunks_key(job_id=int(name)))
+    cached = Path(settings.CIR_CACHE_DIR) / "jobs"
+    for path in sorted(cached.iterdir()) if cached.is_dir() else ():
+        if path.name.isdigit() and int(path.name) not in busy:
+            report.remove("job chunk folders", path)
+    ReindexChunk.objects.filter(job__status__in=ReindexJob.FINISHED).exclude(items=[]).update(items=[])
 
 
 def _prune_uploads(report: PruneReport, now: datetime) -> None:

@@ -5,10 +5,11 @@ in services)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
 
-from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
+from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexChunk, ReindexJob, Upload
 from cirweb.locations import image_file, source_folder
 
 
@@ -82,6 +83,31 @@ def image_relpaths(*, ids: Iterable[int]) -> dict[int, str]:
 
 def reindex_job_cancel_requested(*, job_id: int) -> bool:
     return ReindexJob.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+@dataclass(frozen=True)
+class ChunksProgress:
+    """A job's extraction summed over its chunks, whoever makes them."""
+
+    chunks: int
+    chunks_done: int
+    done: int
+    skipped: int
+
+
+def reindex_chunks_progress(*, job_id: int) -> ChunksProgress:
+    totals = ReindexChunk.objects.filter(job_id=job_id).aggregate(
+        chunks=Count("pk"),
+        chunks_done=Count("pk", filter=Q(status=ReindexChunk.Status.DONE)),
+        done=Sum("done"),
+        skipped=Sum("skipped"),
+    )
+    return ChunksProgress(**{name: int(value or 0) for name, value in totals.items()})
+
+
+def reindex_chunks(*, job_id: int) -> list[ReindexChunk]:
+    """The job's plan, chunk by chunk, with who made (or is making) each."""
+    return list(ReindexChunk.objects.filter(job_id=job_id).order_by("number"))
 
 
 def upload_file(*, upload_id: int) -> tuple[str, bool] | None:

@@ -186,6 +186,8 @@ def test_index_worker_killed_mid_reindex_resumes_and_the_old_version_serves(stac
     stack.manage("reindex", SLUG)  # queued for the index worker
     (job,) = stack.sql("select max(id) from catalog_reindexjob")[0]
     wait_for(lambda: stack.sql("select done from catalog_reindexjob where id = ?", job)[0][0] >= 80, 120)
+    chunks = "select number, status, worker, attempts from catalog_reindexchunk where job_id = ?"
+    made_before = {n: worker for n, status, worker, _ in stack.sql(chunks, job) if status == "done"}
     stack.kill("index")
     killed = time.monotonic()
     api, conversation, out = open_socket(stack)
@@ -228,6 +230,8 @@ def test_index_worker_killed_mid_reindex_resumes_and_the_old_version_serves(stac
     )
     assert status == "succeeded", (error, stack.logs())
     assert attempts == 2 and reused >= 1, log[-3000:]  # resumed from what the killed worker wrote
+    after = {n: (worker, tries) for n, _, worker, tries in stack.sql(chunks, job)}
+    assert made_before and all(after[n] == (w, 1) for n, w in made_before.items()), (made_before, after)
     (active_after,) = stack.sql("select active_version_id from catalog_collection where slug = ?", SLUG)[0]
     assert active_after != active_before
     out.ws.close()

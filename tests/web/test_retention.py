@@ -22,7 +22,7 @@ from django.test import Client
 from django.utils import timezone
 
 from cirweb import storage
-from cirweb.catalog.models import IndexVersion, ReindexJob, Upload
+from cirweb.catalog.models import IndexVersion, ReindexChunk, ReindexJob, Upload
 from retrieval.store import write_version
 from tests.web.factories import make_collection, png_bytes
 
@@ -126,7 +126,12 @@ def test_prune_brings_the_data_directory_back_to_its_baseline(settings: Any) -> 
     job = ReindexJob.objects.create(collection=collection, kind="full", status=ReindexJob.Status.FAILED)
     chunks = collection_dir(collection) / "jobs" / str(job.pk)
     chunks.mkdir(parents=True)
-    (chunks / "chunk-0.npy").write_bytes(b"x" * 8192)
+    (chunks / "chunk-0.npy").write_bytes(b"x" * 8192)  # the old layout's chunk folder
+    storage.shared_store().put_file(chunks / "chunk-0.npy", f"{storage.job_chunks_key(job_id=job.pk)}/chunk_00000.npz")
+    cached_chunks = Path(settings.CIR_CACHE_DIR) / storage.job_chunks_key(job_id=job.pk)
+    cached_chunks.mkdir(parents=True)
+    (cached_chunks / "chunk_00001.npz").write_bytes(b"x" * 4096)  # a cancel from the web left the job's files
+    ReindexChunk.objects.create(job=job, number=0, items=[[image.pk, "stamp"]], fingerprint="f", model="m")
     expired = SessionStore()
     expired.create()
     Session.objects.filter(session_key=expired.session_key).update(expire_date=timezone.now() - timedelta(days=1))
@@ -141,7 +146,9 @@ def test_prune_brings_the_data_directory_back_to_its_baseline(settings: Any) -> 
     assert not IndexVersion.objects.filter(pk__in=[v.pk for v in old_versions]).exists()
     assert not any(in_store(v.path) for v in old_versions) and not in_store(unregistered)
     assert not in_store("collections/kept/v11") and not legacy.exists() and not half.exists()
-    assert not any(k.exists() for k in killed) and not chunks.exists()
+    assert not any(k.exists() for k in killed) and not chunks.exists() and not cached_chunks.exists()
+    assert not in_store(storage.job_chunks_key(job_id=job.pk))
+    assert ReindexChunk.objects.get(job=job).items == []  # the row stays (who made it), its item list goes
     collection.refresh_from_db()
     assert collection.active_version is not None and storage.index_version_exists(path=collection.active_version.path)
     # what is still in use still works: the live upload (whose bytes the expired one shared), the image

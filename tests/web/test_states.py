@@ -189,7 +189,7 @@ def test_the_chunk_stamp_names_the_encoder(tmp_path: Any) -> None:
     """A job resumed under another encoder (or a retrained checkpoint at the same path) never reuses chunks."""
     from types import SimpleNamespace
 
-    from workers.indexing import models_identity
+    from workers.chunks import models_identity
 
     checkpoint = tmp_path / "clip.pt"
     checkpoint.write_bytes(b"one")
