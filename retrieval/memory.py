@@ -1,20 +1,25 @@
 """Conversation memory: the query of turn t from the whole conversation, not only the last click and text.
 
-Rocchio-style relevance feedback on CLIP features (arrays in, arrays out; no framework):
+Relevance feedback on CLIP features and on what was shown (arrays in, arrays out; no framework):
 
     q_t = normalize( q_now
                      + requests · Σ_k decay^k · q_{t-k}        earlier requests, each fused with its reference
+                     + anchor   · f(first picture, words now)  this turn's words applied to where the branch began
                      + chosen   · mean(normalize(chosen))      pictures the person clicked earlier
                      − rejected · mean(normalize(rejected)) )  pictures the person said "Not this" to
+    score(x) = q_t · normalize(x) − seen · (times x was shown earlier and not chosen)
 
-An earlier request stays a constraint: its query (reference + words) points at pictures that have the change
-asked for, and the target has every change asked for. Weights are tuned on the train split of the training
-world only (`python -m retrieval simulate --tune`), never on the split the figures are measured on.
+Why each term: an earlier request stays a constraint (the target has every change asked for). A person who
+clicks the closest of ten wrong results often lands farther from the target than where they began, so this
+turn's words are also applied to the branch's first picture. A result shown before and passed over is
+probably not the target, so it gives way to pictures not yet seen (softly: a target overlooked once can come
+back). Weights were chosen on the train split of the training world only (the design comparison in
+`models/shapes/memory-tuning-train.json`), never on the world the figures are measured on.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,28 +35,34 @@ class MemoryWeights:
     decay: float = 0.6
     chosen: float = 0.0
     rejected: float = 0.15
+    anchor: float = 1.0
+    seen: float = 0.02
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-# Tuned on the train split of the seed-7 world (the committed model's training world: 150 episodes of its
-# first 420 families, coordinate search, models/shapes/memory-tuning-train.json); see the README.
+# Chosen on the train split of the seed-7 world (the committed model's training world): requests, decay and
+# rejected by a coordinate search, anchor and seen by a comparison of designs on all 1,680 episodes of its
+# first 840 families (models/shapes/memory-tuning-train.json); see the README.
 DEFAULT_WEIGHTS = MemoryWeights()
 
 
 @dataclass
 class Remembered:
-    """What a conversation holds at a turn, as raw features (rows oldest first)."""
+    """What a conversation holds at a turn, as raw features (rows oldest first) and ids."""
 
     earlier_queries: Array  # [m, dim] normalized fused queries of the earlier turns along the branch
     chosen: Array  # [c, dim] raw features of pictures clicked earlier (the current reference excluded)
     rejected: Array  # [r, dim] raw features of rejected pictures
+    anchor: Array = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # [0 or 1, dim] this turn's
+    # words fused with the branch's first picture (none on the first turn, or when it is this turn's picture)
+    seen: dict[int, int] = field(default_factory=dict)  # id -> times shown earlier on the branch, never chosen
 
     @classmethod
     def empty(cls, dim: int) -> Remembered:
         zero = np.zeros((0, dim), np.float32)
-        return cls(zero, zero, zero)
+        return cls(zero, zero, zero, zero)
 
 
 def steer(query: Array, memory: Remembered, weights: MemoryWeights = DEFAULT_WEIGHTS) -> Array:
@@ -61,6 +72,8 @@ def steer(query: Array, memory: Remembered, weights: MemoryWeights = DEFAULT_WEI
     if m and weights.requests:
         ages = np.arange(m, 0, -1, dtype=np.float32)  # the previous turn has age 1
         q = q + weights.requests * (weights.decay ** (ages - 1)) @ normalize(memory.earlier_queries)
+    if len(memory.anchor) and weights.anchor:
+        q = q + weights.anchor * normalize(memory.anchor)[0]
     if len(memory.chosen) and weights.chosen:
         q = q + weights.chosen * normalize(memory.chosen).mean(axis=0)
     if len(memory.rejected) and weights.rejected:
@@ -68,8 +81,20 @@ def steer(query: Array, memory: Remembered, weights: MemoryWeights = DEFAULT_WEI
     return normalize(q.reshape(1, -1))[0]
 
 
-def summary(texts: list[str], rejected: int, chosen: int = 0) -> str:
-    """What the page says is remembered: 'remembering: make it red; no star · steering away from 3 rejected'."""
+def demote(
+    scores: Array, ids: NDArray[np.int64], memory: Remembered, weights: MemoryWeights = DEFAULT_WEIGHTS
+) -> Array:
+    """`scores` [n] of the images `ids` [n], lowered by `weights.seen` for each earlier showing (a copy)."""
+    out = np.array(scores, np.float32, copy=True)
+    if memory.seen and weights.seen:
+        times = np.array([memory.seen.get(int(i), 0) for i in ids], np.float32)
+        out -= weights.seen * times
+    return out
+
+
+def summary(texts: list[str], rejected: int, chosen: int = 0, seen: int = 0) -> str:
+    """What the page says is remembered: 'remembering: make it red; no star · steering away from 3 rejected
+    · 20 seen give way'."""
     parts = []
     if texts:
         parts.append("remembering: " + "; ".join(t.strip() for t in texts if t.strip()))
@@ -77,4 +102,6 @@ def summary(texts: list[str], rejected: int, chosen: int = 0) -> str:
         parts.append(f"following {chosen} chosen")
     if rejected:
         parts.append(f"steering away from {rejected} rejected")
+    if seen:
+        parts.append(f"{seen} seen give way")
     return " · ".join(parts)

@@ -35,7 +35,7 @@ from retrieval.datasets.shapes import Scene
 from retrieval.datasets.shapes_world import load_scenes
 from retrieval.encoders import ClipEncoder, TargetPad
 from retrieval.evaluate import Gallery, encode_gallery
-from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, steer
+from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, demote, steer
 from retrieval.sim_user import UserModel, judge, perceive, request
 
 POLICIES = ("random", "image", "text", "combiner", "memory")
@@ -87,6 +87,7 @@ class Querier:
     def __init__(self, encoder: ClipEncoder, fuser: Fuser, world: World, weights: MemoryWeights) -> None:
         self.encoder, self.fuser, self.world, self.weights = encoder, fuser, world, weights
         self._texts: dict[str, np.ndarray] = {}
+        self.rows = np.arange(len(world.normed), dtype=np.int64)  # the gallery's rows are the ids here
 
     def text(self, words: str) -> np.ndarray:
         if words not in self._texts:
@@ -108,9 +109,9 @@ class Querier:
         if policy == "text":
             return normed @ normalize(self.text(words))[0]
         query = self.combined(reference, words)
-        if policy == "memory":
-            query = steer(query, memory, self.weights)
-        return normed @ query
+        if policy != "memory":
+            return normed @ query
+        return demote(normed @ steer(query, memory, self.weights), self.rows, memory, self.weights)
 
 
 def run_episode(
@@ -133,6 +134,7 @@ def run_episode(
     earlier: list[np.ndarray] = []
     chosen: list[str] = []
     rejected: list[str] = []
+    seen: dict[int, int] = {}  # row -> times shown on earlier turns
     dim = world.gallery.features.shape[1]
     for turn in range(1, max_turns + 1):
         read = perceive(scenes[current], user, rng)
@@ -143,10 +145,14 @@ def run_episode(
             np.array(earlier, np.float32).reshape(-1, dim),
             feats[[index[n] for n in chosen]].reshape(-1, dim),
             feats[[index[n] for n in rejected]].reshape(-1, dim),
+            querier.combined(start, words)[None] if policy == "memory" and current != start else feats[:0],
+            {row: times for row, times in seen.items() if world.gallery.names[row] not in chosen},
         )
         scores = querier.scores(policy, current, words, memory, rng)
         scores[list(hidden | {index[current]})] = -np.inf
         top = [world.gallery.names[i] for i in np.argsort(-scores, kind="stable")[:shown]]
+        for name in top:  # an overlooked target counts as seen too: the product cannot tell
+            seen[index[name]] = seen.get(index[name], 0) + 1
         if target in top:
             if rng.random() >= user.miss_target:
                 return turn

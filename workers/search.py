@@ -32,7 +32,7 @@ from retrieval.combiner import Mode
 from retrieval.errors import RetrievalError
 from retrieval.images import ImageError
 from retrieval.store import IndexVersion as LoadedVersion
-from workers.memory import remember
+from workers.memory import remember, rerank
 from workers.publish import HeldProgress, publish
 from workers.runtime import Models, runtime
 
@@ -181,14 +181,17 @@ def run_search(
         query = models.fuser.fuse(Mode(mode), ref, txt)
     except ValueError as exc:
         raise SearchFailed("bad_mode", str(exc)) from None
-    remembered = ""
-    if history is not None:  # conversation memory (turn.memory): earlier requests, chosen and rejected images
-        query, remembered = remember(models, loaded, Mode(mode), query, history)
+    remembered, memory = "", None
+    if history is not None:  # conversation memory (turn.memory): the branch's requests, feedback and results
+        query, memory, remembered = remember(models, loaded, Mode(mode), query, history, image_id=image_id, words=txt)
     timings["combine"] = (time.perf_counter() - t) * 1000
     if stage:
         stage("searching")
     t = time.perf_counter()
-    scores, ids = loaded.index.search(query, k, exclude=exclude)
+    if memory is None or not memory.seen:
+        scores, ids = loaded.index.search(query, k, exclude=exclude)
+    else:  # results seen before give way: ask for as many more as could be demoted out of the top k
+        scores, ids = rerank(*loaded.index.search(query, k + len(memory.seen), exclude=exclude), memory, k)
     timings["search"] = (time.perf_counter() - t) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]

@@ -15,11 +15,13 @@ from cirweb.owners import Owner
 class TurnHistory:
     """What a turn's conversation remembers, for `retrieval.memory`: the earlier turns along its branch
     (oldest first, as (reference image id or None, text)), the images chosen and rejected in the
-    conversation (the turn's own reference is not among the chosen: it is already the query's image)."""
+    conversation (the turn's own reference is not among the chosen: it is already the query's image), and
+    how many times each result of the earlier turns was shown without being chosen."""
 
     earlier: list[tuple[int | None, str]] = field(default_factory=list)
     chosen: list[int] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
+    seen: dict[int, int] = field(default_factory=dict)
 
     @property
     def texts(self) -> list[str]:
@@ -31,9 +33,9 @@ def turn_history(*, turn: Turn, max_turns: int = 20) -> TurnHistory:
     search's past), and the feedback given anywhere in the conversation."""
     earlier: list[tuple[int | None, str]] = []
     parent_id = turn.parent_id
-    seen: set[int] = set()
-    while parent_id is not None and parent_id not in seen and len(earlier) < max_turns:
-        seen.add(parent_id)
+    ancestors: set[int] = set()
+    while parent_id is not None and parent_id not in ancestors and len(earlier) < max_turns:
+        ancestors.add(parent_id)
         row = Turn.objects.filter(pk=parent_id).values_list("parent_id", "reference_image_id", "text").first()
         if row is None:
             break
@@ -43,7 +45,12 @@ def turn_history(*, turn: Turn, max_turns: int = 20) -> TurnHistory:
     feedback = Feedback.objects.filter(turn__conversation=turn.conversation_id).values_list("image_id", "value")
     chosen = [i for i, v in feedback if v == Feedback.Value.CHOSEN and i != turn.reference_image_id]
     rejected = [i for i, v in feedback if v == Feedback.Value.REJECTED]
-    return TurnHistory(earlier, sorted(set(chosen)), sorted(set(rejected)))
+    taken = set(chosen) | {turn.reference_image_id}
+    seen: dict[int, int] = {}
+    for image_id in TurnResult.objects.filter(turn__in=ancestors).values_list("image_id", flat=True):
+        if image_id not in taken:
+            seen[image_id] = seen.get(image_id, 0) + 1
+    return TurnHistory(earlier, sorted(set(chosen)), sorted(set(rejected)), seen)
 
 
 def conversation_list(*, owner: Owner, limit: int = 200) -> QuerySet[Conversation]:

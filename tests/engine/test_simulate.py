@@ -87,16 +87,19 @@ def test_figures_carry_intervals() -> None:
 
 
 def test_a_rejected_look_ranks_lower_on_the_next_turn(shapes_world: Path) -> None:
-    """Committed model, held-out shapes world: the person rejects the top result; on the next turn (same
-    picture, same words) the image that looks most like the rejected one ranks lower with memory."""
+    """Committed model, held-out shapes world: the person presses "Not this" on the top result. On the next
+    turn (same picture, same words, same remembered request) the five pictures that look most like the
+    rejected one rank lower than with the same memory minus the rejection. Would rejection do nothing, every
+    rank would stay put. (Its scene-graph family does not reliably fall at the tuned weight: that family
+    often holds the target's own stepping stones, which the words pull up.)"""
     models = Path(__file__).resolve().parents[2] / "models" / "shapes"
     encoder = load_clip(str(models / "shapes-clip.pt"))
     fuser = Fuser(load_combiner(models / "shapes-combiner.pt"), encoder.dim)
     data = load_cirr(shapes_world, "val", dataset="shapes")
     gallery = encode_gallery(encoder, data.images, show_progress=False)
     normed = normalize(gallery.features)
-    before: list[int] = []
-    after: list[int] = []
+    none = np.zeros((0, encoder.dim), np.float32)
+    drops: list[float] = []
     for t in data.triplets[:30]:
         ref = gallery.index[t.reference]
         query = fuser.fuse(Mode.COMBINER, gallery.features[[ref]], encoder.encode_texts([t.caption]))[0]
@@ -104,12 +107,16 @@ def test_a_rejected_look_ranks_lower_on_the_next_turn(shapes_world: Path) -> Non
         first[ref] = -np.inf
         rejected = int(np.argmax(first))  # "Not this" on the top result
         likeness = normed @ normed[rejected]
-        likeness[[ref, rejected]] = -np.inf
-        look = int(np.argmax(likeness))  # the picture that looks most like the rejected one
-        memory = Remembered(query[None], np.zeros((0, encoder.dim), np.float32), gallery.features[[rejected]])
-        for q, ranks in ((query, before), (steer(query, memory), after)):
-            scores = normed @ q
+        likeness[[ref, rejected, gallery.index[t.target]]] = -np.inf
+        look = list(np.argsort(-likeness)[:5])  # the pictures that look most like the rejected one
+        ranks = []
+        for said_no in (none, gallery.features[[rejected]]):
+            scores = normed @ steer(query, Remembered(query[None], none, said_no))
             scores[[ref, rejected]] = -np.inf  # hidden either way: the reference, and the rejected image itself
-            ranks.append(int((scores > scores[look]).sum()))
-    assert all(a >= b for a, b in zip(after, before, strict=True))  # never higher
-    assert sum(after) > sum(before)  # lower on the whole
+            order = np.argsort(-scores, kind="stable")
+            ranks.append(float(np.mean([np.where(order == i)[0][0] for i in look])))
+        drops.append(ranks[1] - ranks[0])
+    assert all(d >= 0 for d in drops)  # the rejected look never rises
+    # It falls after a good share of rejections (13 of 30 here): the tuned weight (0.15) nudges, it does not
+    # shove; with rejection doing nothing, no rank would move and this fails.
+    assert sum(d > 0 for d in drops) >= len(drops) // 3

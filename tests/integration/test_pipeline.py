@@ -57,7 +57,8 @@ def test_three_turn_refinement_finds_the_right_scenes(live_services: LiveService
         if family == 0:  # conversation memory: the worker steers by the branch and says what it used
             _, fifth = ws.turn(edit_text(shapes, d, s2), {"image": shapes.ids[d]}, parent=t2, memory=True)
             said = f"remembering: {edit_text(shapes, r, s1)}; {edit_text(shapes, s1, d)}"
-            assert fifth["memory"] == said and len(fifth["results"]) == 24
+            passed_over = (set(result_ids(first)) | set(result_ids(second))) - {shapes.ids[s1], shapes.ids[d]}
+            assert fifth["memory"] == f"{said} · {len(passed_over)} seen give way" and len(fifth["results"]) == 24
             assert third["memory"] == ""  # off by default
         ws.close()
     found = sum(sum(h) for h in hits)

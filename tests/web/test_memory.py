@@ -12,9 +12,10 @@ from cirweb.conversations import services
 from cirweb.conversations.models import Feedback, Turn, TurnResult
 from cirweb.conversations.selectors import TurnHistory, turn_history
 from retrieval.combiner import Mode, normalize
+from retrieval.memory import DEFAULT_WEIGHTS
 from retrieval.store import write_version
 from tests.web.factories import make_collection, visitor
-from workers.memory import remember
+from workers.memory import remember, rerank
 from workers.runtime import Runtime
 
 pytestmark = pytest.mark.django_db  # inside a transaction: nothing is enqueued (on_commit never fires)
@@ -39,10 +40,15 @@ def test_history_follows_the_branch_and_the_feedback(settings: Any) -> None:
     services.feedback_set(turn=first, image_id=c, value="rejected")
     second = turn("no star", b, parent=first.pk)  # refined from result b: b becomes chosen
     other_branch = turn("add a square", a, parent=first.pk)
+    TurnResult.objects.bulk_create([TurnResult(turn=other_branch, rank=0, image_id=d, score=1.0)])
+    TurnResult.objects.bulk_create(
+        [TurnResult(turn=second, rank=r, image_id=i, score=1.0) for r, i in enumerate([c, a, b])]
+    )
     third = turn("bigger", d, parent=second.pk)
     history = turn_history(turn=third)
     assert history.earlier == [(a, "make the circle red"), (b, "no star")]  # the other branch is not this past
     assert history.rejected == [c] and history.chosen == [b]
+    assert history.seen == {c: 2, a: 1}  # shown on the branch and passed over (b was chosen; d is not this past)
     assert turn_history(turn=other_branch).earlier == [(a, "make the circle red")]
     assert Feedback.objects.filter(value="chosen", image_id=b).exists()
     with pytest.raises(services.TurnRejected, match="memory must be true or false"):
@@ -56,7 +62,20 @@ def test_the_worker_steers_with_features_from_the_index(tmp_path: Path, tiny_cli
     loaded = write_version(tmp_path, np.arange(10, 16), features, encoder="tiny", combiner="sum")
     query = models.fuser.fuse(Mode.SUM, features[[0]], models.encoder.encode_texts(["make it red"]))
     history = TurnHistory(earlier=[(10, "make it red"), (99, "an image reindexed away")], rejected=[12, 98])
-    steered, said = remember(models, loaded, Mode.SUM, query, history)
+    leader = int(loaded.index.search(remember(models, loaded, Mode.SUM, query, history)[0], 1)[1][0][0])
+    history.seen = {leader: 50, 97: 1}  # the best result was shown 50 times, passed over; 97 is not indexed
+    steered, memory, said = remember(models, loaded, Mode.SUM, query, history, image_id=11, words=None)
     away = normalize(features[[2]])[0]
     assert float(steered[0] @ away) < float(normalize(query)[0] @ away)
-    assert said == "remembering: make it red; an image reindexed away · steering away from 1 rejected"
+    assert said == (
+        "remembering: make it red; an image reindexed away · steering away from 1 rejected · 1 seen give way"
+    )
+    every, ids = loaded.index.search(steered, 6)  # the whole collection, best first
+    lowered = {
+        int(i): float(v) - (50 * DEFAULT_WEIGHTS.seen if i == leader else 0.0)
+        for v, i in zip(every[0], ids[0], strict=True)
+    }
+    expected = sorted(lowered, key=lambda i: -lowered[i])[:3]
+    _, top = rerank(*loaded.index.search(steered, 3 + len(memory.seen)), memory, 3)
+    assert [int(i) for i in top[0]] == expected  # an exact top 3 after the seen result gave way
+    assert expected[0] != leader
