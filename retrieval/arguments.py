@@ -105,6 +105,9 @@ def _bench_args(sub: Any) -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="encoder precision")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--totals", action="store_true", help="with --json, every turn's total (for the histogram)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch and Faiss threads (a search worker's CIR_SEARCH_THREADS)"
+    )
 
     p = _add(
         sub,

@@ -44,15 +44,16 @@ def _bench_encode(args: argparse.Namespace) -> int:
 def _bench_turn(args: argparse.Namespace) -> int:
     """One line (or JSON object) per architecture and size: the turn's p50/p99 and stages, beside the naive turn."""
     from retrieval.bench_turn import bench_turn
-    from retrieval.precision import Precision
+    from retrieval.precision import Precision, compute_threads_set
 
     precision = None if args.precision == "auto" else Precision.named(args.precision)
+    compute_threads_set(args.threads)  # both turns, fast and naive, with the threads a search worker has
     for arch in args.arch:
         for count in args.count:
             run = bench_turn(
                 arch, count, turns=args.turns, excluded=args.exclude, index_type=args.index, precision=precision
             )
-            figures = asdict(run)
+            figures = {**asdict(run), "threads": args.threads}
             totals = figures.pop("totals_ms")
             if args.totals:
                 figures["totals_ms"] = totals
