@@ -10,6 +10,7 @@ runs so that no benchmark can rot. The raw figures go to benchmarks.json beside 
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ import torch
 
 from retrieval.bench_turn import bench_turn
 from retrieval.benchmarks import bench_encode, bench_extract, bench_index
-from retrieval.precision import cpu_flags
+from retrieval.precision import compute_threads_set, cpu_flags
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,11 @@ def run(preset_name: str) -> Report:
         ef_searches=list(p.ef_searches),
     )
     report.index = [asdict(f) for f in figures]
+    compute_threads_set(1)  # a turn runs as a search worker runs it (CIR_SEARCH_THREADS, 1 by default)
     for arch in p.turn_archs:
         for count in p.turn_counts:
             report.turn.append(asdict(bench_turn(arch, count, turns=p.turns, excluded=p.turn_excluded)))
+    compute_threads_set(os.cpu_count() or 1)  # encoding runs as an index worker runs it: every core
     for arch, batch in p.encode:
         report.encode += [asdict(f) for f in bench_encode(arch, batch=batch, precisions=p.precisions)]
         report.extract.append(asdict(bench_extract(arch, images=p.extract_images, batch=batch)))
@@ -213,7 +216,8 @@ def render(report: Report) -> str:
         "",
         "`python -m retrieval bench-turn --arch A --count N [--json]`: text encoding, stored reference feature, "
         "Combiner, search excluding the ids already shown; beside it in the same run the naive turn (fp32, "
-        "77-token context, exact flat search, no cache).",
+        "77-token context, exact flat search, no cache); both with one thread, as a search worker runs them "
+        "(`--threads`, CIR_SEARCH_THREADS).",
         "",
         _table(
             report.turn,
