@@ -1,0 +1,24 @@
+"""`manage.py bootstrap_demo` on a data directory nothing has touched (not even `migrate`): the demo
+collection is built and indexed, and a second run finds everything done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_relocation import manage, site_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_bootstrap_demo_builds_the_demo_on_a_fresh_data_directory_and_then_has_nothing_to_do(tmp_path: Path) -> None:
+    env = site_env(tmp_path)
+    env["CIR_SOURCE_ROOTS"] = str(tmp_path / "worlds")
+    env.pop("CIR_CLIP_MODEL")  # the defaults: the models bootstrap_demo installs under the data directory
+    env.pop("CIR_COMBINER")
+    env.pop("CIR_MODEL_ROOTS")
+    first = manage(env, "bootstrap_demo")
+    assert "demo ready" in first and "with 5040 images" in first, first
+    again = manage(env, "bootstrap_demo")
+    assert "already built" in again, again
