@@ -113,7 +113,7 @@ class ChunkWatch:
             self.stopped = not chunks.reindex_chunk_beat(
                 chunk_id=self.chunk.pk, worker=self.worker, done=self.done, skipped=self.skipped
             )
-            fault_point("reindex.progress")
+        fault_point("reindex.progress")  # after every batch: the fault tests slow a reindex batch by batch
         if self.also:
             self.also()
 

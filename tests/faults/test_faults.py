@@ -188,13 +188,15 @@ def test_index_worker_killed_mid_reindex_resumes_and_the_old_version_serves(stac
     )
     (versions_before,) = stack.sql(count_versions, SLUG)[0]  # other tests of the stack may have built some
     (serving,) = stack.sql("select number from catalog_indexversion where id = ?", active_before)[0]
-    stack.faults(reindex_progress="sleep:0.7")  # slow enough to be killed half-way
+    stack.faults(reindex_progress="sleep:0.7")  # each batch: slow enough to be killed half-way
     stack.manage("reindex", SLUG)  # queued for the index worker
     (job,) = stack.sql("select max(id) from catalog_reindexjob")[0]
     wait_for(lambda: stack.sql("select done from catalog_reindexjob where id = ?", job)[0][0] >= 80, 120)
     chunks = "select number, status, worker, attempts from catalog_reindexchunk where job_id = ?"
     made_before = {n: worker for n, status, worker, _ in stack.sql(chunks, job) if status == "done"}
     stack.kill("index")
+    (status_at_kill,) = stack.sql("select status from catalog_reindexjob where id = ?", job)[0]
+    assert status_at_kill == "running", f"the job ended ({status_at_kill}) before its worker could be killed"
     killed = time.monotonic()
     api, conversation, out = open_socket(stack)
     turns = [out.send("make it red", ids[f"dev-{14 + i}-0"], f"while-down-{i}") for i in range(3)]
