@@ -300,6 +300,8 @@ CIR_COMBINER = os.environ.get("CIR_COMBINER") or str(CIR_MODELS_DIR / "shapes-co
 CIR_DEVICE = os.environ.get("CIR_DEVICE", "cpu")
 # Encoders pick bf16 / channels_last / int8 text per machine (retrieval/precision.py); 1 keeps plain fp32.
 CIR_FORCE_FP32 = env_bool("CIR_FORCE_FP32", False)
+# index processes compile real-size ResNet image towers (retrieval.precision); 0 keeps them eager
+CIR_COMPILE_IMAGES = env_bool("CIR_COMPILE_IMAGES", True)
 # intra-op threads of each search process (retrieval.precision.compute_threads_set): more processes, not threads
 CIR_SEARCH_THREADS = env_int("CIR_SEARCH_THREADS", 1)
 CIR_COLLECTIONS_DIR = CIR_DATA_DIR / "collections"

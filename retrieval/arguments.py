@@ -9,7 +9,9 @@ from typing import Any
 
 MODES = ["combiner", "sum", "sum-normalized", "text", "image"]  # retrieval.combiner.Mode, without importing torch
 DATASETS = ["cirr", "fashioniq", "shapes"]  # retrieval.datasets.DATASETS
-PRECISIONS = ["auto", "fp32", "bf16", "int8", "bf16-int8"]  # retrieval.precision: auto or one lever forced
+# retrieval.precision's PRECISION_NAMES, without importing torch: auto, or levers forced, each also with
+# "-compile" (compiled image batches)
+PRECISIONS = ["auto", *(f"{n}{c}" for c in ("", "-compile") for n in ("fp32", "bf16", "int8", "bf16-int8"))]
 INDEX_TYPES = ["flat", "ivf", "hnsw", "ivfpq"]  # retrieval.index.INDEX_TYPES, without importing faiss
 DEVICES = ["cpu", "cuda", "auto"]
 POLICIES = ["random", "image", "text", "combiner", "memory"]

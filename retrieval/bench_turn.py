@@ -106,7 +106,8 @@ def bench_turn(
     encoder = load_clip(f"random:{arch}", precision=precision)
     dim = encoder.dim
     combiner = Combiner(dim, dim * 4, dim * 8).eval()
-    fuser = Fuser(combiner, dim)
+    fuser = Fuser(combiner, dim, int8=encoder.precision.combiner == "int8")
+    naive_fuser = Fuser(combiner, dim)  # the naive turn: the fp32 Combiner
     clusters = max(count // 500, 10)
     ids = np.arange(10_000, 10_000 + count, dtype=np.int64)  # ids as a database hands them out, not 0..n
     rng = np.random.default_rng(seed)
@@ -123,7 +124,7 @@ def bench_turn(
         naive_text = _full_context_text(encoder)
         fast_index, ref0 = version.index, int(references[0])
         _turn(fast_text, fuser, version, fast_index, texts[-1], ref0, seen[0], k)  # warm-up
-        _turn(naive_text, fuser, version, naive_index, texts[-2], ref0, seen[0], k)
+        _turn(naive_text, naive_fuser, version, naive_index, texts[-2], ref0, seen[0], k)
         fast: list[dict[str, float]] = []
         naive: list[dict[str, float]] = []
         found, truth = [], []
@@ -132,7 +133,7 @@ def bench_turn(
             got, times = _turn(fast_text, fuser, version, fast_index, texts[i], ref, seen[i], k)
             fast.append(times)
             found.append(got)
-            want, times = _turn(naive_text, fuser, version, naive_index, texts[i], ref, seen[i], k)
+            want, times = _turn(naive_text, naive_fuser, version, naive_index, texts[i], ref, seen[i], k)
             naive.append(times)
             truth.append(want)
         cached = [_timed(partial(fast_text, t))[1] for t in texts[: min(turns, 50)]]

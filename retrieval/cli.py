@@ -190,7 +190,7 @@ def _load_models(args: argparse.Namespace) -> tuple[Any, Any]:
         raise RetrievalError("mode 'combiner' needs a Combiner checkpoint: pass --combiner PATH (or --mode sum)")
     precision = None if args.precision == "auto" else Precision.named(args.precision)
     encoder = load_clip(args.clip, device=args.device, preprocessing=_preprocessing(args), precision=precision)
-    return encoder, Fuser(combiner, encoder.dim)
+    return encoder, Fuser(combiner, encoder.dim, int8=encoder.precision.combiner == "int8")
 
 
 def _provenance(args: argparse.Namespace, encoder: Any) -> dict[str, Any]:

@@ -5,6 +5,8 @@ Parameter names are CLIP4Cir's, so its published checkpoints (``{"Combiner": sta
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -143,13 +145,19 @@ def load_combiner(
 
 class Fuser:
     """Query features from (reference image features, text features) in any `Mode`: the engine's one
-    place that knows how to combine. Inputs are raw CLIP features [n, dim]; outputs are normalized."""
+    place that knows how to combine. Inputs are raw CLIP features [n, dim]; outputs are normalized.
 
-    def __init__(self, combiner: Combiner | None, dim: int) -> None:
+    `int8`: the Combiner's Linear layers get int8 weights (dynamic quantization, on a copy; CPU only), the
+    choice `retrieval.precision` makes for real-size models: a turn's Combiner is bound by reading weights."""
+
+    def __init__(self, combiner: Combiner | None, dim: int, *, int8: bool = False) -> None:
         if combiner is not None and combiner.dims[0] != dim:
             raise CheckpointError(
                 f"the Combiner expects {combiner.dims[0]}-d CLIP features but the encoder gives {dim}-d ones"
             )
+        self.device = next(combiner.parameters()).device if combiner is not None else torch.device("cpu")
+        if combiner is not None and int8 and self.device.type == "cpu":
+            combiner = quantized_combiner(combiner)  # int8 modules hold packed weights, no parameters
         self.combiner = combiner
         self.dim = dim
 
@@ -165,10 +173,9 @@ class Fuser:
         if mode is Mode.COMBINER:
             if self.combiner is None:
                 raise ValueError("no Combiner is loaded: use mode 'sum', 'sum-normalized', 'text' or 'image'")
-            device = next(self.combiner.parameters()).device
             out = self.combiner.combine_features(
-                torch.from_numpy(np.asarray(image, np.float32)).to(device),
-                torch.from_numpy(np.asarray(text, np.float32)).to(device),
+                torch.from_numpy(np.asarray(image, np.float32)).to(self.device),
+                torch.from_numpy(np.asarray(text, np.float32)).to(self.device),
             )
             return out.cpu().numpy().astype(np.float32)
         if mode in (Mode.SUM, Mode.SUM_NORMALIZED):
@@ -177,6 +184,16 @@ class Fuser:
         only = text if mode is Mode.TEXT else image
         assert only is not None
         return normalize(only)
+
+
+def quantized_combiner(combiner: Combiner) -> Combiner:
+    """A copy of `combiner` whose Linear layers hold int8 weights (activations quantized per call)."""
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, not installed
+        warnings.simplefilter("ignore")
+        quantized: Combiner = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(combiner), {nn.Linear}, dtype=torch.qint8
+        )
+    return quantized.eval()
 
 
 def sum_features(mode: Mode, image: NDArray[np.float32], text: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -16,13 +16,14 @@ computes them (precision, layout, text cache) is chosen per machine by `retrieva
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 import urllib.error
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +41,9 @@ with warnings.catch_warnings():  # clip imports pkg_resources, which warns about
 
 from retrieval.confine import confined_checkpoint
 from retrieval.errors import CheckpointError, ModelNotAvailable
-from retrieval.precision import Precision, precision_for
+from retrieval.precision import COMPILE_MIN_BATCH, Precision, precision_for
+
+log = logging.getLogger(__name__)
 
 Preprocessing = Literal["clip", "targetpad"]
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -122,6 +125,8 @@ class ClipEncoder:
     spec: str
     precision: Precision = field(default_factory=Precision.fp32)
     _text_model: CLIP | None = field(default=None, init=False, repr=False)
+    _compiled: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, init=False, repr=False)
+    _compiled_batch: int = field(default=0, init=False, repr=False)  # the one batch shape it was compiled for
     _text_cache: OrderedDict[str, NDArray[np.float32]] = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -157,8 +162,37 @@ class ClipEncoder:
         if self.precision.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision.image == "bf16"):
-            features = self.model.encode_image(pixels)
+            features = self._compiled_images(pixels) if self._compile_wanted(len(pixels)) else None
+            if features is None:
+                features = self.model.encode_image(pixels)
         return features.float().cpu().numpy()
+
+    def _compile_wanted(self, n: int) -> bool:
+        return self.precision.compile_images and n >= COMPILE_MIN_BATCH and self.device.type == "cpu"
+
+    def _compiled_images(self, pixels: torch.Tensor) -> torch.Tensor | None:
+        """The image tower compiled for one batch shape (the first batch of COMPILE_MIN_BATCH or more): a
+        smaller batch is padded to it, a larger one runs in pieces, so nothing ever compiles twice. None
+        when compiling failed (no working compiler): the caller runs eager, now and from then on."""
+        with self._lock:
+            if self._compiled is None and self.precision.compile_images:
+                self._compiled_batch = len(pixels)
+                self._compiled = torch.compile(self.model.visual, options={"freezing": True}, dynamic=False)
+            compiled, size = self._compiled, self._compiled_batch
+        if compiled is None:
+            return None
+        pieces = []
+        try:
+            for start in range(0, len(pixels), size):
+                piece = pixels[start : start + size]
+                padded = torch.cat([piece, piece.new_zeros((size - len(piece), *piece.shape[1:]))])
+                pieces.append(compiled(padded)[: len(piece)])
+        except Exception as exc:  # Inductor raises many types when the compiler or its toolchain is missing
+            log.warning("compiling the image tower failed (%s); encoding images eager", str(exc).splitlines()[0])
+            with self._lock:
+                self._compiled, self.precision = None, replace(self.precision, compile_images=False)
+            return None
+        return torch.cat(pieces)
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> NDArray[np.float32]:
         """Features of PIL images, shape [n, dim], unnormalized."""
@@ -228,9 +262,11 @@ def load_clip(
     model_roots: Sequence[str | Path] | None = None,
     precision: Precision | None = None,
     force_fp32: bool = False,
+    compile_images: bool = True,
 ) -> ClipEncoder:
     """Load CLIP from a model name, a checkpoint path, or ``random:<architecture>``; see the module doc.
-    `precision` None: the fastest fidelity-keeping choice for this machine, or plain fp32 with `force_fp32`."""
+    `precision` None: the fastest fidelity-keeping choice for this machine, or plain fp32 with `force_fp32`;
+    `compile_images` False keeps image batches eager whatever the machine."""
     torch_device = resolve_device(device)
     if spec.startswith("random:"):
         model = build_random_clip(spec.removeprefix("random:"))
@@ -245,7 +281,7 @@ def load_clip(
         model.float()
     model = model.to(torch_device).eval()
     if precision is None:
-        precision = precision_for(model, device=torch_device, force_fp32=force_fp32)
+        precision = precision_for(model, device=torch_device, force_fp32=force_fp32, compile_images=compile_images)
     preprocess = make_preprocess(model.visual.input_resolution, preprocessing)
     return ClipEncoder(model, preprocess, torch_device, spec, precision)
 

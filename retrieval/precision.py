@@ -12,15 +12,27 @@ The fastest choice differs by processor and by path, so it is made per path, not
   It wins at one thread per process (RN50x4 19 ms vs 37 ms fp32 on a busy 2-core AMD EPYC, cosine 0.9992);
   with two threads on cores that other work also wants, both paths stall waiting for the second thread
   (60-73 ms vs 100 ms), which is why search processes run one (`compute_threads_set`).
+- the Combiner of a turn: one query through three wide Linear layers (RN50x4's reads 236 MB of fp32
+  weights), bound by memory like the text; int8 dynamic quantization reads a quarter (RN50x4 size: 25.7 ms
+  -> 9.8 ms at one thread on a busy AVX2 EPYC, cosine 0.99999 against fp32). Real sizes only, as for text.
 - repeated texts (the same refinement asked again, another user's identical wording) come from an LRU.
+- images in batches, ResNet towers: `torch.compile` (Inductor, with freezing: batch norms folded into the
+  convolutions, weights pre-packed) on top of the precision above. RN50x4 fp32 at batch 8, one thread:
+  1.87x eager, cosine 1.0; ViT-B/32 gained only 1.21x, not worth its compile time. Compiling costs about
+  80 s once per process (Inductor's disk cache makes later processes faster) and needs a C++ compiler, so it
+  is chosen only where one is found, runs only batches of `COMPILE_MIN_BATCH` or more (an upload's single
+  picture stays eager), and falls back to eager if compiling fails.
 
 `choose_precision` makes the choice from the CPU's flags; `force_fp32` (the setting CIR_FORCE_FP32)
-turns every lever that changes numbers off, leaving the plain fp32 model. Nothing here reads settings.
+turns every lever off, leaving the plain fp32 eager model; `compile_images` False (CIR_COMPILE_IMAGES=0)
+turns compilation alone off. Nothing here reads settings.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -32,13 +44,15 @@ with warnings.catch_warnings():  # clip imports pkg_resources, which warns about
     from clip.model import CLIP, ModifiedResNet
 
 ImagePrecision = Literal["fp32", "bf16"]
-TextPrecision = Literal["fp32", "int8"]
+TextPrecision = Literal["fp32", "int8"]  # also the Combiner's: both are the turn's memory-bound path
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 dot products
 # Levers are used only at the sizes where they were measured to win (the published architectures); the tiny
 # shapes model keeps exact fp32 features on every machine.
 INT8_MIN_TEXT_WIDTH = 512
 BF16_MIN_IMAGE_RESOLUTION = 224
-PRECISION_NAMES = ("fp32", "bf16", "int8", "bf16-int8")
+BASE_PRECISION_NAMES = ("fp32", "bf16", "int8", "bf16-int8")
+PRECISION_NAMES = BASE_PRECISION_NAMES + tuple(f"{name}-compile" for name in BASE_PRECISION_NAMES)
+COMPILE_MIN_BATCH = 8  # smaller image batches (an upload, a warm-up) run eager: never worth a compile
 TEXT_CACHE_SIZE = 4096  # texts; a 640-d feature is 2.5 kB, so at most ~10 MB
 
 
@@ -48,14 +62,18 @@ class Precision:
 
     `image`: dtype the image tower computes in (features always come back as float32).
     `channels_last`: convolution layout for ResNet image towers.
-    `text`: fp32, or int8 weights in the text transformer's Linear layers (activations quantized on the fly).
+    `text`: fp32, or int8 weights in the text transformer's Linear layers (activations quantized on the fly);
+    `combiner` likewise for the Combiner's Linear layers (the Fuser applies it).
     `text_cache`: how many text features to keep (0: none).
+    `compile_images`: run image batches through `torch.compile` (ResNet towers; see the module doc).
     """
 
     image: ImagePrecision = "fp32"
     channels_last: bool = False
     text: TextPrecision = "fp32"
     text_cache: int = TEXT_CACHE_SIZE
+    combiner: TextPrecision = "fp32"
+    compile_images: bool = False
 
     @classmethod
     def fp32(cls, text_cache: int = TEXT_CACHE_SIZE) -> Precision:
@@ -65,16 +83,27 @@ class Precision:
     @classmethod
     def named(cls, name: str) -> Precision:
         """An explicit choice, for measuring each lever on any machine: fp32, bf16, int8 or bf16-int8
-        (bf16 images with channels_last, int8 text). On a CPU without bf16 units bf16 is emulated: the
-        numbers are the same as on one that has them, the speed is not."""
+        (bf16 images with channels_last; int8 text and Combiner), each also with `-compile` (compiled image
+        batches). On a CPU without bf16 units bf16 is emulated: the numbers are the same as on one that has
+        them, the speed is not."""
         if name not in PRECISION_NAMES:
             raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISION_NAMES)}")
         bf16, int8 = "bf16" in name, "int8" in name
-        return cls("bf16" if bf16 else "fp32", bf16, "int8" if int8 else "fp32")
+        return cls(
+            "bf16" if bf16 else "fp32",
+            bf16,
+            "int8" if int8 else "fp32",
+            combiner="int8" if int8 else "fp32",
+            compile_images=name.endswith("-compile"),
+        )
 
     def describe(self) -> str:
         layout = "+channels_last" if self.channels_last else ""
-        return f"image {self.image}{layout}, text {self.text}, text cache {self.text_cache}"
+        compiled = " compiled" if self.compile_images else ""
+        return (
+            f"image {self.image}{layout}{compiled}, text {self.text}, combiner {self.combiner}, "
+            f"text cache {self.text_cache}"
+        )
 
 
 @functools.cache
@@ -101,6 +130,12 @@ def cpu_has_int8_gemm() -> bool:
     return ("x86" in engines or "fbgemm" in engines) and "avx2" in cpu_flags()
 
 
+def has_compiler() -> bool:
+    """A C++ compiler for Inductor's CPU kernels (`CXX` if set, else the usual names)."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return any(shutil.which(name) for name in names)
+
+
 def choose_precision(
     *,
     device: torch.device,
@@ -108,6 +143,7 @@ def choose_precision(
     image_resolution: int,
     text_width: int,
     force_fp32: bool = False,
+    compile_images: bool = True,
     text_cache: int = TEXT_CACHE_SIZE,
 ) -> Precision:
     """The fastest fidelity-keeping choice for an encoder on `device` (see the module doc)."""
@@ -115,15 +151,20 @@ def choose_precision(
         return Precision.fp32(text_cache)  # CUDA keeps OpenAI's fp16 weights, converted at load
     bf16 = cpu_has_bf16() and image_resolution >= BF16_MIN_IMAGE_RESOLUTION
     int8 = cpu_has_int8_gemm() and text_width >= INT8_MIN_TEXT_WIDTH
+    compiled = compile_images and resnet and image_resolution >= BF16_MIN_IMAGE_RESOLUTION and has_compiler()
     return Precision(
         image="bf16" if bf16 else "fp32",
         channels_last=resnet and bf16,
         text="int8" if int8 else "fp32",
         text_cache=text_cache,
+        combiner="int8" if int8 else "fp32",
+        compile_images=compiled,
     )
 
 
-def precision_for(model: CLIP, *, device: torch.device, force_fp32: bool = False) -> Precision:
+def precision_for(
+    model: CLIP, *, device: torch.device, force_fp32: bool = False, compile_images: bool = True
+) -> Precision:
     """`choose_precision` for a loaded CLIP model: its image tower's kind and size, its text width."""
     return choose_precision(
         device=device,
@@ -131,6 +172,7 @@ def precision_for(model: CLIP, *, device: torch.device, force_fp32: bool = False
         image_resolution=int(model.visual.input_resolution),
         text_width=int(model.transformer.width),
         force_fp32=force_fp32,
+        compile_images=compile_images,
     )
 
 

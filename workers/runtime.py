@@ -59,6 +59,7 @@ class Runtime:
         self.device = device
         self.model_roots: list[Path] | None = None  # set from settings at process start; checkpoints only there
         self.force_fp32 = force_fp32  # settings.CIR_FORCE_FP32, set at worker start like the device
+        self.compile_images = True  # settings.CIR_COMPILE_IMAGES in index processes; search ones never compile
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
         self._indexes: OrderedDict[tuple[int, int], IndexVersion] = OrderedDict()
@@ -87,6 +88,7 @@ class Runtime:
                     preprocessing=kind,
                     model_roots=self.model_roots,
                     force_fp32=self.force_fp32,
+                    compile_images=self.compile_images,
                 )
                 combiner = (
                     None
@@ -94,7 +96,7 @@ class Runtime:
                     else load_combiner(model_file(combiner_spec), device=encoder.device, model_roots=self.model_roots)
                 )
                 seconds = time.perf_counter() - started
-                fuser = Fuser(combiner, encoder.dim)
+                fuser = Fuser(combiner, encoder.dim, int8=encoder.precision.combiner == "int8")
                 self._models[key] = Models(clip_spec, combiner_spec, encoder, fuser, seconds, kind)
                 log.info(
                     "loaded %s + %s in %.2fs (%s)",

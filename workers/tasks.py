@@ -29,8 +29,10 @@ def _load_models_once(**_: Any) -> None:
     """Load the default models when the worker process starts, not on its first turn."""
     runtime.device = settings.CIR_DEVICE
     runtime.force_fp32 = settings.CIR_FORCE_FP32
+    runtime.compile_images = settings.CIR_COMPILE_IMAGES
     if set(app.amqp.queues.consume_from) == {SEARCH_QUEUE}:  # a search process (index ones keep every core)
         compute_threads_set(settings.CIR_SEARCH_THREADS)
+        runtime.compile_images = False  # its image batches are single uploads: never worth a compile
     try:
         runtime.models(settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
     except Exception as exc:  # a missing default model must not stop collections with their own models

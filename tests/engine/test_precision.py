@@ -86,3 +86,97 @@ def test_bf16_images_stay_within_cosine_0999(tiny_clip_checkpoint: Path) -> None
     images = [Image.new("RGB", (50, 40), c) for c in ("red", "navy", "white", "green")]
     assert fast.model.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert cosine(fast.encode_images(images), exact.encode_images(images)).min() >= 0.999
+
+
+def test_compilation_and_the_int8_combiner_are_chosen_only_where_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(prec, "has_compiler", lambda: True)
+    rn50x4 = choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640)
+    assert (rn50x4.compile_images, rn50x4.combiner) == (True, "int8")
+    vit = choose_precision(device=CPU, resnet=False, image_resolution=224, text_width=512)
+    assert (vit.compile_images, vit.combiner) == (False, "int8")  # ViT-B/32 gained 1.2x: not worth 80 s
+    tiny = choose_precision(device=CPU, resnet=True, image_resolution=96, text_width=128)
+    assert (tiny.compile_images, tiny.combiner) == (False, "fp32")
+    off = choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640, compile_images=False)
+    assert (off.compile_images, off.combiner) == (False, "int8")
+    plain = choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640, force_fp32=True)
+    assert not plain.compile_images and plain.combiner == "fp32"
+    monkeypatch.setattr(prec, "has_compiler", lambda: False)  # a slim container: no C++ compiler for Inductor
+    assert not choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640).compile_images
+
+
+def test_the_int8_combiner_stays_within_cosine_0999_of_the_trained_one() -> None:
+    """On the committed (trained) Combiner and real features of rendered shapes: the weights the lever would
+    quantize at real size are trained ones, not random."""
+    import random
+
+    from retrieval.combiner import Fuser, Mode, load_combiner
+    from retrieval.datasets.shapes import describe, random_scene, render
+
+    models = Path(__file__).parents[2] / "models/shapes"
+    encoder = load_clip(str(models / "shapes-clip.pt"))
+    combiner = load_combiner(models / "shapes-combiner.pt")
+    rng = random.Random(0)
+    scenes = [random_scene(rng) for _ in range(32)]
+    images = encoder.encode_images([render(scene, rng, 128) for scene in scenes[:16]])
+    texts = encoder.encode_texts([describe(scene, rng) for scene in scenes[16:]])
+    exact = Fuser(combiner, encoder.dim).fuse(Mode.COMBINER, images, texts)
+    fast = Fuser(combiner, encoder.dim, int8=True)
+    assert cosine(fast.fuse(Mode.COMBINER, images, texts), exact).min() >= 0.999
+    assert type(combiner.combiner_layer) is torch.nn.Linear  # the int8 copy never replaces the fp32 one
+    assert fast.combiner is not None and type(fast.combiner.combiner_layer) is not torch.nn.Linear
+
+
+@pytest.mark.slow
+def test_compiled_image_batches_match_eager_at_any_batch_size(tiny_clip_checkpoint: Path) -> None:
+    """One compile, at the first batch of 8 or more: smaller batches are padded to it, larger ones run in
+    pieces, and batches under 8 (an upload) stay eager."""
+    exact = load_clip(str(tiny_clip_checkpoint), precision=Precision.fp32())
+    fast = load_clip(str(tiny_clip_checkpoint), precision=Precision.named("fp32-compile"))
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (40, 50, 3), np.uint8)) for _ in range(21)]
+    assert cosine(fast.encode_images(images[:2]), exact.encode_images(images[:2])).min() >= 0.9999
+    assert fast._compiled is None  # two pictures: eager
+    for batch in (10, 9, 21):
+        got = fast.encode_images(images[:batch], batch_size=batch)
+        assert cosine(got, exact.encode_images(images[:batch])).min() >= 0.9999
+    assert fast._compiled is not None and fast._compiled_batch == 10
+    assert fast.precision.compile_images
+
+
+@pytest.mark.slow
+def test_a_failing_compiler_falls_back_to_eager(
+    tiny_clip_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor.cpp, "cxx", (None, str(tmp_path / "no-such-compiler")))
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)  # nothing compiled earlier may be reused
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    exact = load_clip(str(tiny_clip_checkpoint), precision=Precision.fp32())
+    fast = load_clip(str(tiny_clip_checkpoint), precision=Precision.named("fp32-compile"))
+    images = [Image.new("RGB", (50, 40), c) for c in ("red", "navy", "white", "green")] * 3
+    assert cosine(fast.encode_images(images), exact.encode_images(images)).min() >= 0.9999
+    assert not fast.precision.compile_images and fast._compiled is None
+    assert "encoding images eager" in caplog.text
+
+
+def test_a_worker_runs_the_int8_combiner_at_real_width_and_search_processes_never_compile(
+    wide_text_clip: CLIP, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrieval.combiner import Combiner, save_combiner
+    from workers.runtime import Runtime
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(prec, "BF16_MIN_IMAGE_RESOLUTION", 32)  # the tiny image tower counts as real size here
+    monkeypatch.setattr(prec, "has_compiler", lambda: True)
+    torch.save(wide_text_clip.state_dict(), tmp_path / "wide.pt")
+    save_combiner(Combiner(64, 128, 256), tmp_path / "combiner.pt")
+    index_process = Runtime().models(str(tmp_path / "wide.pt"), str(tmp_path / "combiner.pt"))
+    assert index_process.encoder.precision.combiner == "int8"
+    assert type(index_process.fuser.combiner.combiner_layer) is not torch.nn.Linear  # type: ignore[union-attr]
+    assert index_process.encoder.precision.compile_images
+    search_process = Runtime()
+    search_process.compile_images = False  # what a search process sets at start (workers/tasks.py)
+    assert not search_process.models(str(tmp_path / "wide.pt"), "sum").encoder.precision.compile_images
