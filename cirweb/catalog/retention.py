@@ -33,6 +33,7 @@ from cirweb import locations, storage
 from cirweb.catalog.models import Collection, Image, ReindexChunk, ReindexJob, Upload
 from cirweb.catalog.retention_report import PruneReport, old_tmp, path_bytes
 from cirweb.catalog.retention_versions import versions_prune
+from cirweb.catalog.selectors import id_batches
 from cirweb.catalog.thumbnails import etag_for
 
 THUMB_NAME = re.compile(r"^(\d+)-([0-9a-f]+)\.jpg$")
@@ -126,14 +127,24 @@ def _prune_thumbnails(report: PruneReport, now: datetime) -> None:
 
 def _image_files(ids: list[int]) -> dict[int, Path]:
     """id -> the file as the image view resolves it on this host."""
-    rows = Image.objects.filter(pk__in=ids, removed=False).values_list("pk", "path", "collection__source_path")
+    rows = [
+        row
+        for batch in id_batches(ids)
+        for row in Image.objects.filter(pk__in=batch, removed=False).values_list(
+            "pk", "path", "collection__source_path"
+        )
+    ]
     folders = {source: locations.source_folder(source) for source in {row[2] for row in rows}}
     return {pk: locations.image_file(path, folders[source]).resolve() for pk, path, source in rows}
 
 
 def _upload_files(ids: list[int]) -> dict[int, Path]:
     """id -> the file the upload view serves on this host (written here, or fetched into the cache)."""
-    live = Upload.objects.filter(pk__in=ids, deleted=False).values_list("pk", "file")
+    live = [
+        row
+        for batch in id_batches(ids)
+        for row in Upload.objects.filter(pk__in=batch, deleted=False).values_list("pk", "file")
+    ]
     written, cached = Path(settings.CIR_UPLOADS_DIR), Path(settings.CIR_CACHE_DIR)
     return {pk: written / f if (written / f).is_file() else cached / storage.upload_key(file=f) for pk, f in live}
 

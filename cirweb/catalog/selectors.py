@@ -4,13 +4,24 @@ in services)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet, Sum
 
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexChunk, ReindexJob, Upload
 from cirweb.locations import image_file, source_folder
+
+# ids per `pk__in` query: a whole collection's ids in one query would pass PostgreSQL's 65,535 parameters
+# (and older SQLite builds' 32,766) on a large collection
+IDS_PER_QUERY = 5000
+
+
+def id_batches(ids: Iterable[int]) -> Iterator[list[int]]:
+    """`ids` in lists of at most IDS_PER_QUERY, for `pk__in` filters."""
+    ids = list(ids)
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        yield ids[start : start + IDS_PER_QUERY]
 
 
 def collection_list() -> QuerySet[Collection]:
@@ -64,21 +75,32 @@ def index_version_numbers(*, collection: Collection) -> list[int]:
 
 def image_files(*, ids: Iterable[int]) -> dict[int, tuple[str, int, int]]:
     """id -> (local path on this host, size, mtime_ns): what an extraction reads and stamps its chunks with."""
-    rows = Image.objects.filter(pk__in=list(ids)).values_list(
-        "pk", "path", "size", "mtime_ns", "collection__source_path"
-    )
+    rows = [
+        row
+        for batch in id_batches(ids)
+        for row in Image.objects.filter(pk__in=batch).values_list(
+            "pk", "path", "size", "mtime_ns", "collection__source_path"
+        )
+    ]
     folders = {source: source_folder(source) for source in {row[4] for row in rows}}
     return {pk: (str(image_file(path, folders[source])), size, mtime) for pk, path, size, mtime, source in rows}
 
 
 def image_sources(*, ids: Iterable[int]) -> dict[int, tuple[str, int, int]]:
     """id -> (relpath, size, mtime_ns): what an index version records of its sources (`sources.json`)."""
-    rows = Image.objects.filter(pk__in=list(ids)).values_list("pk", "relpath", "size", "mtime_ns")
-    return {pk: (rel, size, mtime) for pk, rel, size, mtime in rows}
+    return {
+        pk: (rel, size, mtime)
+        for batch in id_batches(ids)
+        for pk, rel, size, mtime in Image.objects.filter(pk__in=batch).values_list("pk", "relpath", "size", "mtime_ns")
+    }
 
 
 def image_relpaths(*, ids: Iterable[int]) -> dict[int, str]:
-    return dict(Image.objects.filter(pk__in=list(ids)).values_list("pk", "relpath"))
+    return {
+        pk: rel
+        for batch in id_batches(ids)
+        for pk, rel in Image.objects.filter(pk__in=batch).values_list("pk", "relpath")
+    }
 
 
 def reindex_job_cancel_requested(*, job_id: int) -> bool:

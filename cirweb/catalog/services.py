@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from cirweb.catalog.jobs import reindex_job_claim_lost, reindex_job_send
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob
+from cirweb.catalog.selectors import id_batches
 from cirweb.locations import model_stored
 
 
@@ -158,10 +159,11 @@ def collection_activate_version(
     indexed_ids = _version_ids(version)
     with transaction.atomic():
         Collection.objects.filter(pk=collection.pk).update(active_version=version, updated=timezone.now())
-        Image.objects.filter(pk__in=list(removed_ids), collection=collection).update(removed=True)
+        for batch in id_batches(removed_ids):
+            Image.objects.filter(pk__in=batch, collection=collection).update(removed=True)
         Image.objects.filter(collection=collection).update(indexed=False)
-        for start in range(0, len(indexed_ids), 5000):
-            Image.objects.filter(pk__in=indexed_ids[start : start + 5000]).update(indexed=True)
+        for batch in id_batches(indexed_ids):
+            Image.objects.filter(pk__in=batch).update(indexed=True)
     collection.active_version = version
 
 
@@ -252,4 +254,5 @@ def image_skip_reasons_set(*, reasons: dict[int, str], read_ids: Iterable[int]) 
     """Record why images could not be read (shown in the admin), and clear the reason of those read now."""
     for image_id, reason in reasons.items():
         Image.objects.filter(pk=image_id).update(skip_reason=reason[:500])
-    Image.objects.filter(pk__in=list(read_ids)).exclude(skip_reason="").update(skip_reason="")
+    for batch in id_batches(read_ids):
+        Image.objects.filter(pk__in=batch).exclude(skip_reason="").update(skip_reason="")
