@@ -41,7 +41,7 @@ with warnings.catch_warnings():  # clip imports pkg_resources, which warns about
 
 from retrieval.confine import confined_checkpoint
 from retrieval.errors import CheckpointError, ModelNotAvailable
-from retrieval.precision import COMPILE_MIN_BATCH, Precision, precision_for
+from retrieval.precision import COMPILE_MIN_BATCH, COMPILE_MIN_IMAGES, Precision, precision_for
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ class ClipEncoder:
     _text_model: CLIP | None = field(default=None, init=False, repr=False)
     _compiled: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, init=False, repr=False)
     _compiled_batch: int = field(default=0, init=False, repr=False)  # the one batch shape it was compiled for
+    _expected: int = field(default=0, init=False, repr=False)  # the most images a caller said were coming
     _text_cache: OrderedDict[str, NDArray[np.float32]] = field(default_factory=OrderedDict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -167,8 +168,15 @@ class ClipEncoder:
                 features = self.model.encode_image(pixels)
         return features.float().cpu().numpy()
 
+    def expect_images(self, count: int) -> None:
+        """Say how many images are coming (a chunk, a gallery): the image tower is compiled, where the
+        precision says so, only for work of COMPILE_MIN_IMAGES or more, which pays its compile back."""
+        self._expected = max(self._expected, count)
+
     def _compile_wanted(self, n: int) -> bool:
-        return self.precision.compile_images and n >= COMPILE_MIN_BATCH and self.device.type == "cpu"
+        if not self.precision.compile_images or n < COMPILE_MIN_BATCH or self.device.type != "cpu":
+            return False
+        return self._compiled is not None or self._expected >= COMPILE_MIN_IMAGES
 
     def _compiled_images(self, pixels: torch.Tensor) -> torch.Tensor | None:
         """The image tower compiled for one batch shape (the first batch of COMPILE_MIN_BATCH or more): a
@@ -196,6 +204,7 @@ class ClipEncoder:
 
     def encode_images(self, images: Sequence[Image.Image], batch_size: int = 32) -> NDArray[np.float32]:
         """Features of PIL images, shape [n, dim], unnormalized."""
+        self.expect_images(len(images))
         out = [
             self.encode_image_batch(torch.stack([self.preprocess(im) for im in images[i : i + batch_size]]))
             for i in range(0, len(images), batch_size)

@@ -52,6 +52,7 @@ def encode_gallery(
     """Features of every image of a split (unreadable files are left out, and said so on stderr)."""
     names = sorted(images)
     items = [Item(i, images[n]) for i, n in enumerate(names)]
+    encoder.expect_images(len(items))
     with tempfile.TemporaryDirectory() as tmp:
         result = extract_features(
             items,

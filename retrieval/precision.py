@@ -20,8 +20,10 @@ The fastest choice differs by processor and by path, so it is made per path, not
   convolutions, weights pre-packed) on top of the precision above. RN50x4 fp32 at batch 8, one thread:
   1.87x eager, cosine 1.0; ViT-B/32 gained only 1.21x, not worth its compile time. Compiling costs about
   80 s once per process (Inductor's disk cache makes later processes faster) and needs a C++ compiler, so it
-  is chosen only where one is found, runs only batches of `COMPILE_MIN_BATCH` or more (an upload's single
-  picture stays eager), and falls back to eager if compiling fails.
+  is chosen only where one is found, happens only for work of `COMPILE_MIN_IMAGES` or more (where it pays for
+  itself: RN50x4 eager encodes about 2 images/s on 2 cores, so compiling saves its cost back from about 400
+  images), runs only batches of `COMPILE_MIN_BATCH` or more (an upload's single picture stays eager), and
+  falls back to eager if compiling fails.
 
 `choose_precision` makes the choice from the CPU's flags; `force_fp32` (the setting CIR_FORCE_FP32)
 turns every lever off, leaving the plain fp32 eager model; `compile_images` False (CIR_COMPILE_IMAGES=0)
@@ -53,6 +55,7 @@ BF16_MIN_IMAGE_RESOLUTION = 224
 BASE_PRECISION_NAMES = ("fp32", "bf16", "int8", "bf16-int8")
 PRECISION_NAMES = BASE_PRECISION_NAMES + tuple(f"{name}-compile" for name in BASE_PRECISION_NAMES)
 COMPILE_MIN_BATCH = 8  # smaller image batches (an upload, a warm-up) run eager: never worth a compile
+COMPILE_MIN_IMAGES = 512  # a smaller job (`ClipEncoder.expect_images`) runs eager unless already compiled
 TEXT_CACHE_SIZE = 4096  # texts; a 640-d feature is 2.5 kB, so at most ~10 MB
 
 

@@ -142,6 +142,7 @@ def chunk_make(
         if made is None:
             watch = ChunkWatch(chunk, worker, also, stop)
             reader = ImageReader(models.encoder.preprocess, draft_size=models.encoder.input_resolution * 2)
+            models.encoder.expect_images(len(items))  # a chunk big enough to pay for compiling the image tower
             made = extract_chunk(
                 items,
                 models.encoder.encode_image_batch,
