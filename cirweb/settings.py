@@ -285,6 +285,11 @@ CIR_ADDRESS_FACTOR = env_int("CIR_ADDRESS_FACTOR", 10)  # an address (NAT, offic
 CELERY_BROKER_URL = os.environ.get("CIR_BROKER_URL") or CIR_REDIS_URL
 CELERY_RESULT_BACKEND = CIR_REDIS_URL
 CELERY_TASK_ALWAYS_EAGER = False
+# Celery's Django fix-up closes every database connection before and after each task unless told to reuse
+# them, so a worker would open one per turn (a new SQLite connection loads the schema: about 1.5 ms; a
+# PostgreSQL one is a TCP and authentication round trip). Reused here without a count; workers/tasks.py
+# applies CONN_MAX_AGE and drops broken connections at each task's ends, as Django does around a request.
+CELERY_DB_REUSE_MAX = 2**62
 
 # --- The engine ------------------------------------------------------------------------------------------
 # The default models are the ones `bootstrap_demo` installs (the shapes world's tiny CLIP and Combiner).
