@@ -246,7 +246,7 @@ CIR_REDIS_IS_PRIVATE = not os.environ.get("CIR_REDIS_URL")
 # Channels: https://channels.readthedocs.io/en/stable/topics/channel_layers.html
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "cirweb.channel_layer.PipelinedRedisChannelLayer",  # channels-redis, fewer round trips
         # redis-py 8 times reads out after 5 s by default, the same 5 s that channels-redis blocks waiting for
         # a message: an idle socket's consumer would die. Reads may block longer than the wait, never less.
         "CONFIG": {
