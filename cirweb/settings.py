@@ -50,7 +50,8 @@ def env_paths(name: str, default: list[Path]) -> list[Path]:
 
 
 # Django's docs: persistent connections are not right under ASGI (each request may run on another thread,
-# and connections then pile up). The web process closes them; workers, one thread each, keep theirs.
+# and connections then pile up). The web process closes them (but the websocket consumers' own thread keeps
+# its one: cirweb/socket_database.py); workers, one thread each, keep theirs.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-database-connections
 CONN_MAX_AGE = 0 if os.environ.get("CIR_PROCESS") == "web" else 600
 
