@@ -50,7 +50,8 @@ def env_paths(name: str, default: list[Path]) -> list[Path]:
 
 
 # Django's docs: persistent connections are not right under ASGI (each request may run on another thread,
-# and connections then pile up). The web process closes them; workers, one thread each, keep theirs.
+# and connections then pile up). The web process closes them (but the websocket consumers' own thread keeps
+# its one: cirweb/socket_database.py); workers, one thread each, keep theirs.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-database-connections
 CONN_MAX_AGE = 0 if os.environ.get("CIR_PROCESS") == "web" else 600
 
@@ -246,7 +247,7 @@ CIR_REDIS_IS_PRIVATE = not os.environ.get("CIR_REDIS_URL")
 # Channels: https://channels.readthedocs.io/en/stable/topics/channel_layers.html
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "cirweb.channel_layer.PipelinedRedisChannelLayer",  # channels-redis, fewer round trips
         # redis-py 8 times reads out after 5 s by default, the same 5 s that channels-redis blocks waiting for
         # a message: an idle socket's consumer would die. Reads may block longer than the wait, never less.
         "CONFIG": {
@@ -285,6 +286,11 @@ CIR_ADDRESS_FACTOR = env_int("CIR_ADDRESS_FACTOR", 10)  # an address (NAT, offic
 CELERY_BROKER_URL = os.environ.get("CIR_BROKER_URL") or CIR_REDIS_URL
 CELERY_RESULT_BACKEND = CIR_REDIS_URL
 CELERY_TASK_ALWAYS_EAGER = False
+# Celery's Django fix-up closes every database connection before and after each task unless told to reuse
+# them, so a worker would open one per turn (a new SQLite connection loads the schema: about 1.5 ms; a
+# PostgreSQL one is a TCP and authentication round trip). Reused here without a count; workers/tasks.py
+# applies CONN_MAX_AGE and drops broken connections at each task's ends, as Django does around a request.
+CELERY_DB_REUSE_MAX = 2**62
 
 # --- The engine ------------------------------------------------------------------------------------------
 # The default models are the ones `bootstrap_demo` installs (the shapes world's tiny CLIP and Combiner).

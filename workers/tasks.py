@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import task_postrun, worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.conf import settings
+from django.db import close_old_connections
 
 from retrieval.precision import compute_threads_set
 from workers.app import SEARCH_QUEUE, app
@@ -17,6 +18,14 @@ from workers.search import TRANSIENT, answer_query, answer_turn, queue_clock
 
 log = logging.getLogger(__name__)
 runtime.model_roots = list(settings.CIR_MODEL_ROOTS)  # whatever the pool: a worker loads checkpoints only there
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _connections_check(**_: Any) -> None:
+    """What Django does around a request: close connections older than CONN_MAX_AGE or left broken by an
+    error, keep the others (CELERY_DB_REUSE_MAX in settings stops Celery closing them all)."""
+    close_old_connections()
 
 
 @task_postrun.connect

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError
@@ -28,6 +27,7 @@ from cirweb import limits
 from cirweb.conversations import services, states
 from cirweb.conversations.models import Conversation, Turn
 from cirweb.owners import Owner, owner_from
+from cirweb.socket_database import socket_database
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
@@ -191,7 +191,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     # -- database, each touch in its own small sync helper ----------------------------------------------
 
-    @database_sync_to_async
+    @socket_database
     def _load(self, conversation_id: str) -> tuple[Owner, Conversation] | None:
         owner = owner_from(self.scope.get("session"), self.scope.get("user"), create=False)
         if owner is None:
@@ -201,14 +201,14 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         except services.TurnRejected:
             return None
 
-    @database_sync_to_async
+    @socket_database
     def _conversation_exists(self) -> bool:
         try:
             return Conversation.objects.filter(pk=self.conversation.pk).exists()
         except DatabaseError:
             return True  # cannot tell: the busy message is the honest one
 
-    @database_sync_to_async
+    @socket_database
     def _outcomes(self, since: datetime, sent: frozenset[tuple[int, int]]) -> list[dict[str, Any]]:
         return states.turn_outcomes_since(conversation_id=self.conversation.pk, since=since, skip=sent)
 
@@ -217,7 +217,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         service call it guards (each hop costs about a millisecond on the path from Enter to results)."""
         limits.hit("turns", owner=self.owner, address=limits.address_of_scope(self.scope))
 
-    @database_sync_to_async
+    @socket_database
     def _turn_create(self, msg: dict[str, Any]) -> Turn:
         self._count_turn_frame()
         return services.turn_create(
@@ -233,12 +233,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             memory=msg.get("memory", False),
         )
 
-    @database_sync_to_async
+    @socket_database
     def _turn_more(self, turn_id: Any) -> Turn:
         self._count_turn_frame()
         return services.turn_more(turn=services.turn_get(conversation=self.conversation, turn_id=turn_id))
 
-    @database_sync_to_async
+    @socket_database
     def _feedback(self, msg: dict[str, Any]) -> Any:
         turn = services.turn_get(conversation=self.conversation, turn_id=msg.get("turn"))
         return services.feedback_set(turn=turn, image_id=msg.get("image"), value=msg.get("value"))

@@ -8,12 +8,14 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.db import SessionStore
+from django.db import connection, connections
 
 from cirweb.asgi import application
 from cirweb.catalog.models import Upload
 from cirweb.conversations import services
 from cirweb.conversations.models import Turn
 from cirweb.owners import VISITOR_KEY
+from cirweb.socket_database import socket_database
 from tests.web.factories import make_collection, visitor
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -281,3 +283,17 @@ async def test_an_outcome_whose_publish_was_lost_arrives_once_and_late_progress_
     )
     assert await ws.receive_nothing(timeout=1.0)
     await ws.disconnect()
+
+
+async def test_the_sockets_keep_their_database_connection_where_the_web_process_keeps_none(monkeypatch: Any) -> None:
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)  # as in the web process
+
+    @socket_database
+    def opened(fresh: bool) -> Any:
+        if fresh:
+            connection.close()  # opened again below, under the web process's setting
+        connection.ensure_connection()
+        return connection.connection
+
+    first = await opened(True)
+    assert await opened(False) is first

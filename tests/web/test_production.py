@@ -1,5 +1,5 @@
 """DJANGO_ENV=production: Django's deployment checks pass, pages carry a CSP that needs no inline code, and
-the web process keeps no database connection open between requests."""
+the web process keeps no database connection open between requests (a worker keeps its own from task to task)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,29 @@ def test_the_web_process_keeps_no_persistent_database_connections() -> None:
     assert run(["-c", code]).stdout.strip() == "600"  # workers: one thread each, connections reused
     source = (REPO / "cirweb" / "webserver.py").read_text()
     assert 'os.environ["CIR_PROCESS"] = "web"' in source
+
+
+@pytest.mark.django_db(transaction=True)  # outside a test transaction, where a close really closes
+def test_a_worker_keeps_its_database_connection_from_one_task_to_the_next() -> None:
+    """Celery's Django fix-up, installed in every worker, closes the connections around each task unless
+    told to reuse them: a worker would open one per turn."""
+    from celery.fixups.django import DjangoWorkerFixup
+    from celery.signals import task_postrun, task_prerun
+    from django.db import connection
+
+    from cirweb.celery_app import app
+    from workers.tasks import ping
+
+    fixup = DjangoWorkerFixup(app).install()  # as a worker process does at start
+    try:
+        connection.ensure_connection()
+        opened = connection.connection
+        for signal in (task_prerun, task_postrun, task_prerun, task_postrun):
+            signal.send(sender=ping, task_id="t", task=ping, args=(), kwargs={})
+        assert connection.connection is opened
+    finally:
+        task_prerun.disconnect(fixup.on_task_prerun)
+        task_postrun.disconnect(fixup.on_task_postrun)
 
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(?!\s*</script>)", re.I)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from workers.publish import HeldProgress, publish
 
@@ -61,3 +62,24 @@ async def test_a_fast_turn_sends_only_its_outcome_and_a_slow_one_its_latest_stag
         (2, "turn.results", None),
     ]
     await layer.group_discard(group, channel)
+
+
+async def test_a_group_send_reaches_every_socket_of_the_conversation_but_a_full_one() -> None:
+    config = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "capacity": 10}
+    layer = get_channel_layer()  # the configured class (cirweb/channel_layer.py), on the real Redis
+    sender, stalled = type(layer)(**config), type(layer)(**config)  # a worker's, and another web process's
+    group = f"progress-test.{uuid.uuid4().hex}"
+    channels = [await layer.new_channel() for _ in range(3)]
+    full = await stalled.new_channel()  # its sockets stopped reading: the process's channel is at capacity
+    for channel in [*channels, full]:
+        await layer.group_add(group, channel)
+    for n in range(10):
+        await stalled.send(full, progress(n, "queued"))
+
+    await sender.group_send(group, {"type": "turn.results", "turn": 7})
+
+    for channel in channels:
+        assert await received(layer, channel, 1.0) == [(7, "turn.results", None)]
+    assert await received(stalled, full, 1.0) == [(n, "turn.progress", "queued") for n in range(10)]
+    await sender.flush()
+    await stalled.flush()

@@ -8,6 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from cirweb import queueing
@@ -55,6 +57,17 @@ def test_a_turn_is_claimed_once_and_only_its_claimant_stores_the_outcome(turn: T
     assert not states.turn_complete(turn=claimed, ranked=ranked, timings_ms={}, version_id=None)  # late repeat
     assert Turn.objects.get(pk=turn.pk).status == "done"
     assert TurnResult.objects.filter(turn=turn).count() == len(ranked)
+
+
+def test_a_queued_turn_is_claimed_in_one_statement_and_read_back_whole(turn: Turn) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        claimed = states.turn_claim(turn_id=turn.pk, worker="elsewhere:1")
+    assert len(queries) == 1  # UPDATE ... RETURNING, on every turn's path
+    stored = Turn.objects.get(pk=turn.pk)
+    assert claimed is not None and stored.status == "running" and stored.attempts == 1
+    assert {name: getattr(claimed, name) for name in states.TURN_FIELDS} == {
+        name: getattr(stored, name) for name in states.TURN_FIELDS
+    }
 
 
 def test_a_turn_failed_by_the_sweep_never_shows_results_later(turn: Turn, settings: Any) -> None:
