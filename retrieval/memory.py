@@ -86,9 +86,13 @@ def demote(
 ) -> Array:
     """`scores` [n] of the images `ids` [n], lowered by `weights.seen` for each earlier showing (a copy)."""
     out = np.array(scores, np.float32, copy=True)
-    if memory.seen and weights.seen:
-        times = np.array([memory.seen.get(int(i), 0) for i in ids], np.float32)
-        out -= weights.seen * times
+    if memory.seen and weights.seen and len(ids):
+        seen = np.fromiter(memory.seen, np.int64, len(memory.seen))
+        times = np.fromiter(memory.seen.values(), np.float32, len(memory.seen))
+        order = np.argsort(ids, kind="stable")  # ids are distinct (one id space)
+        at = np.minimum(np.searchsorted(ids, seen, sorter=order), len(ids) - 1)
+        found = ids[order[at]] == seen
+        out[order[at[found]]] -= weights.seen * times[found]
     return out
 
 

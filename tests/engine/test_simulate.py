@@ -23,7 +23,7 @@ from retrieval.datasets.shapes import (
 from retrieval.datasets.shapes_text import phrase
 from retrieval.encoders import load_clip
 from retrieval.evaluate import encode_gallery
-from retrieval.memory import MemoryWeights, Remembered, steer, summary
+from retrieval.memory import MemoryWeights, Remembered, demote, steer, summary
 from retrieval.sim_user import UserModel, perceive, request
 from retrieval.simulate import summarize, wilson
 
@@ -76,6 +76,17 @@ def test_memory_steers_away_from_a_rejected_look() -> None:
     assert summary(["make it red", "no star"], rejected=3) == (
         "remembering: make it red; no star · steering away from 3 rejected"
     )
+
+
+def test_results_seen_before_give_way_by_how_often() -> None:
+    ids = np.array([40, 7, 12, 99, 3], np.int64)  # a search's ids, in score order (not id order)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+    memory = Remembered.empty(4)
+    memory.seen = {7: 2, 3: 1, 55: 4}  # 55 was shown before but is not among these results
+    before = scores.copy()
+    lowered = demote(scores, ids, memory, MemoryWeights(seen=0.1))
+    assert np.allclose(lowered, [0.9, 0.6, 0.7, 0.6, 0.4])
+    assert np.array_equal(scores, before)  # a copy: the caller's scores stay
 
 
 def test_figures_carry_intervals() -> None:
