@@ -4,7 +4,8 @@ Relevance feedback on CLIP features and on what was shown (arrays in, arrays out
 
     q_t = normalize( q_now
                      + requests · Σ_k decay^k · q_{t-k}        earlier requests, each fused with its reference
-                     + anchor   · f(first picture, words now)  this turn's words applied to where the branch began
+                     + anchor · growth^(m-1) · f(first picture, words now)   this turn's words applied to
+                                                                 where the branch began (m earlier requests)
                      + chosen   · mean(normalize(chosen))      pictures the person clicked earlier
                      − rejected · mean(normalize(rejected)) )  pictures the person said "Not this" to
     score(x) = q_t · normalize(x) − seen · (times x was shown earlier and not chosen)
@@ -36,6 +37,7 @@ class MemoryWeights:
     chosen: float = 0.0
     rejected: float = 0.15
     anchor: float = 1.0
+    anchor_growth: float = 1.0  # the anchor's weight is multiplied by this for each earlier request past the first
     seen: float = 0.02
 
     def as_dict(self) -> dict[str, float]:
@@ -73,7 +75,7 @@ def steer(query: Array, memory: Remembered, weights: MemoryWeights = DEFAULT_WEI
         ages = np.arange(m, 0, -1, dtype=np.float32)  # the previous turn has age 1
         q = q + weights.requests * (weights.decay ** (ages - 1)) @ normalize(memory.earlier_queries)
     if len(memory.anchor) and weights.anchor:
-        q = q + weights.anchor * normalize(memory.anchor)[0]
+        q = q + weights.anchor * weights.anchor_growth ** max(m - 1, 0) * normalize(memory.anchor)[0]
     if len(memory.chosen) and weights.chosen:
         q = q + weights.chosen * normalize(memory.chosen).mean(axis=0)
     if len(memory.rejected) and weights.rejected:

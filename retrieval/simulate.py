@@ -243,7 +243,11 @@ def simulate(
 
 
 # The coordinate search of `tune`: each weight in turn over these values, the others held at the best so far.
+# The anchor and the demotion of seen results come first: the request weights were searched before they existed.
 TUNING_GRID = {
+    "anchor": (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
+    "anchor_growth": (0.5, 0.75, 1.0, 1.5, 2.0),
+    "seen": (0.0, 0.01, 0.02, 0.04, 0.08, 0.16),
     "requests": (0.0, 0.25, 0.5, 1.0, 2.0),
     "decay": (0.3, 0.6, 1.0),
     "rejected": (0.0, 0.15, 0.3, 0.6),
