@@ -257,7 +257,7 @@ def _evaluation_args(sub: Any) -> None:
         nargs="*",
         default=[],
         metavar="NAME=VALUE",
-        help="override retrieval.memory weights: requests, decay, chosen, rejected",
+        help="override retrieval.memory weights: requests, decay, chosen, rejected, anchor, anchor_growth, seen",
     )
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--tune", action="store_true", help="tune the memory weights on this split (use a train split)")

@@ -23,7 +23,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class World:
     normed: np.ndarray
     scenes: dict[str, Scene]
     episodes: list[tuple[str, str, tuple[str, ...]]]  # (start, target, the target's family)
+    # words -> text features, (picture, words) -> Combiner query: shared by every run on the world (`tune`)
+    texts: dict[str, np.ndarray] = field(default_factory=dict)
+    queries: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
 
 def episodes_of(groups: list[tuple[str, ...]]) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -86,7 +89,7 @@ class Querier:
 
     def __init__(self, encoder: ClipEncoder, fuser: Fuser, world: World, weights: MemoryWeights) -> None:
         self.encoder, self.fuser, self.world, self.weights = encoder, fuser, world, weights
-        self._texts: dict[str, np.ndarray] = {}
+        self._texts = world.texts
         self.rows = np.arange(len(world.normed), dtype=np.int64)  # the gallery's rows are the ids here
 
     def text(self, words: str) -> np.ndarray:
@@ -98,7 +101,10 @@ class Querier:
         return self.world.gallery.features[[self.world.gallery.index[name]]]
 
     def combined(self, reference: str, words: str) -> np.ndarray:
-        return self.fuser.fuse(Mode.COMBINER, self.image(reference), self.text(words))[0]
+        key = (reference, words)
+        if key not in self.world.queries:
+            self.world.queries[key] = self.fuser.fuse(Mode.COMBINER, self.image(reference), self.text(words))[0]
+        return self.world.queries[key]
 
     def scores(self, policy: str, reference: str, words: str, memory: Remembered, rng: random.Random) -> np.ndarray:
         normed = self.world.normed
@@ -237,7 +243,11 @@ def simulate(
 
 
 # The coordinate search of `tune`: each weight in turn over these values, the others held at the best so far.
+# The anchor and the demotion of seen results come first: the request weights were searched before they existed.
 TUNING_GRID = {
+    "anchor": (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5),
+    "anchor_growth": (0.5, 0.75, 1.0, 1.5, 2.0),
+    "seen": (0.0, 0.01, 0.02, 0.04, 0.08, 0.16),
     "requests": (0.0, 0.25, 0.5, 1.0, 2.0),
     "decay": (0.3, 0.6, 1.0),
     "rejected": (0.0, 0.15, 0.3, 0.6),

@@ -23,9 +23,9 @@ from retrieval.datasets.shapes import (
 from retrieval.datasets.shapes_text import phrase
 from retrieval.encoders import load_clip
 from retrieval.evaluate import encode_gallery
-from retrieval.memory import MemoryWeights, Remembered, steer, summary
+from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, demote, steer, summary
 from retrieval.sim_user import UserModel, perceive, request
-from retrieval.simulate import summarize, wilson
+from retrieval.simulate import TUNING_GRID, summarize, wilson
 
 CONTENT = (
     set(COLOURS) | set(SHAPES) | {w for ws in SIZE_WORDS.values() for w in ws} | {"larger", "bigger", "smaller"}
@@ -76,6 +76,37 @@ def test_memory_steers_away_from_a_rejected_look() -> None:
     assert summary(["make it red", "no star"], rejected=3) == (
         "remembering: make it red; no star · steering away from 3 rejected"
     )
+
+
+def test_the_anchor_weighs_more_as_the_conversation_grows() -> None:
+    rng = np.random.default_rng(1)
+    query, anchor = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    unit = anchor / np.linalg.norm(anchor)
+    none = np.zeros((0, 8), np.float32)
+    pull = []
+    for earlier in (1, 3):  # the second turn of a branch, then the fourth
+        memory = Remembered(rng.normal(size=(earlier, 8)).astype(np.float32), none, none, anchor[None])
+        weights = MemoryWeights(requests=0.0, anchor=0.5, anchor_growth=2.0)
+        pull.append(float(steer(query, memory, weights) @ unit))
+        if earlier == 1:  # growth starts after the first earlier request: the plain anchor weight
+            assert pull[-1] == float(steer(query, memory, MemoryWeights(requests=0.0, anchor=0.5)) @ unit)
+    assert pull[1] > pull[0]
+
+
+def test_results_seen_before_give_way_by_how_often() -> None:
+    ids = np.array([40, 7, 12, 99, 3], np.int64)  # a search's ids, in score order (not id order)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+    memory = Remembered.empty(4)
+    memory.seen = {7: 2, 3: 1, 55: 4}  # 55 was shown before but is not among these results
+    before = scores.copy()
+    lowered = demote(scores, ids, memory, MemoryWeights(seen=0.1))
+    assert np.allclose(lowered, [0.9, 0.6, 0.7, 0.6, 0.4])
+    assert np.array_equal(scores, before)  # a copy: the caller's scores stay
+
+
+def test_tuning_searches_every_memory_weight_around_the_default() -> None:
+    assert set(TUNING_GRID) == set(DEFAULT_WEIGHTS.as_dict())
+    assert all(getattr(DEFAULT_WEIGHTS, name) in values for name, values in TUNING_GRID.items())
 
 
 def test_figures_carry_intervals() -> None:
