@@ -53,7 +53,8 @@ def test_history_follows_the_branch_and_the_feedback(settings: Any) -> None:
     assert Feedback.objects.filter(value="chosen", image_id=b).exists()
     with pytest.raises(services.TurnRejected, match="memory must be true or false"):
         services.turn_create(conversation=conversation, owner=owner, text="x", reference=None, memory="yes")
-    assert turn("plain", a).memory is False  # off by default: it did not win by the required margin
+    # a frame or API call that does not ask for memory gets the memoryless turn (the chat page asks by default)
+    assert turn("plain", a).memory is False
 
 
 def test_the_worker_steers_with_features_from_the_index(tmp_path: Path, tiny_clip_checkpoint: Path) -> None:
