@@ -4,8 +4,8 @@ Relevance feedback on CLIP features and on what was shown (arrays in, arrays out
 
     q_t = normalize( q_now
                      + requests · Σ_k decay^k · q_{t-k}        earlier requests, each fused with its reference
-                     + anchor · growth^(m-1) · f(first picture, words now)   this turn's words applied to
-                                                                 where the branch began (m earlier requests)
+                     + anchor · growth^min(m-1, 8) · f(first picture, words now)   this turn's words applied
+                                                                 to where the branch began (m earlier requests)
                      + chosen   · mean(normalize(chosen))      pictures the person clicked earlier
                      − rejected · mean(normalize(rejected)) )  pictures the person said "Not this" to
     score(x) = q_t · normalize(x) − seen · (times x was shown earlier and not chosen)
@@ -44,6 +44,11 @@ class MemoryWeights:
         return asdict(self)
 
 
+# The anchor grows for the turns the weights were tuned and measured on (10: `simulate`'s max_turns) and no
+# further: past them nothing says more pull helps, and unbounded growth (1.5^18 by turn 20) would pin a long
+# conversation to its first picture whatever the person asked since.
+ANCHOR_GROWTH_TURNS = 8  # growth steps, from the third turn to the tenth
+
 # Chosen on the train split of the seed-7 world (the committed model's training world) by `simulate --tune`: a
 # coordinate search over every weight on all 1,680 episodes of its first 840 families, maximising mean
 # success@1..5 over both galleries (models/shapes/memory-tuning-train.json); see the README.
@@ -75,7 +80,8 @@ def steer(query: Array, memory: Remembered, weights: MemoryWeights = DEFAULT_WEI
         ages = np.arange(m, 0, -1, dtype=np.float32)  # the previous turn has age 1
         q = q + weights.requests * (weights.decay ** (ages - 1)) @ normalize(memory.earlier_queries)
     if len(memory.anchor) and weights.anchor:
-        q = q + weights.anchor * weights.anchor_growth ** max(m - 1, 0) * normalize(memory.anchor)[0]
+        grown = weights.anchor_growth ** min(max(m - 1, 0), ANCHOR_GROWTH_TURNS)
+        q = q + weights.anchor * grown * normalize(memory.anchor)[0]
     if len(memory.chosen) and weights.chosen:
         q = q + weights.chosen * normalize(memory.chosen).mean(axis=0)
     if len(memory.rejected) and weights.rejected:

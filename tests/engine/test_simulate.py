@@ -93,6 +93,23 @@ def test_the_anchor_weighs_more_as_the_conversation_grows() -> None:
     assert pull[1] > pull[0]
 
 
+def test_the_anchor_stops_growing_after_the_turns_it_was_tuned_on() -> None:
+    """Ten turns at most in the simulation that chose the growth: a longer conversation is not pinned to its
+    first picture ever harder (the tenth turn's pull and the thirtieth's are the same)."""
+    from retrieval.memory import ANCHOR_GROWTH_TURNS
+
+    rng = np.random.default_rng(2)
+    query, anchor = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    none = np.zeros((0, 8), np.float32)
+    weights = MemoryWeights(requests=0.0, anchor=0.25, anchor_growth=1.5)
+    pulls = [
+        steer(query, Remembered(np.ones((earlier, 8), np.float32), none, none, anchor[None]), weights)
+        for earlier in (ANCHOR_GROWTH_TURNS, ANCHOR_GROWTH_TURNS + 1, 29)  # the ninth turn, the tenth, the 30th
+    ]
+    assert float(pulls[1] @ anchor) > float(pulls[0] @ anchor)
+    np.testing.assert_allclose(pulls[2], pulls[1], rtol=1e-6)
+
+
 def test_results_seen_before_give_way_by_how_often() -> None:
     ids = np.array([40, 7, 12, 99, 3], np.int64)  # a search's ids, in score order (not id order)
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
