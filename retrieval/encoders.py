@@ -196,7 +196,8 @@ class ClipEncoder:
                 padded = torch.cat([piece, piece.new_zeros((size - len(piece), *piece.shape[1:]))])
                 pieces.append(compiled(padded)[: len(piece)])
         except Exception as exc:  # Inductor raises many types when the compiler or its toolchain is missing
-            log.warning("compiling the image tower failed (%s); encoding images eager", str(exc).splitlines()[0])
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            log.warning("compiling the image tower failed (%s); encoding images eager", reason)
             with self._lock:
                 self._compiled, self.precision = None, replace(self.precision, compile_images=False)
             return None
