@@ -29,6 +29,7 @@ class Publisher:
         self._pid = 0
         self._last_warning = 0.0
         self._drainer: asyncio.Task[None] | None = None
+        self.muted = False  # nothing can listen (no channel layer server yet): events are dropped unsent
 
     def _start(self) -> asyncio.AbstractEventLoop:
         ready = threading.Event()
@@ -65,6 +66,8 @@ class Publisher:
     def publish(self, group: str, event: dict[str, Any]) -> None:
         """Queue `event` for `group`; returns at once. Best effort: results are stored before they are
         published, so a lost message costs nothing a reload or the socket's catch-up cannot recover."""
+        if self.muted:
+            return
         loop = self._running_loop()
         queue = self._queue
         assert queue is not None

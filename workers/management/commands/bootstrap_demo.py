@@ -23,6 +23,7 @@ from django.core.management.base import CommandError
 from cirweb.catalog.models import Collection, ReindexJob
 from cirweb.catalog.services import collection_combiner, collection_encoder, reindex_job_start
 from cirweb.commandline import DocumentedCommand
+from cirweb.devservers import port_open
 from cirweb.locations import source_stored
 from cirweb.storage import index_version_exists
 from retrieval.datasets.shapes_world import generate_world
@@ -107,6 +108,8 @@ class Command(DocumentedCommand):
             status=ReindexJob.Status.CANCELLED
         )
         job = reindex_job_start(collection=collection, kind="full", enqueue=False)
+        if settings.CIR_REDIS_IS_PRIVATE and not port_open(settings.CIR_PRIVATE_REDIS_PORT):
+            publisher.muted = True  # `serve` has not started its Redis yet, so no page listens: progress shows here
         self.stdout.write(f"index: extracting features of {world.name}'s val split (job {job.pk})")
         outcome = reindex_run(job.pk, show_progress=True)
         publisher.flush()
