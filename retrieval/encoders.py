@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 from PIL import Image
 from torchvision import transforms
@@ -85,6 +86,20 @@ class TargetPad:
         return padded
 
 
+class NormalizedTensor:
+    """An RGB picture as CLIP's normalized [3, H, W] float tensor: torchvision's ToTensor then Normalize
+    (equal to within 3e-7), in one pass over the pixels instead of four. Indexing decodes on the encoder's
+    cores, so this is worth it: at 288 px, 0.45 ms a picture instead of 1.9."""
+
+    def __init__(self, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> None:
+        self.scale = torch.tensor([1 / (255 * s) for s in std]).view(3, 1, 1)
+        self.shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(3, 1, 1)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.array(image.convert("RGB"), np.uint8)).permute(2, 0, 1).contiguous()
+        return torch.addcmul(self.shift, pixels.float(), self.scale)
+
+
 def make_preprocess(resolution: int, kind: Preprocessing = "clip") -> Callable[[Image.Image], torch.Tensor]:
     """CLIP's own transform (bicubic resize, centre crop, normalize), optionally after TargetPad."""
     if kind not in ("clip", "targetpad"):
@@ -93,9 +108,7 @@ def make_preprocess(resolution: int, kind: Preprocessing = "clip") -> Callable[[
     steps += [
         transforms.Resize(resolution, interpolation=InterpolationMode.BICUBIC),
         transforms.CenterCrop(resolution),
-        lambda image: image.convert("RGB"),
-        transforms.ToTensor(),
-        transforms.Normalize(CLIP_MEAN, CLIP_STD),
+        NormalizedTensor(),
     ]
     return transforms.Compose(steps)
 
@@ -255,11 +268,11 @@ class ClipEncoder:
     def _text_tower(self) -> CLIP:
         """The model the text path runs: `model` itself, or (int8) a view of it whose transformer has
         int8 Linear weights, built on first use so that indexing-only processes never pay for it."""
-        if self.precision.text != "int8":
+        if self.precision.text == "fp32":
             return self.model
         with self._lock:
             if self._text_model is None:
-                self._text_model = quantized_text_view(self.model)
+                self._text_model = quantized_text_view(self.model, bf16_attention=self.precision.text == "int8+bf16")
         return self._text_model
 
 
@@ -296,14 +309,55 @@ def load_clip(
     return ClipEncoder(model, preprocess, torch_device, spec, precision)
 
 
-def quantized_text_view(model: CLIP) -> CLIP:
-    """A shallow copy of `model` sharing every weight except the text transformer, whose Linear layers hold
-    int8 weights (dynamic quantization: activations are quantized per call). The attention's output
-    projection stays fp32, as PyTorch leaves it."""
+class Bf16SelfAttention(torch.nn.Module):
+    """CLIP's text self-attention (`nn.MultiheadAttention`, sequence first, with CLIP's causal mask) with its
+    two projections held in bf16: half the bytes a turn's text reads from them, computed on the CPU's bf16
+    units. The weights are bf16 tensors, not Linear layers, so dynamic int8 quantization leaves them alone."""
+
+    in_weight: torch.Tensor
+    in_bias: torch.Tensor
+    out_weight: torch.Tensor
+    out_bias: torch.Tensor
+
+    def __init__(self, attention: torch.nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.heads = attention.num_heads
+        self.register_buffer("in_weight", attention.in_proj_weight.detach().to(torch.bfloat16))
+        self.register_buffer("in_bias", attention.in_proj_bias.detach().to(torch.bfloat16))
+        self.register_buffer("out_weight", attention.out_proj.weight.detach().to(torch.bfloat16))
+        self.register_buffer("out_bias", attention.out_proj.bias.detach().to(torch.bfloat16))
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        need_weights: bool = False,
+        attn_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:  # `nn.MultiheadAttention`'s signature, as CLIP calls it (self-attention)
+        length, batch, width = query.shape
+        qkv = F.linear(query.to(torch.bfloat16), self.in_weight, self.in_bias).float()
+        q, k, v = qkv.view(length, batch, 3, self.heads, width // self.heads).permute(2, 1, 3, 0, 4)
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # fp32 softmax; [n, heads, length, w]
+        merged = heads.permute(2, 0, 1, 3).reshape(length, batch, width)
+        return F.linear(merged.to(torch.bfloat16), self.out_weight, self.out_bias).float(), None
+
+
+def quantized_text_view(model: CLIP, *, bf16_attention: bool = False) -> CLIP:
+    """A shallow copy of `model` sharing every weight except the text transformer's: its MLP Linear layers
+    hold int8 weights, one scale per output channel (dynamic quantization: activations are quantized per
+    call). The attention projections stay fp32, as PyTorch's quantization leaves them, or with
+    `bf16_attention` (CPUs with bf16 units) are held in bf16 (`Bf16SelfAttention`)."""
+    transformer = copy.deepcopy(model.transformer)
+    if bf16_attention:
+        for block in transformer.resblocks:
+            block.attn = Bf16SelfAttention(block.attn)
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao, not installed
         warnings.simplefilter("ignore")
         transformer = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model.transformer), {torch.nn.Linear}, dtype=torch.qint8
+            transformer,
+            {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+            dtype=torch.qint8,
         )
     view = copy.copy(model)
     view._modules = dict(model._modules)  # copy.copy shares the dict; replace the transformer in ours only

@@ -6,12 +6,16 @@ The fastest choice differs by processor and by path, so it is made per path, not
   AVX-512 BF16); ResNet encoders also want channels_last there, since oneDNN's bf16 convolutions run on that
   layout. Without those units bf16 is emulated and slower than fp32, so images stay fp32.
 - one short text (a turn): the work is a dozen tiny matrix products, bound by reading the weights, so
-  bf16 autocast loses (its casts cost more than it saves; measured 59 ms vs 40 ms on RN50x4 with AMX).
-  int8 dynamic quantization of the transformer's Linear layers reads a quarter of the bytes and wins on
-  any x86 CPU with AVX2; it is used for real-size text towers only (width >= 512), where it was measured.
-  It wins at one thread per process (RN50x4 19 ms vs 37 ms fp32 on a busy 2-core AMD EPYC, cosine 0.9992);
-  with two threads on cores that other work also wants, both paths stall waiting for the second thread
-  (60-73 ms vs 100 ms), which is why search processes run one (`compute_threads_set`).
+  bf16 autocast loses (it casts the fp32 weights on every call: 59 ms vs 40 ms on RN50x4 with AMX).
+  int8 dynamic quantization of the MLP's Linear layers (one scale per output channel) reads a quarter of
+  their bytes and wins on any x86 CPU with AVX2; PyTorch leaves the attention projections (a third of the
+  weights) in fp32. Where the CPU has bf16 units those are held in bf16 too, converted once
+  (`int8+bf16`): RN50x4 one text 17.6 ms against 23.7 int8 and 46.4 fp32, ViT-B/32 11.7 / 15.9 / 30.1, on
+  one thread of an AMX Xeon, cosine 0.9993 either way (int8 for the attention too was 15 ms but cosine
+  0.9986: not kept). Used for real-size text towers only (width >= 512), where it was measured. It wins at
+  one thread per process (RN50x4 19 ms vs 37 ms fp32 on a busy 2-core AMD EPYC); with two threads on cores
+  that other work also wants, both paths stall waiting for the second thread (60-73 ms vs 100 ms), which
+  is why search processes run one (`compute_threads_set`).
 - the Combiner of a turn: one query through three wide Linear layers (RN50x4's reads 236 MB of fp32
   weights), bound by memory like the text; int8 dynamic quantization reads a quarter (RN50x4 size: 25.7 ms
   -> 9.8 ms at one thread on a busy AVX2 EPYC, cosine 0.99999 against fp32). Real sizes only, as for text.
@@ -46,7 +50,10 @@ with warnings.catch_warnings():  # clip imports pkg_resources, which warns about
     from clip.model import CLIP, ModifiedResNet
 
 ImagePrecision = Literal["fp32", "bf16"]
-TextPrecision = Literal["fp32", "int8"]  # also the Combiner's: both are the turn's memory-bound path
+# The turn's memory-bound paths. "int8": the text MLP's Linear layers int8 (the attention projections fp32);
+# "int8+bf16": the same with the attention projections in bf16 (CPUs with bf16 units).
+TextPrecision = Literal["fp32", "int8", "int8+bf16"]
+CombinerPrecision = Literal["fp32", "int8"]
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 dot products
 # Levers are used only at the sizes where they were measured to win (the published architectures); the tiny
 # shapes model keeps exact fp32 features on every machine.
@@ -65,8 +72,9 @@ class Precision:
 
     `image`: dtype the image tower computes in (features always come back as float32).
     `channels_last`: convolution layout for ResNet image towers.
-    `text`: fp32, or int8 weights in the text transformer's Linear layers (activations quantized on the fly);
-    `combiner` likewise for the Combiner's Linear layers (the Fuser applies it).
+    `text`: fp32, or int8 weights in the text transformer's MLP Linear layers (activations quantized on the
+    fly), its attention projections fp32 or (`int8+bf16`) bf16; `combiner`: int8 likewise for the Combiner's
+    Linear layers (the Fuser applies it).
     `text_cache`: how many text features to keep (0: none).
     `compile_images`: run image batches through `torch.compile` (ResNet towers; see the module doc).
     """
@@ -75,7 +83,7 @@ class Precision:
     channels_last: bool = False
     text: TextPrecision = "fp32"
     text_cache: int = TEXT_CACHE_SIZE
-    combiner: TextPrecision = "fp32"
+    combiner: CombinerPrecision = "fp32"
     compile_images: bool = False
 
     @classmethod
@@ -85,17 +93,17 @@ class Precision:
 
     @classmethod
     def named(cls, name: str) -> Precision:
-        """An explicit choice, for measuring each lever on any machine: fp32, bf16, int8 or bf16-int8
-        (bf16 images with channels_last; int8 text and Combiner), each also with `-compile` (compiled image
-        batches). On a CPU without bf16 units bf16 is emulated: the numbers are the same as on one that has
-        them, the speed is not."""
+        """An explicit choice, for measuring each lever on any machine: fp32, bf16 (images in bf16 with
+        channels_last), int8 (int8 text MLP and Combiner) or bf16-int8 (both, and the text attention's
+        projections in bf16), each also with `-compile` (compiled image batches). On a CPU without bf16 units
+        bf16 is emulated: the numbers are the same as on one that has them, the speed is not."""
         if name not in PRECISION_NAMES:
             raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISION_NAMES)}")
         bf16, int8 = "bf16" in name, "int8" in name
         return cls(
             "bf16" if bf16 else "fp32",
             bf16,
-            "int8" if int8 else "fp32",
+            ("int8+bf16" if bf16 else "int8") if int8 else "fp32",
             combiner="int8" if int8 else "fp32",
             compile_images=name.endswith("-compile"),
         )
@@ -158,7 +166,7 @@ def choose_precision(
     return Precision(
         image="bf16" if bf16 else "fp32",
         channels_last=resnet and bf16,
-        text="int8" if int8 else "fp32",
+        text=("int8+bf16" if cpu_has_bf16() else "int8") if int8 else "fp32",
         text_cache=text_cache,
         combiner="int8" if int8 else "fp32",
         compile_images=compiled,

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
 
 from retrieval import encoders
 from retrieval.encoders import TargetPad, load_clip, make_preprocess
@@ -114,6 +116,26 @@ def test_targetpad_keeps_wide_images_whole() -> None:
     assert pixels.shape == (3, 32, 32)
     with pytest.raises(ValueError, match="unknown preprocessing"):
         make_preprocess(32, "squash")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_preprocessing_gives_torchvisions_normalized_tensor(mode: str) -> None:
+    """The one-pass conversion stands in for ToTensor + Normalize, so features of an index built before it
+    still match queries encoded after it."""
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 255, (45, 61, 3), np.uint8)).convert(mode)
+    reference = transforms.Compose(
+        [
+            transforms.Resize(32, interpolation=InterpolationMode.BICUBIC),
+            transforms.CenterCrop(32),
+            lambda image: image.convert("RGB"),
+            transforms.ToTensor(),
+            transforms.Normalize(encoders.CLIP_MEAN, encoders.CLIP_STD),
+        ]
+    )(picture)
+    pixels = make_preprocess(32)(picture)
+    assert pixels.shape == reference.shape == (3, 32, 32) and pixels.dtype == torch.float32
+    assert torch.allclose(pixels, reference, atol=1e-6, rtol=0)
 
 
 def test_random_architecture_has_the_published_dimensions() -> None:

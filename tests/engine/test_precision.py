@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from retrieval import precision as prec
-from retrieval.encoders import ClipEncoder, load_clip, make_preprocess
+from retrieval.encoders import Bf16SelfAttention, ClipEncoder, load_clip, make_preprocess
 from retrieval.precision import Precision, choose_precision
 
 with warnings.catch_warnings():
@@ -37,7 +37,7 @@ def wide_text_clip() -> CLIP:
 def test_the_cpu_decides_bf16_and_size_decides_each_lever(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_int8"}))
     rn50x4 = choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640)
-    assert (rn50x4.image, rn50x4.channels_last, rn50x4.text) == ("bf16", True, "int8")
+    assert (rn50x4.image, rn50x4.channels_last, rn50x4.text) == ("bf16", True, "int8+bf16")
     vit = choose_precision(device=CPU, resnet=False, image_resolution=224, text_width=512)
     assert (vit.image, vit.channels_last) == ("bf16", False)
     tiny = choose_precision(device=CPU, resnet=True, image_resolution=96, text_width=128)
@@ -55,16 +55,25 @@ def test_the_committed_model_keeps_exact_features_on_every_machine() -> None:
     assert encoder.precision.image == "fp32" and encoder.precision.text == "fp32"
 
 
-def test_int8_text_stays_within_cosine_0999_and_any_context_gives_the_same_features(wide_text_clip: CLIP) -> None:
+@pytest.mark.parametrize("name", ["int8", "bf16-int8"])
+def test_int8_text_stays_within_cosine_0999_and_any_context_gives_the_same_features(
+    wide_text_clip: CLIP, name: str
+) -> None:
+    """int8 MLP weights, and (bf16-int8, a CPU with bf16 units) bf16 attention projections as well."""
     preprocess = make_preprocess(32)
     exact = ClipEncoder(wide_text_clip, preprocess, CPU, "wide", Precision.fp32(text_cache=0))
-    fast = ClipEncoder(wide_text_clip, preprocess, CPU, "wide", Precision.named("int8"))
+    fast = ClipEncoder(wide_text_clip, preprocess, CPU, "wide", Precision.named(name))
+    assert fast.precision.text == ("int8+bf16" if name == "bf16-int8" else "int8")
     reference = exact.encode_texts(TEXTS)
     assert cosine(fast.encode_texts(TEXTS), reference).min() >= 0.999
     one_by_one = np.concatenate([fast.encode_texts([t]) for t in reversed(TEXTS)])[::-1]  # other context cuts
     assert cosine(one_by_one, reference).min() >= 0.999
     assert exact.model.transformer is wide_text_clip.transformer  # the int8 copy never replaces the fp32 model
     assert isinstance(exact.model.transformer.resblocks[0].mlp.c_fc, torch.nn.Linear)
+    assert type(wide_text_clip.transformer.resblocks[0].attn) is torch.nn.MultiheadAttention
+    fast_block = fast._text_tower().transformer.resblocks[0]
+    assert type(fast_block.mlp.c_fc) is not torch.nn.Linear
+    assert (type(fast_block.attn) is Bf16SelfAttention) == (name == "bf16-int8")
 
 
 def test_repeated_texts_come_from_a_bounded_cache(wide_text_clip: CLIP) -> None:
