@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser, DjangoHelpFormatter
+from django.core.management.base import BaseCommand, CommandError, CommandParser, DjangoHelpFormatter
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
 
 
 class HelpFormatter(DjangoHelpFormatter):
@@ -35,3 +37,17 @@ class DocumentedCommand(BaseCommand):
         lines = [line for line in self.example.strip().splitlines() if line.strip()]
         kwargs.setdefault("epilog", "example:\n" + "".join(f"  {line.strip()}\n" for line in lines))
         return super().create_parser(prog_name, subcommand, **kwargs)
+
+
+def require_migrated_database(then: str) -> None:
+    """Stop a command that serves or uses the product when the database is not migrated: otherwise every
+    page and task fails with "no such table" tracebacks while /healthz still says the database answers."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    executor = MigrationExecutor(connection)
+    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if pending:
+        name = connection.settings_dict["NAME"]
+        raise CommandError(
+            f"The database ({name}) has {len(pending)} migration(s) not applied yet. Run "
+            f"`python manage.py bootstrap_demo` (the demo collection) or `python manage.py migrate`, then {then}."
+        )

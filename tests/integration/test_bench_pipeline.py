@@ -45,3 +45,5 @@ def test_bench_pipeline_starts_the_product_per_worker_count_and_compares_through
     assert "round 1, 1 search worker(s):" in text, text
     assert "2 conversations, turns/s: 1 worker(s)" in text and "(1.00x)" in text, text
     assert "errors" not in text, text
+    assert "CPU, % of a core: " in text and " search " in text and " web " in text, text  # what limits the rate
+    assert "waiting for a core, ms a turn: " in text, text

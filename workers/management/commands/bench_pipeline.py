@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -140,16 +142,16 @@ class Command(DocumentedCommand):
             report = []
             for round_ in range(options["rounds"]):
                 for n in counts:
-                    with served(search_workers=n, collection=options["collection"]) as base:
+                    with served(search_workers=n, collection=options["collection"]) as (base, session):
                         if not options["json"]:
                             self.stdout.write(f"round {round_ + 1}, {n} search worker(s):")
-                        report += [row | {"search_workers": n} for row in self.levels(base, options)]
+                        report += [row | {"search_workers": n} for row in self.levels(base, options, session)]
             if not options["json"]:
                 self.stdout.write(throughput_text(report, counts))
         if options["json"]:
             self.stdout.write(json.dumps(report))
 
-    def levels(self, base: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    def levels(self, base: str, options: dict[str, Any], session: int | None = None) -> list[dict[str, Any]]:
         ws_base = base.replace("http", "ws", 1)
         page = Client(base).json(f"/api/collections/{options['collection']}/images?limit=200")
         images = [img["id"] for img in page["images"]]
@@ -157,7 +159,7 @@ class Command(DocumentedCommand):
             raise CommandError(f"collection {options['collection']!r} has no indexed images at {base}")
         report = []
         for concurrency in options["concurrency"]:
-            row = level_run(base, ws_base, options["collection"], images, options["turns"], concurrency)
+            row = level_run(base, ws_base, options["collection"], images, options["turns"], concurrency, session)
             report.append(row)
             if not options["json"]:
                 self.stdout.write(row_text(row))
@@ -165,9 +167,10 @@ class Command(DocumentedCommand):
 
 
 @contextmanager
-def served(*, search_workers: int, collection: str) -> Iterator[str]:
+def served(*, search_workers: int, collection: str) -> Iterator[tuple[str, int]]:
     """The product as `manage.py serve` runs it, on a free port, with the visitor limits off; warmed up by a
-    few turns (models and index loaded in every search process) before it is measured."""
+    few turns (models and index loaded in every search process) before it is measured. Yields its address
+    and its process id (`cpu_seconds_by_role` finds what it started from there)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -182,14 +185,25 @@ def served(*, search_workers: int, collection: str) -> Iterator[str]:
     try:
         deadline = time.monotonic() + 180
         while not healthy(base):
-            if server.poll() is not None or time.monotonic() > deadline:
+            if server.poll() is not None:  # it refused to start: its last words say why (an unmigrated database)
+                said = log.read_text(errors="replace").strip().splitlines()[-1:] or ["nothing"]
+                raise CommandError(f"`manage.py serve` stopped: {said[0]} (its log: {log})")
+            if time.monotonic() > deadline:
                 raise CommandError(f"`manage.py serve` did not become healthy; see {log}")
             time.sleep(1)
-        images = [i["id"] for i in Client(base).json(f"/api/collections/{collection}/images?limit=50")["images"]]
+        try:
+            page = Client(base).json(f"/api/collections/{collection}/images?limit=50")
+        except urllib.error.HTTPError as exc:
+            raise CommandError(
+                f"collection {collection!r} cannot be read here (HTTP {exc.code}). `python manage.py bootstrap_demo` "
+                "builds the demo's (shapes); --collection names another."
+            ) from None
+        images = [i["id"] for i in page["images"]]
         level_run(base, base.replace("http", "ws", 1), collection, images, 4 * search_workers, 2 * search_workers)
-        yield base
+        yield base, server.pid
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # serve stops its children
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # serve stops its children
         try:
             server.wait(30)
         except subprocess.TimeoutExpired:
@@ -226,10 +240,56 @@ def spread(values: list[float]) -> dict[str, float]:
     return shown | {"mean": round(statistics.mean(values), 1)}
 
 
+# What each process of `serve` is, from its command line (a Celery worker's pool children share its line).
+ROLES = (("-Q search", "search"), ("-Q index", "index"), ("cirweb.webserver", "web"), ("redis", "redis"))
+
+
+def usage_by_role(root: int) -> dict[str, tuple[float, float]]:
+    """Seconds of CPU used and seconds spent runnable but waiting for a core, so far, by process `root` and
+    all its descendants (`serve` and what it started), summed by role: web, search, index, redis, other (the
+    sweeper and `serve` itself). From /proc (Linux); empty elsewhere."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    processes: dict[int, tuple[int, float, float, str]] = {}  # pid: (parent, CPU, waiting, command line)
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # after the name: state, ppid, ...
+            waiting_ns = sum(int(t.read_text().split()[1]) for t in entry.glob("task/*/schedstat"))  # all threads
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile, or no schedstat here
+            continue
+        running = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime, all threads
+        processes[int(entry.name)] = (int(fields[1]), running, waiting_ns / 1e9, command)
+    tree, grew = {root}, True
+    while grew:
+        found = {pid for pid, (parent, *_) in processes.items() if parent in tree} - tree
+        tree, grew = tree | found, bool(found)
+    used: dict[str, tuple[float, float]] = {}
+    for pid in tree & processes.keys():
+        _, running, waiting, command = processes[pid]
+        role = next((name for mark, name in ROLES if mark in command), "other")
+        before = used.get(role, (0.0, 0.0))
+        used[role] = (before[0] + running, before[1] + waiting)
+    return used
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def level_run(
-    base: str, ws_base: str, collection: str, images: list[int], turns: int, concurrency: int
+    base: str,
+    ws_base: str,
+    collection: str,
+    images: list[int],
+    turns: int,
+    concurrency: int,
+    session: int | None = None,
 ) -> dict[str, Any]:
-    """`turns` turns over `concurrency` conversations at once, each sending its next turn on its last's results."""
+    """`turns` turns over `concurrency` conversations at once, each sending its next turn on its last's results.
+    With the process id (`session`) of the `serve` answering them, also how busy each kind of process was meanwhile
+    (`cpu_percent`: percent of one core; 2 cores give 200 in all) and how long each kind waited, runnable,
+    for a core (`core_wait_ms_per_turn`, summed over its processes): together they tell what limits the rate."""
     per = max(1, turns // concurrency)
     results: list[tuple[float, float, float]] = []
     errors: list[str] = []
@@ -237,12 +297,24 @@ def level_run(
         threading.Thread(target=conversation_run, args=(base, ws_base, collection, images, per, results, errors, n))
         for n in range(concurrency)
     ]
+    usage_before = usage_by_role(session) if session else {}
+    client_before = client_cpu_seconds()
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    usage = {
+        role: (running - usage_before.get(role, (0.0, 0.0))[0], waiting - usage_before.get(role, (0.0, 0.0))[1])
+        for role, (running, waiting) in (usage_by_role(session) if session else {}).items()
+    }
+    cpu = {role: round(max(0.0, running) / wall * 100) for role, (running, _) in sorted(usage.items())}
+    if session:
+        cpu["client"] = round((client_cpu_seconds() - client_before) / wall * 100)
+    core_wait = {
+        role: round(max(0.0, waiting) / max(1, len(results)) * 1000, 1) for role, (_, waiting) in sorted(usage.items())
+    }
     if not results:
         raise CommandError(f"no turn came back at {concurrency} conversation(s): {errors[:1]}")
     return {
@@ -257,6 +329,8 @@ def level_run(
         "queue_wait_ms": spread([w for _, _, w in results]),
         "overhead_ms": spread([e - c for e, c, _ in results]),
         "overhead_less_queue_ms": spread([e - c - w for e, c, w in results]),
+        "cpu_percent": cpu,
+        "core_wait_ms_per_turn": core_wait,
     }
 
 
@@ -270,4 +344,12 @@ def row_text(row: dict[str, Any]) -> str:
         f"overhead {pair('overhead_ms')}; waiting for a busy worker {pair('queue_wait_ms')}; "
         f"overhead less that wait {pair('overhead_less_queue_ms')}"
         + (f"; {row['errors']} errors, first: {row['first_error']}" if row["errors"] else "")
+        + (
+            "; CPU, % of a core: "
+            + ", ".join(f"{role} {share}" for role, share in row["cpu_percent"].items())
+            + "; waiting for a core, ms a turn: "
+            + ", ".join(f"{role} {ms}" for role, ms in row["core_wait_ms_per_turn"].items())
+            if row.get("cpu_percent")
+            else ""
+        )
     )

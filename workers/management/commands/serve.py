@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from cirweb.commandline import DocumentedCommand
+from cirweb.commandline import DocumentedCommand, require_migrated_database
 from workers.supervisor import Supervisor, build_children
 
 
@@ -25,6 +25,7 @@ class Command(DocumentedCommand):
         parser.add_argument("--index-workers", type=int, default=1, help="index processes")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated_database(then="serve again")
         env = dict(os.environ)
         redis_port = settings.CIR_PRIVATE_REDIS_PORT if settings.CIR_REDIS_IS_PRIVATE else None
         env["CIR_REDIS_URL"] = settings.CIR_REDIS_URL  # children agree on the one Redis

@@ -1,0 +1,34 @@
+"""`bench_pipeline` tells what limits the rate by how busy each process of `serve` was: the accounting follows
+a process's whole tree (Celery's pool children, threads) and names each by its role."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from workers.management.commands.bench_pipeline import usage_by_role
+
+BURN = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\n"
+# The parent starts the burner marked as a web process, as `serve` starts uvicorn; the mark is assembled so
+# that the parent's own command line does not carry it.
+PARENT = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], 'cirweb.' + 'webserver'])"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="reads Linux's /proc")
+def test_usage_counts_descendants_by_role() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, BURN], start_new_session=True)
+    try:
+        time.sleep(0.5)
+        before = usage_by_role(parent.pid)
+        time.sleep(0.4)
+        after = usage_by_role(parent.pid)
+    finally:
+        parent.wait(10)
+    assert set(after) == {"web", "other"}  # the burner and its parent
+    used = after["web"][0] - before["web"][0]
+    assert 0.2 <= used <= 0.5, (before, after)
+    assert usage_by_role(parent.pid) == {}  # gone: nothing left to count
