@@ -42,7 +42,8 @@ with warnings.catch_warnings():  # clip imports pkg_resources, which warns about
 
 from retrieval.confine import confined_checkpoint
 from retrieval.errors import CheckpointError, ModelNotAvailable
-from retrieval.precision import COMPILE_MIN_BATCH, COMPILE_MIN_IMAGES, Precision, precision_for
+from retrieval.onnx_text import OnnxTextTower, onnx_text_tower
+from retrieval.precision import COMPILE_MIN_BATCH, COMPILE_MIN_IMAGES, Precision, precision_for, torch_int8_text
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ class ClipEncoder:
     spec: str
     precision: Precision = field(default_factory=Precision.fp32)
     _text_model: CLIP | None = field(default=None, init=False, repr=False)
+    onnx_cache: Path | None = None  # where the ONNX text tower is kept (retrieval.onnx_text; None: its default)
+    _onnx_text: OnnxTextTower | None = field(default=None, init=False, repr=False)
     _compiled: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, init=False, repr=False)
     _compiled_batch: int = field(default=0, init=False, repr=False)  # the one batch shape it was compiled for
     _expected: int = field(default=0, init=False, repr=False)  # the most images a caller said were coming
@@ -239,6 +242,10 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def _encode_texts_now(self, texts: list[str], batch_size: int) -> NDArray[np.float32]:
+        onnx = self._onnx_tower() if self.precision.text == "onnx-int8" else None
+        if onnx is not None:
+            batches = range(0, len(texts), batch_size)
+            return np.concatenate([onnx.encode(self.tokenize(texts[i : i + batch_size])) for i in batches])
         model = self._text_tower()
         out = []
         for i in range(0, len(texts), batch_size):
@@ -265,6 +272,25 @@ class ClipEncoder:
             while len(self._text_cache) > self.precision.text_cache:
                 self._text_cache.popitem(last=False)
 
+    def prepare_text(self) -> None:
+        """Build the text path now (the int8 copy, or the ONNX graph: an export the first time on a host)
+        rather than on the first turn."""
+        if self._onnx_tower() is None:
+            self._text_tower()
+
+    def _onnx_tower(self) -> OnnxTextTower | None:
+        """The ONNX Runtime text tower, exported on first use; None, and PyTorch's int8 path from then on,
+        when exporting or loading it fails."""
+        with self._lock:
+            if self._onnx_text is None and self.precision.text == "onnx-int8":
+                try:
+                    self._onnx_text = onnx_text_tower(self.model, cache_dir=self.onnx_cache)
+                except Exception as exc:  # the exporter and the runtime raise many types
+                    fallback = torch_int8_text()
+                    log.warning("text stays on PyTorch (%s): the ONNX text tower failed: %s", fallback, exc)
+                    self.precision = replace(self.precision, text=fallback)
+            return self._onnx_text
+
     def _text_tower(self) -> CLIP:
         """The model the text path runs: `model` itself, or (int8) a view of it whose transformer has
         int8 Linear weights, built on first use so that indexing-only processes never pay for it."""
@@ -286,10 +312,12 @@ def load_clip(
     precision: Precision | None = None,
     force_fp32: bool = False,
     compile_images: bool = True,
+    onnx_cache: Path | None = None,
 ) -> ClipEncoder:
     """Load CLIP from a model name, a checkpoint path, or ``random:<architecture>``; see the module doc.
     `precision` None: the fastest fidelity-keeping choice for this machine, or plain fp32 with `force_fp32`;
-    `compile_images` False keeps image batches eager whatever the machine."""
+    `compile_images` False keeps image batches eager whatever the machine; `onnx_cache`: where the ONNX text
+    tower is kept (`retrieval.onnx_text`)."""
     torch_device = resolve_device(device)
     if spec.startswith("random:"):
         model = build_random_clip(spec.removeprefix("random:"))
@@ -306,7 +334,7 @@ def load_clip(
     if precision is None:
         precision = precision_for(model, device=torch_device, force_fp32=force_fp32, compile_images=compile_images)
     preprocess = make_preprocess(model.visual.input_resolution, preprocessing)
-    return ClipEncoder(model, preprocess, torch_device, spec, precision)
+    return ClipEncoder(model, preprocess, torch_device, spec, precision, onnx_cache=onnx_cache)
 
 
 class Bf16SelfAttention(torch.nn.Module):

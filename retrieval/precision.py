@@ -37,6 +37,7 @@ turns compilation alone off. Nothing here reads settings.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import warnings
@@ -51,15 +52,16 @@ with warnings.catch_warnings():  # clip imports pkg_resources, which warns about
 
 ImagePrecision = Literal["fp32", "bf16"]
 # The turn's memory-bound paths. "int8": the text MLP's Linear layers int8 (the attention projections fp32);
-# "int8+bf16": the same with the attention projections in bf16 (CPUs with bf16 units).
-TextPrecision = Literal["fp32", "int8", "int8+bf16"]
+# "int8+bf16": the same with the attention projections in bf16 (CPUs with bf16 units); "onnx-int8": the
+# whole text tower on ONNX Runtime with int8 MatMuls (retrieval.onnx_text), where it is installed.
+TextPrecision = Literal["fp32", "int8", "int8+bf16", "onnx-int8"]
 CombinerPrecision = Literal["fp32", "int8"]
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 dot products
 # Levers are used only at the sizes where they were measured to win (the published architectures); the tiny
 # shapes model keeps exact fp32 features on every machine.
 INT8_MIN_TEXT_WIDTH = 512
 BF16_MIN_IMAGE_RESOLUTION = 224
-BASE_PRECISION_NAMES = ("fp32", "bf16", "int8", "bf16-int8")
+BASE_PRECISION_NAMES = ("fp32", "bf16", "int8", "bf16-int8", "onnx-int8")
 PRECISION_NAMES = BASE_PRECISION_NAMES + tuple(f"{name}-compile" for name in BASE_PRECISION_NAMES)
 COMPILE_MIN_BATCH = 8  # smaller image batches (an upload, a warm-up) run eager: never worth a compile
 COMPILE_MIN_IMAGES = 512  # a smaller job (`ClipEncoder.expect_images`) runs eager unless already compiled
@@ -94,16 +96,18 @@ class Precision:
     @classmethod
     def named(cls, name: str) -> Precision:
         """An explicit choice, for measuring each lever on any machine: fp32, bf16 (images in bf16 with
-        channels_last), int8 (int8 text MLP and Combiner) or bf16-int8 (both, and the text attention's
-        projections in bf16), each also with `-compile` (compiled image batches). On a CPU without bf16 units
+        channels_last), int8 (int8 text MLP and Combiner), bf16-int8 (both, and the text attention's
+        projections in bf16) or onnx-int8 (the text on ONNX Runtime, the Combiner int8), each also with
+        `-compile` (compiled image batches). On a CPU without bf16 units
         bf16 is emulated: the numbers are the same as on one that has them, the speed is not."""
         if name not in PRECISION_NAMES:
             raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISION_NAMES)}")
         bf16, int8 = "bf16" in name, "int8" in name
+        text: TextPrecision = ("int8+bf16" if bf16 else "int8") if int8 else "fp32"
         return cls(
             "bf16" if bf16 else "fp32",
             bf16,
-            ("int8+bf16" if bf16 else "int8") if int8 else "fp32",
+            "onnx-int8" if name.startswith("onnx") else text,
             combiner="int8" if int8 else "fp32",
             compile_images=name.endswith("-compile"),
         )
@@ -141,6 +145,16 @@ def cpu_has_int8_gemm() -> bool:
     return ("x86" in engines or "fbgemm" in engines) and "avx2" in cpu_flags()
 
 
+def torch_int8_text() -> TextPrecision:
+    """PyTorch's int8 text path for this CPU (also where ONNX Runtime is missing or its export failed)."""
+    return "int8+bf16" if cpu_has_bf16() else "int8"
+
+
+def onnx_runtime_available() -> bool:
+    """ONNX Runtime and its exporter's dependencies are installed (requirements.txt has them)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
+
+
 def has_compiler() -> bool:
     """A C++ compiler for Inductor's CPU kernels (`CXX` if set, else the usual names)."""
     names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
@@ -166,7 +180,7 @@ def choose_precision(
     return Precision(
         image="bf16" if bf16 else "fp32",
         channels_last=resnet and bf16,
-        text=("int8+bf16" if cpu_has_bf16() else "int8") if int8 else "fp32",
+        text=("onnx-int8" if onnx_runtime_available() else torch_int8_text()) if int8 else "fp32",
         text_cache=text_cache,
         combiner="int8" if int8 else "fp32",
         compile_images=compiled,

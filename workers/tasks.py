@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from celery.signals import task_postrun, task_prerun, worker_process_init
@@ -39,11 +40,15 @@ def _load_models_once(**_: Any) -> None:
     runtime.device = settings.CIR_DEVICE
     runtime.force_fp32 = settings.CIR_FORCE_FP32
     runtime.compile_images = settings.CIR_COMPILE_IMAGES
-    if set(app.amqp.queues.consume_from) == {SEARCH_QUEUE}:  # a search process (index ones keep every core)
+    runtime.onnx_cache = Path(settings.CIR_DATA_DIR) / "cache" / "onnx-text"
+    searches = set(app.amqp.queues.consume_from) == {SEARCH_QUEUE}  # a search process (index ones keep every core)
+    if searches:
         compute_threads_set(settings.CIR_SEARCH_THREADS)
         runtime.compile_images = False  # its image batches are single uploads: never worth a compile
     try:
-        runtime.models(settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
+        models = runtime.models(settings.CIR_CLIP_MODEL, settings.CIR_COMBINER)
+        if searches:
+            models.encoder.prepare_text()  # the int8 text path (an ONNX export, once per host) before any turn
     except Exception as exc:  # a missing default model must not stop collections with their own models
         log.warning("default models not loaded at start: %s", exc)
 

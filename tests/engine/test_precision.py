@@ -35,6 +35,7 @@ def wide_text_clip() -> CLIP:
 
 
 def test_the_cpu_decides_bf16_and_size_decides_each_lever(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prec, "onnx_runtime_available", lambda: False)  # PyTorch's own text paths
     monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16", "amx_int8"}))
     rn50x4 = choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640)
     assert (rn50x4.image, rn50x4.channels_last, rn50x4.text) == ("bf16", True, "int8+bf16")
@@ -74,6 +75,54 @@ def test_int8_text_stays_within_cosine_0999_and_any_context_gives_the_same_featu
     fast_block = fast._text_tower().transformer.resblocks[0]
     assert type(fast_block.mlp.c_fc) is not torch.nn.Linear
     assert (type(fast_block.attn) is Bf16SelfAttention) == (name == "bf16-int8")
+
+
+def test_the_onnx_text_tower_stays_within_cosine_0999_and_is_exported_once_per_cache(
+    wide_text_clip: CLIP, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrieval import onnx_text
+
+    exact = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.fp32(text_cache=0))
+    reference = exact.encode_texts(TEXTS)
+    fast = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.named("onnx-int8"), tmp_path)
+    assert cosine(fast.encode_texts(TEXTS), reference).min() >= 0.999
+    one_by_one = np.concatenate([fast.encode_texts([t]) for t in reversed(TEXTS)])[::-1]  # other lengths
+    assert cosine(one_by_one, reference).min() >= 0.999
+    assert fast.precision.text == "onnx-int8" and len(list(tmp_path.glob("text-*-int8.onnx"))) == 1
+
+    def no_export(*_: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(onnx_text, "export_int8", no_export)  # a second process finds it in the cache
+    again = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.named("onnx-int8"), tmp_path)
+    again.prepare_text()
+    assert again.precision.text == "onnx-int8"
+    np.testing.assert_allclose(again.encode_texts(TEXTS), fast.encode_texts(TEXTS), rtol=0, atol=1e-6)
+
+
+def test_a_failing_onnx_export_leaves_the_text_on_pytorch_int8(
+    wide_text_clip: CLIP, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from retrieval import onnx_text
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the exporter is missing")
+
+    monkeypatch.setattr(onnx_text, "export_int8", broken)
+    exact = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.fp32(text_cache=0))
+    fast = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.named("onnx-int8"), tmp_path)
+    assert cosine(fast.encode_texts(TEXTS), exact.encode_texts(TEXTS)).min() >= 0.999
+    assert fast.precision.text in ("int8", "int8+bf16")
+    assert "the ONNX text tower failed: the exporter is missing" in caplog.text
+
+
+def test_onnx_runtime_is_chosen_for_real_size_text_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(prec, "onnx_runtime_available", lambda: True)
+    assert choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640).text == "onnx-int8"
+    assert choose_precision(device=CPU, resnet=True, image_resolution=96, text_width=128).text == "fp32"
+    monkeypatch.setattr(prec, "onnx_runtime_available", lambda: False)
+    assert choose_precision(device=CPU, resnet=True, image_resolution=288, text_width=640).text == "int8"
 
 
 def test_repeated_texts_come_from_a_bounded_cache(wide_text_clip: CLIP) -> None:
