@@ -12,7 +12,9 @@ The fastest choice differs by processor and by path, so it is made per path, not
   weights) in fp32. Where the CPU has bf16 units those are held in bf16 too, converted once
   (`int8+bf16`): RN50x4 one text 17.6 ms against 23.7 int8 and 46.4 fp32, ViT-B/32 11.7 / 15.9 / 30.1, on
   one thread of an AMX Xeon, cosine 0.9993 either way (int8 for the attention too was 15 ms but cosine
-  0.9986: not kept). Used for real-size text towers only (width >= 512), where it was measured. It wins at
+  0.9986: not kept). Where ONNX Runtime is installed (requirements.txt), the whole text tower runs there with
+  int8 MatMuls instead (`onnx-int8`, retrieval/onnx_text.py): 4.4 ms, cosine 0.9991, on the same machine.
+  Used for real-size text towers only (width >= 512), where it was measured. PyTorch's int8 wins at
   one thread per process (RN50x4 19 ms vs 37 ms fp32 on a busy 2-core AMD EPYC); with two threads on cores
   that other work also wants, both paths stall waiting for the second thread (60-73 ms vs 100 ms), which
   is why search processes run one (`compute_threads_set`).

@@ -60,7 +60,7 @@ class Runtime:
         self.model_roots: list[Path] | None = None  # set from settings at process start; checkpoints only there
         self.force_fp32 = force_fp32  # settings.CIR_FORCE_FP32, set at worker start like the device
         self.compile_images = True  # settings.CIR_COMPILE_IMAGES in index processes; search ones never compile
-        self.onnx_cache: Path | None = None  # set at process start: the ONNX text towers' folder in the data dir
+        self.onnx_cache: Path | None = None  # set at process start: where ONNX text towers are kept (CIR_CACHE_DIR)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
         self._indexes: OrderedDict[tuple[int, int], IndexVersion] = OrderedDict()

@@ -40,7 +40,7 @@ def _load_models_once(**_: Any) -> None:
     runtime.device = settings.CIR_DEVICE
     runtime.force_fp32 = settings.CIR_FORCE_FP32
     runtime.compile_images = settings.CIR_COMPILE_IMAGES
-    runtime.onnx_cache = Path(settings.CIR_DATA_DIR) / "cache" / "onnx-text"
+    runtime.onnx_cache = Path(settings.CIR_CACHE_DIR) / "onnx-text"  # this host's: the export is per machine
     searches = set(app.amqp.queues.consume_from) == {SEARCH_QUEUE}  # a search process (index ones keep every core)
     if searches:
         compute_threads_set(settings.CIR_SEARCH_THREADS)
