@@ -85,7 +85,8 @@ def _export_int8(model: CLIP, target: Path, sample: torch.Tensor, dims: dict[str
         exported = torch.onnx.export(
             _TextGraph(model).eval(), (sample,), dynamo=True, dynamic_shapes=dims, verbose=False
         )
-        assert exported is not None
+        if exported is None:  # the exporter returns None only when asked to write the file itself
+            raise RuntimeError("torch.onnx.export returned no program")
         plain = Path(scratch) / "text.onnx"
         exported.save(str(plain))
         quantized = Path(scratch) / "text-int8.onnx"

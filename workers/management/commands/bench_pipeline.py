@@ -142,16 +142,16 @@ class Command(DocumentedCommand):
             report = []
             for round_ in range(options["rounds"]):
                 for n in counts:
-                    with served(search_workers=n, collection=options["collection"]) as (base, session):
+                    with served(search_workers=n, collection=options["collection"]) as (base, serve_pid):
                         if not options["json"]:
                             self.stdout.write(f"round {round_ + 1}, {n} search worker(s):")
-                        report += [row | {"search_workers": n} for row in self.levels(base, options, session)]
+                        report += [row | {"search_workers": n} for row in self.levels(base, options, serve_pid)]
             if not options["json"]:
                 self.stdout.write(throughput_text(report, counts))
         if options["json"]:
             self.stdout.write(json.dumps(report))
 
-    def levels(self, base: str, options: dict[str, Any], session: int | None = None) -> list[dict[str, Any]]:
+    def levels(self, base: str, options: dict[str, Any], serve_pid: int | None = None) -> list[dict[str, Any]]:
         ws_base = base.replace("http", "ws", 1)
         page = Client(base).json(f"/api/collections/{options['collection']}/images?limit=200")
         images = [img["id"] for img in page["images"]]
@@ -159,7 +159,7 @@ class Command(DocumentedCommand):
             raise CommandError(f"collection {options['collection']!r} has no indexed images at {base}")
         report = []
         for concurrency in options["concurrency"]:
-            row = level_run(base, ws_base, options["collection"], images, options["turns"], concurrency, session)
+            row = level_run(base, ws_base, options["collection"], images, options["turns"], concurrency, serve_pid)
             report.append(row)
             if not options["json"]:
                 self.stdout.write(row_text(row))
@@ -170,7 +170,7 @@ class Command(DocumentedCommand):
 def served(*, search_workers: int, collection: str) -> Iterator[tuple[str, int]]:
     """The product as `manage.py serve` runs it, on a free port, with the visitor limits off; warmed up by a
     few turns (models and index loaded in every search process) before it is measured. Yields its address
-    and its process id (`cpu_seconds_by_role` finds what it started from there)."""
+    and its process id (`usage_by_role` finds what it started from there)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -284,12 +284,13 @@ def level_run(
     images: list[int],
     turns: int,
     concurrency: int,
-    session: int | None = None,
+    serve_pid: int | None = None,
 ) -> dict[str, Any]:
     """`turns` turns over `concurrency` conversations at once, each sending its next turn on its last's results.
-    With the process id (`session`) of the `serve` answering them, also how busy each kind of process was meanwhile
-    (`cpu_percent`: percent of one core; 2 cores give 200 in all) and how long each kind waited, runnable,
-    for a core (`core_wait_ms_per_turn`, summed over its processes): together they tell what limits the rate."""
+    With the process id of the `serve` answering them (`serve_pid`), also how busy each kind of process was
+    meanwhile (`cpu_percent`: percent of one core; 2 cores give 200 in all) and how long each kind waited,
+    runnable, for a core (`core_wait_ms_per_turn`, summed over its processes): together they tell what limits
+    the rate."""
     per = max(1, turns // concurrency)
     results: list[tuple[float, float, float]] = []
     errors: list[str] = []
@@ -297,7 +298,7 @@ def level_run(
         threading.Thread(target=conversation_run, args=(base, ws_base, collection, images, per, results, errors, n))
         for n in range(concurrency)
     ]
-    usage_before = usage_by_role(session) if session else {}
+    usage_before = usage_by_role(serve_pid) if serve_pid else {}
     client_before = client_cpu_seconds()
     started = time.perf_counter()
     for t in threads:
@@ -307,10 +308,10 @@ def level_run(
     wall = time.perf_counter() - started
     usage = {
         role: (running - usage_before.get(role, (0.0, 0.0))[0], waiting - usage_before.get(role, (0.0, 0.0))[1])
-        for role, (running, waiting) in (usage_by_role(session) if session else {}).items()
+        for role, (running, waiting) in (usage_by_role(serve_pid) if serve_pid else {}).items()
     }
     cpu = {role: round(max(0.0, running) / wall * 100) for role, (running, _) in sorted(usage.items())}
-    if session:
+    if serve_pid:
         cpu["client"] = round((client_cpu_seconds() - client_before) / wall * 100)
     core_wait = {
         role: round(max(0.0, waiting) / max(1, len(results)) * 1000, 1) for role, (_, waiting) in sorted(usage.items())
