@@ -76,9 +76,10 @@ class Precision:
 
     `image`: dtype the image tower computes in (features always come back as float32).
     `channels_last`: convolution layout for ResNet image towers.
-    `text`: fp32, or int8 weights in the text transformer's MLP Linear layers (activations quantized on the
-    fly), its attention projections fp32 or (`int8+bf16`) bf16; `combiner`: int8 likewise for the Combiner's
-    Linear layers (the Fuser applies it).
+    `text`: fp32; int8 weights in the text transformer's MLP Linear layers (activations quantized on the
+    fly), its attention projections fp32 or (`int8+bf16`) bf16; or (`onnx-int8`) the whole text tower on
+    ONNX Runtime with int8 MatMuls. `combiner`: int8 likewise for the Combiner's Linear layers (the Fuser
+    applies it).
     `text_cache`: how many text features to keep (0: none).
     `compile_images`: run image batches through `torch.compile` (ResNet towers; see the module doc).
     """
@@ -100,8 +101,8 @@ class Precision:
         """An explicit choice, for measuring each lever on any machine: fp32, bf16 (images in bf16 with
         channels_last), int8 (int8 text MLP and Combiner), bf16-int8 (both, and the text attention's
         projections in bf16) or onnx-int8 (the text on ONNX Runtime, the Combiner int8), each also with
-        `-compile` (compiled image batches). On a CPU without bf16 units
-        bf16 is emulated: the numbers are the same as on one that has them, the speed is not."""
+        `-compile` (compiled image batches). On a CPU without bf16 units bf16 is emulated: the numbers are
+        the same as on one that has them, the speed is not."""
         if name not in PRECISION_NAMES:
             raise ValueError(f"unknown precision {name!r}; choose one of {', '.join(PRECISION_NAMES)}")
         bf16, int8 = "bf16" in name, "int8" in name

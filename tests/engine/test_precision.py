@@ -4,6 +4,7 @@ chosen only where they were measured to win, and the fp32 setting turns them all
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_int8_text_stays_within_cosine_0999_and_any_context_gives_the_same_featu
     """int8 MLP weights, and (bf16-int8, a CPU with bf16 units) bf16 attention projections as well."""
     preprocess = make_preprocess(32)
     exact = ClipEncoder(wide_text_clip, preprocess, CPU, "wide", Precision.fp32(text_cache=0))
-    fast = ClipEncoder(wide_text_clip, preprocess, CPU, "wide", Precision.named(name))
+    fast = ClipEncoder(wide_text_clip, preprocess, CPU, "wide", replace(Precision.named(name), text_cache=0))
     assert fast.precision.text == ("int8+bf16" if name == "bf16-int8" else "int8")
     reference = exact.encode_texts(TEXTS)
     assert cosine(fast.encode_texts(TEXTS), reference).min() >= 0.999
@@ -84,7 +85,8 @@ def test_the_onnx_text_tower_stays_within_cosine_0999_and_is_exported_once_per_c
 
     exact = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.fp32(text_cache=0))
     reference = exact.encode_texts(TEXTS)
-    fast = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.named("onnx-int8"), tmp_path)
+    uncached = replace(Precision.named("onnx-int8"), text_cache=0)  # each call below computes its texts
+    fast = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", uncached, tmp_path)
     assert cosine(fast.encode_texts(TEXTS), reference).min() >= 0.999
     one_by_one = np.concatenate([fast.encode_texts([t]) for t in reversed(TEXTS)])[::-1]  # other lengths
     assert cosine(one_by_one, reference).min() >= 0.999
