@@ -11,7 +11,11 @@ MODES = ["combiner", "sum", "sum-normalized", "text", "image"]  # retrieval.comb
 DATASETS = ["cirr", "fashioniq", "shapes"]  # retrieval.datasets.DATASETS
 # retrieval.precision's PRECISION_NAMES, without importing torch: auto, or levers forced, each also with
 # "-compile" (compiled image batches)
-PRECISIONS = ["auto", *(f"{n}{c}" for c in ("", "-compile") for n in ("fp32", "bf16", "int8", "bf16-int8"))]
+# (tests/engine/test_arguments.py holds the two lists equal)
+PRECISIONS = [
+    "auto",
+    *(f"{n}{c}" for c in ("", "-compile") for n in ("fp32", "bf16", "int8", "bf16-int8", "onnx-int8")),
+]
 INDEX_TYPES = ["flat", "ivf", "hnsw", "ivfpq"]  # retrieval.index.INDEX_TYPES, without importing faiss
 DEVICES = ["cpu", "cuda", "auto"]
 POLICIES = ["random", "image", "text", "combiner", "memory"]

@@ -9,12 +9,14 @@ from retrieval import arguments
 from retrieval.combiner import Mode
 from retrieval.datasets import DATASETS
 from retrieval.index import INDEX_TYPES
+from retrieval.precision import PRECISION_NAMES
 
 
 def test_the_command_lines_choices_are_the_engines() -> None:
     assert [m.value for m in Mode] == arguments.MODES
     assert list(DATASETS) == arguments.DATASETS
     assert list(INDEX_TYPES) == arguments.INDEX_TYPES
+    assert ["auto", *PRECISION_NAMES] == arguments.PRECISIONS
 
 
 def test_an_unknown_choice_is_refused_with_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
