@@ -178,13 +178,25 @@ def _world_args(sub: Any) -> None:
     p = _add(
         sub,
         "train-default",
-        "all three stages for the offline default model (shapes world)",
+        "all four stages for the offline default model (shapes world)",
         "python -m retrieval train-default --root var/shapes --out var/models --preset quick",
     )
     p.add_argument("--root", required=True, help="a shapes world (python -m retrieval shapes)")
     p.add_argument("--out", required=True, help="folder for shapes-clip.pt, shapes-combiner.pt, manifest.json")
     p.add_argument("--preset", choices=["full", "quick"], default="full", help="epochs and sizes of the stages")
     p.add_argument("--seed", type=int, default=0, help="random seed of every stage")
+
+    p = _add(
+        sub,
+        "train-open",
+        "stage 3: the text tower and Combiner learn open requests from scene graphs (shapes world)",
+        "python -m retrieval train-open --root var/shapes --models models/shapes --steps 6000",
+    )
+    p.add_argument("--root", required=True, help="the shapes world the models were trained on")
+    p.add_argument("--models", required=True, help="folder with shapes-clip.pt, shapes-combiner.pt, manifest.json")
+    p.add_argument("--steps", type=int, default=6000, help="training steps")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this long (validating first)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
 
     for name, help_text, example in (
         (
@@ -223,6 +235,15 @@ def _evaluation_args(sub: Any) -> None:
     _model_args(p, ["combiner"])
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--plot", default=None, help="write a recall-vs-K plot (PNG) here")
+    p.add_argument(
+        "--open-requests",
+        action="store_true",
+        help="shapes world: also judge open requests (any edit of any picture, held-out wording) from the scene "
+        "graphs, every baseline mode, and requests from words alone",
+    )
+    p.add_argument("--requests", type=int, default=400, help="open requests drawn (with --open-requests)")
+    p.add_argument("--descriptions", type=int, default=400, help="words-alone requests drawn (with --open-requests)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the drawn requests (with --open-requests)")
 
     p = _add(
         sub,

@@ -147,6 +147,17 @@ def _train_default(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("train-open")
+def _train_open(args: argparse.Namespace) -> int:
+    from retrieval.training.open_train import OpenSettings
+    from retrieval.training.recipe import train_open_stage
+
+    settings = OpenSettings(steps=args.steps, max_minutes=args.max_minutes)
+    manifest = train_open_stage(Path(args.root), Path(args.models), settings=settings, seed=args.seed)
+    print(json.dumps(manifest["stage3"]))
+    return 0
+
+
 @command("finetune-clip")
 @command("train-combiner")
 def _train_stage(args: argparse.Namespace) -> int:
@@ -235,6 +246,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         **per_mode[modes[0].value],
         "modes": per_mode,
     }
+    if args.open_requests:
+        results["open_requests"] = _open_requests(args, encoder, fuser, data, gallery)
     if args.plot and args.dataset != "fashioniq":
         results["plot"] = str(recall_plot(per_mode, Path(args.plot)))
     if args.json:
@@ -242,7 +255,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         for mode in modes:
             print(f"{mode.value:>8}: {format_metrics(per_mode[mode.value])}")
+        if args.open_requests:
+            from retrieval.open_requests import format_open
+
+            print(format_open(results["open_requests"]))
     return 0
+
+
+def _open_requests(args: argparse.Namespace, encoder: Any, fuser: Any, data: Any, gallery: Any) -> dict[str, Any]:
+    from retrieval.datasets.shapes_world import load_scenes
+    from retrieval.open_requests import open_request_figures
+
+    if args.dataset != "shapes":
+        raise RetrievalError("--open-requests needs a shapes world (its scene graphs judge every result)")
+    scenes = load_scenes(Path(args.root), args.split)
+    return open_request_figures(
+        encoder, fuser, data, scenes, gallery, requests=args.requests, descriptions=args.descriptions, seed=args.seed
+    )
 
 
 @command("cirr-submission")

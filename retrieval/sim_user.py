@@ -9,8 +9,8 @@ Stated assumptions (the README repeats them beside the figures):
   picture's stored scene graph, never used directly.
 - Recognition. A shown target is recognised with probability 1 - `miss_target` (default 0.05).
 - Words. The person names one or two differences between what they read in the current picture and the
-  target, in wordings that appear nowhere in training (`HELD_OUT`; the training templates are in
-  `retrieval.datasets.shapes_text`). A misreading can make them ask for the wrong thing.
+  target, in wordings that appear nowhere in training (the held-out part of
+  `retrieval.datasets.shapes_speech`). A misreading can make them ask for the wrong thing.
 - Clicks. They click the shown result they judge closest to the target (fewest differences they read), and
   with probability `click_noise` (default 0.2) another one among those within one difference of it.
 - Rejection. With probability `reject` (default 0.5) a turn, they press "Not this" on the highest-ranked
@@ -22,19 +22,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from retrieval.datasets.shapes import CELL_NAMES, CELLS, COLOURS, SHAPES, SIZE_WORDS, Edit, Obj, Scene, scene_diff
-from retrieval.datasets.shapes_text import a_noun, refer
-
-# Phrasings absent from the training templates (retrieval/datasets/shapes_text.py): a test checks that no
-# held-out sentence could come out of the training wording.
-HELD_OUT = {
-    "recolour": ["I'd like {ref} in {colour}", "can {ref} be {colour}?", "{colour} for {ref}, please"],
-    "resize": ["I want {ref} {comparative}", "{ref} needs to be {comparative}", "could {ref} be {comparative}?"],
-    "move": ["{ref} belongs at the {cell}", "I'd rather have {ref} at the {cell}", "could {ref} sit at the {cell}?"],
-    "add": ["there should also be {thing} at the {cell}", "I need {thing} at the {cell} too"],
-    "remove": ["lose {ref}", "{ref} shouldn't be there", "drop {ref}, please"],
-    "replace": ["I'd prefer {thing} where {ref} is", "use {thing} rather than {ref}"],
-}
+from retrieval.datasets.shapes import CELLS, COLOURS, SHAPES, Edit, Obj, Scene, scene_diff
+from retrieval.datasets.shapes_speech import word_edit
 
 
 @dataclass(frozen=True)
@@ -74,36 +63,35 @@ def perceive(scene: Scene, user: UserModel, rng: random.Random) -> Scene:
 
 def say(edit: Edit, scene: Scene, rng: random.Random) -> str:
     """One request in a held-out wording, referring to objects as they appear in `scene`."""
-    b, a = edit.before, edit.after
-    template = rng.choice(HELD_OUT[edit.kind])
-    words: dict[str, str] = {}
-    if b is not None:
-        words["ref"] = refer(b, scene, rng)
-    if a is not None:
-        words |= {"colour": a.colour, "cell": CELL_NAMES[a.cell], "thing": a_noun(a, rng)}
-        words["comparative"] = rng.choice(["larger", "bigger"]) if a.size == "large" else "smaller"
-        if edit.kind == "resize":
-            words["comparative"] = rng.choice([words["comparative"], SIZE_WORDS[a.size][0]])
-    return template.format(**words)
+    return word_edit(edit, scene, "held-out", rng)
 
 
-def request(current: Scene, target: Scene, user: UserModel, rng: random.Random) -> str | None:
-    """One or two differences between the picture as read and the target, joined as a person would;
-    None when the person reads no difference (they think they are there)."""
+def request_edits(
+    current: Scene, target: Scene, user: UserModel, rng: random.Random
+) -> tuple[str, tuple[Edit, ...]] | None:
+    """One or two differences between the picture as read (`current`) and the target, joined as a person
+    would, with the edits they name; None when the person reads no difference (they think they are there)."""
     edits = scene_diff(current, target)
     if not edits:
         return None
     count = min(len(edits), rng.randint(1, user.max_edits_named))
     chosen = rng.sample(edits, count)
-    parts = []
+    parts, named = [], []
     scene = current
     for edit in chosen:
         parts.append(say(edit, scene, rng))
+        named.append(edit)
         try:
             scene = edit.apply(scene)
         except ValueError:
             break
-    return parts[0] if len(parts) == 1 else f"{parts[0]}; also {parts[1]}"
+    return (parts[0] if len(parts) == 1 else f"{parts[0]}; also {parts[1]}"), tuple(named)
+
+
+def request(current: Scene, target: Scene, user: UserModel, rng: random.Random) -> str | None:
+    """The words of `request_edits`."""
+    said = request_edits(current, target, user, rng)
+    return None if said is None else said[0]
 
 
 def judge(

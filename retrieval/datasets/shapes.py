@@ -232,6 +232,23 @@ def possible_edits(scene: Scene, rng: random.Random, max_objects: int = 4) -> li
     return out
 
 
+def all_edits(scene: Scene, max_objects: int = 4) -> list[Edit]:
+    """Every single edit `possible_edits` can draw for `scene`: its one-edit neighbourhood."""
+    free = [c for c in CELLS if all(o.cell != c for o in scene)]
+    objects = [Obj(cell, s, c, z) for cell in CELLS for s in SHAPES for c in COLOURS for z in SIZES]
+    out: list[Edit] = []
+    for o in scene:
+        out += [Edit("recolour", o, replace(o, colour=c)) for c in COLOURS if c != o.colour]
+        out.append(Edit("resize", o, replace(o, size="large" if o.size == "small" else "small")))
+        out += [Edit("replace", o, n) for n in objects if n.cell == o.cell and n.shape != o.shape]
+        out += [Edit("move", o, replace(o, cell=c)) for c in free]
+        if len(scene) > 1:
+            out.append(Edit("remove", o, None))
+    if len(scene) < max_objects:
+        out += [Edit("add", None, n) for n in objects if n.cell in free]
+    return out
+
+
 def random_object(rng: random.Random, cell: Cell, exclude_shape: str | None = None) -> Obj:
     shape = rng.choice([s for s in SHAPES if s != exclude_shape])
     return Obj(cell, shape, rng.choice(list(COLOURS)), rng.choice(SIZES))

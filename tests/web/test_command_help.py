@@ -70,6 +70,9 @@ def test_every_management_command_documents_each_option_and_shows_an_example(nam
 def test_help_shows_defaults_and_choices() -> None:
     turn = RETRIEVAL["bench-turn"].format_help()
     assert "(default: 200)" in turn
-    assert "{auto,fp32,bf16,int8,bf16-int8,onnx-int8,fp32-compile,bf16-compile,int8-compile,bf16-int8-compile,onnx-int8-compile}" in turn
+    assert (
+        "{auto,fp32,bf16,int8,bf16-int8,onnx-int8,fp32-compile,bf16-compile,int8-compile,bf16-int8-compile,onnx-int8-compile}"
+        in turn
+    )
     serve = load_command_class(project_commands()["serve"], "serve").create_parser("manage.py", "serve").format_help()
     assert "(default: 8000)" in serve and "example:\n  python manage.py serve --port" in serve
