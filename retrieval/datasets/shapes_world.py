@@ -23,6 +23,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -30,6 +31,7 @@ from retrieval.datasets.cirr import read_json
 from retrieval.datasets.shapes import (
     Edit,
     Scene,
+    all_edits,
     describe,
     possible_edits,
     random_scene,
@@ -124,6 +126,23 @@ def caption_entries(split: str, families: list[Family], seed: int, first_pairid:
     return out
 
 
+def neighbourhoods(scenes: dict[str, dict[str, Any]], count: int) -> dict[str, Scene]:
+    """The one-edit neighbours of the first `count` pictures of a split (name order) that the split does not
+    hold yet, each scene once: `dev-n<i>-<j>` is the j-th new neighbour of the i-th picture."""
+    have = {scene_from_json(entry["objects"]) for entry in scenes.values()}
+    out: dict[str, Scene] = {}
+    for i, name in enumerate(sorted(scenes)[:count]):
+        scene = scene_from_json(scenes[name]["objects"])
+        j = 0
+        for edit in all_edits(scene):
+            neighbour = edit.apply(scene)
+            if neighbour not in have:
+                have.add(neighbour)
+                out[f"dev-n{i}-{j}"] = neighbour
+                j += 1
+    return out
+
+
 def _render_job(job: tuple[str, Scene, int, int]) -> None:
     path, scene, seed, size = job
     render(scene, random.Random(seed), size).save(path, optimize=False, compress_level=1)
@@ -141,13 +160,18 @@ def generate_world(
     show_progress: bool = True,
     render_splits: tuple[str, ...] = SPLITS,
     render_families: int | None = None,
+    start_neighbourhoods: int = 0,
 ) -> dict[str, int]:
     """Write a world of about `images` pictures (rounded to whole families) split train/val/test1.
 
     `render_splits` and `render_families` draw only part of the pictures (the first families of the named
     splits); annotations are always complete, and the loaders skip entries whose images are absent. The
     drawn part is identical to the same part of the whole world: that is how a test re-checks published
-    figures on a fixed subset without drawing 25,000 pictures."""
+    figures on a fixed subset without drawing 25,000 pictures.
+
+    `start_neighbourhoods` N adds to the val split the whole one-edit neighbourhood of its first N pictures
+    in name order (what a browsing page shows first), named `dev-n<i>-<j>`, so that any single edit a
+    person asks of those pictures has its exact result in the gallery (the demo's start grid)."""
     out = Path(out)
     if images < FAMILY * 3:
         raise ValueError(f"a shapes world needs at least {FAMILY * 3} images (one family per split)")
@@ -171,6 +195,15 @@ def generate_world(
                 if split in render_splits and (render_families is None or fam.index < render_families):
                     crc = zlib.crc32(f"{seed}-{split}-{fam.index}-{m}".encode())
                     jobs.append((str(out / rel), scene, crc, size))
+        if split == "val" and start_neighbourhoods:
+            extra = neighbourhoods(scenes, start_neighbourhoods)
+            for name, scene in extra.items():
+                split_map[name] = f"./{FOLDERS[split]}/{name}.png"
+                scenes[name] = {"objects": scene_to_json(scene), "description": describe(scene, describe_rng)}
+                if split in render_splits and render_families is None:
+                    crc = zlib.crc32(f"{seed}-{name}".encode())
+                    jobs.append((str(out / split_map[name]), scene, crc, size))
+            summary["start_neighbourhood_images"] = len(extra)
         captions = caption_entries(split, families, seed, pairid)
         pairid += len(captions)
         _write_json(out / "cirr" / "captions" / f"cap.rc2.{split}.json", captions)
@@ -189,6 +222,7 @@ def generate_world(
             "size": size,
             "command": command_line,
             **summary,
+            **({"start_neighbourhoods": start_neighbourhoods} if start_neighbourhoods else {}),
             **({"drawn": {"splits": list(render_splits), "families": render_families}} if partial else {}),
         },
     )
@@ -218,3 +252,18 @@ def load_scenes(root: str | Path, split: str) -> dict[str, Scene]:
     """The scene graph of every image of a split: name -> Scene."""
     data = read_json(Path(root) / "shapes" / f"scenes.{split}.json", "shapes scene file")
     return {name: scene_from_json(entry["objects"]) for name, entry in data.items()}
+
+
+def start_grid_coverage(root: str | Path, split: str, count: int, draws: int = 100, seed: int = 0) -> float:
+    """The share of random single edits (kind uniform among those that apply, as `possible_edits` draws them)
+    of the split's first `count` pictures in name order whose exact result is in the split."""
+    scenes = load_scenes(root, split)
+    have = set(scenes.values())
+    rng = random.Random(seed)
+    hits = total = 0
+    for name in sorted(scenes)[:count]:
+        for _ in range(draws):
+            edit = possible_edits(scenes[name], rng)[0]
+            hits += edit.apply(scenes[name]) in have
+            total += 1
+    return hits / total if total else 0.0

@@ -2,8 +2,10 @@
 
 1. the default models: the committed ones (models/shapes/, checked against their manifest), or, when they
    are absent, trained here from scratch with the quick preset (under 10 minutes on 2 cores);
-2. the shapes world they were trained on (seed 7), drawn under CIR_DATA_DIR/worlds/shapes;
-3. the collection `shapes` over its held-out val split (5,040 images), indexed in this process
+2. the shapes world they were trained on (seed 7), drawn under CIR_DATA_DIR/worlds/shapes, with the whole
+   one-edit neighbourhood of the start grid's pictures (the first page a person browses) in its val split:
+   any single edit asked of them has its exact result in the collection;
+3. the collection `shapes` over its held-out val split (5,040 images and the neighbourhoods), indexed in this process
 (the database is migrated first, so a fresh data directory needs nothing else).
 Running it again finds each step done and returns in seconds.
 """
@@ -33,6 +35,7 @@ from workers.publish import publisher
 
 REPO_MODELS = Path(settings.BASE_DIR) / "models" / "shapes"
 SLUG = "shapes"
+START_GRID = 48  # the chat page's first page of pictures to start from (chat/browse.js PAGE)
 
 
 class Command(DocumentedCommand):
@@ -58,14 +61,22 @@ class Command(DocumentedCommand):
 
     def ensure_world(self, world: Path) -> None:
         info = world / "shapes" / "world.json"
-        wanted = {"seed": recipe.DEFAULT_WORLD_SEED, "images": recipe.DEFAULT_WORLD_IMAGES}
+        wanted = {
+            "seed": recipe.DEFAULT_WORLD_SEED,
+            "images": recipe.DEFAULT_WORLD_IMAGES,
+            "start_neighbourhoods": START_GRID,
+        }
         if info.is_file() and {k: json.loads(info.read_text()).get(k) for k in wanted} == wanted:
             self.stdout.write(f"world: {world} (already drawn)")
             return
         self.stdout.write(f"world: drawing {recipe.DEFAULT_WORLD_IMAGES} scenes into {world}")
         shutil.rmtree(world, ignore_errors=True)
         generate_world(
-            world, recipe.DEFAULT_WORLD_IMAGES, recipe.DEFAULT_WORLD_SEED, command_line="manage.py bootstrap_demo"
+            world,
+            recipe.DEFAULT_WORLD_IMAGES,
+            recipe.DEFAULT_WORLD_SEED,
+            command_line="manage.py bootstrap_demo",
+            start_neighbourhoods=START_GRID,
         )
 
     def ensure_models(self, world: Path, retrain: bool) -> None:
