@@ -104,6 +104,27 @@ def demote(
     return out
 
 
+# "Not this", in every mode: a candidate as like a rejected picture as its near-duplicates are (image cosine
+# above LOOK_ALIKE; on the shapes model a picture's 100th-nearest neighbour is at about 0.78, its nearest at
+# 0.95) loses up to REJECT_PUSH of its score, in proportion to how far above the floor its likeness is. A
+# linear step away from the rejected picture's feature (`steer`'s `rejected` weight) moves scores by
+# thousandths; this moves its look-alikes out of the page. Set before any measurement, not tuned.
+LOOK_ALIKE = 0.8
+REJECT_PUSH = 0.2
+
+
+def push_away(
+    scores: Array, candidates: Array, rejected: Array, strength: float = REJECT_PUSH, floor: float = LOOK_ALIKE
+) -> Array:
+    """`scores` [n] of the pictures whose raw features are `candidates` [n, dim], lowered by their likeness to
+    the closest of the `rejected` pictures [r, dim]: strength · max(0, (cos − floor) / (1 − floor)). A copy."""
+    out = np.array(scores, np.float32, copy=True)
+    if not len(rejected) or not len(candidates):
+        return out
+    likeness = (normalize(np.asarray(candidates, np.float32)) @ normalize(np.asarray(rejected, np.float32)).T).max(1)
+    return out - strength * np.clip((likeness - floor) / (1 - floor), 0.0, None)
+
+
 def summary(texts: list[str], rejected: int, chosen: int = 0, seen: int = 0) -> str:
     """What the page says is remembered: 'remembering: make it red; no star · steering away from 3 rejected
     · 20 seen give way'."""

@@ -32,7 +32,7 @@ from retrieval.combiner import Mode
 from retrieval.errors import RetrievalError
 from retrieval.images import ImageError
 from retrieval.store import IndexVersion as LoadedVersion
-from workers.memory import remember, rerank
+from workers.memory import indexed_features, remember, rerank
 from workers.publish import HeldProgress, publish
 from workers.runtime import Models, runtime
 
@@ -158,8 +158,10 @@ def run_search(
     exclude: set[int],
     stage: Any = None,
     history: TurnHistory | None = None,
+    rejected: list[int] | None = None,
 ) -> SearchOutcome:
-    """Fuse and search; `stage(name)` is called as the work moves on (for progress frames)."""
+    """Fuse and search; `stage(name)` is called as the work moves on (for progress frames). Pictures like
+    the `rejected` ones ("Not this" in the conversation) are pushed down, in every mode."""
     started = time.perf_counter()
     version, loaded = active_index(collection_id)
     models = models_for(version)
@@ -188,14 +190,20 @@ def run_search(
     if stage:
         stage("searching")
     t = time.perf_counter()
-    if memory is None or not memory.seen:
-        scores, ids = loaded.index.search(query, k, exclude=exclude)
-    else:  # results seen before give way: ask for as many more as could be demoted out of the top k
-        scores, ids = rerank(*loaded.index.search(query, k + len(memory.seen), exclude=exclude), memory, k)
+    rejected_features = indexed_features(loaded, rejected or [], loaded.meta.dim)
+    extra = (len(memory.seen) if memory is not None else 0) + (PUSHED_EXTRA * k if len(rejected_features) else 0)
+    scores, ids = loaded.index.search(query, k + extra, exclude=exclude)
+    if extra:  # seen results give way and look-alikes of rejected pictures are pushed down: re-rank the pool
+        scores, ids = rerank(scores, ids, memory, k, candidates=loaded.features_of, rejected=rejected_features)
     timings["search"] = (time.perf_counter() - t) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     return SearchOutcome(ranked, {key: round(v, 2) for key, v in timings.items()}, version, remembered)
+
+
+# How many pages' worth of extra candidates a search with rejected pictures re-ranks: the look-alikes it pushes
+# down are replaced from these.
+PUSHED_EXTRA = 2
 
 
 def answer_turn(turn_id: int) -> str:
@@ -227,6 +235,7 @@ def answer_turn(turn_id: int) -> str:
 
     try:
         # a later page ("more") searches k more: the pages already shown are among the exclusions
+        exclusions = selectors.turn_excluded_images(turn=turn)
         outcome = run_search(
             collection_id=collection_of(turn.conversation_id),
             mode=turn.mode,
@@ -234,9 +243,10 @@ def answer_turn(turn_id: int) -> str:
             image_id=turn.reference_image_id,
             upload_id=turn.reference_upload_id,
             k=turn.k,
-            exclude=selectors.turn_excluded_images(turn=turn),
+            exclude=exclusions.images,
             stage=stage,
             history=turn_history(turn=turn) if turn.memory else None,
+            rejected=exclusions.rejected,
         )
     except SearchFailed as exc:
         fail(exc.code, exc.message)

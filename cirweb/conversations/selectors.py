@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
 
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
 from cirweb.owners import Owner
@@ -62,11 +62,22 @@ def conversation_collection_id(*, conversation_id: Any) -> int:
     return int(Conversation.objects.filter(pk=conversation_id).values_list("collection_id", flat=True).get())
 
 
-def turn_excluded_images(*, turn: Turn) -> set[int]:
-    """What this turn must not show: with `exclude_seen`, every result the conversation has already shown
-    (ARCHITECTURE.md: "excluding what the conversation has already shown"); always, results rejected
-    anywhere in the conversation, the turn's own reference, and the pages of this turn already shown.
-    One query (a UNION): it runs on every turn, between the claim and the search."""
+@dataclass
+class Exclusions:
+    """What a turn must not show (`images`), and the images rejected in its conversation (`rejected`, also
+    among `images`), whose look-alikes the search pushes down in every mode."""
+
+    images: set[int]
+    rejected: list[int]
+
+
+def turn_excluded_images(*, turn: Turn) -> Exclusions:
+    """What this turn must not show, in every mode: with `exclude_seen`, every result the conversation has
+    already shown (ARCHITECTURE.md: "excluding what the conversation has already shown"); always, results
+    rejected anywhere in the conversation, every reference of the turn's branch (its own and its ancestors':
+    the pictures refined from are where the person has been, never an answer), and the pages of this turn
+    already shown. Two queries: the conversation's turns (for the branch), and a UNION of feedback and
+    results, tagged by kind."""
     rejected = Feedback.objects.filter(turn__conversation=turn.conversation_id, value=Feedback.Value.REJECTED)
     shown = TurnResult.objects.filter(turn__conversation=turn.conversation_id)
     if not turn.exclude_seen:
@@ -74,10 +85,25 @@ def turn_excluded_images(*, turn: Turn) -> set[int]:
     # order_by(): the models' default orderings are not allowed inside a compound statement
     both = (
         rejected.order_by()
-        .values_list("image_id", flat=True)
-        .union(shown.order_by().values_list("image_id", flat=True))
+        .annotate(kind=Value(1))
+        .values_list("image_id", "kind")
+        .union(shown.order_by().annotate(kind=Value(0)).values_list("image_id", "kind"))
     )
-    excluded = set(both)
-    if turn.reference_image_id:
-        excluded.add(turn.reference_image_id)
-    return excluded
+    tagged = list(both)
+    excluded = {image for image, _ in tagged} | branch_references(turn=turn)
+    return Exclusions(excluded, sorted(image for image, kind in tagged if kind == 1))
+
+
+def branch_references(*, turn: Turn) -> set[int]:
+    """The reference images of `turn` and of its ancestors through `parent` (one query for the conversation's
+    turns; the walk stops on a cycle, which the schema forbids but a hand-edited database could hold)."""
+    rows = Turn.objects.filter(conversation=turn.conversation_id).values_list("pk", "parent_id", "reference_image_id")
+    parent_of = {pk: (parent, image) for pk, parent, image in rows}
+    out = {turn.reference_image_id} if turn.reference_image_id else set()
+    at, walked = turn.parent_id, set()
+    while at is not None and at not in walked and at in parent_of:
+        walked.add(at)
+        at, image = parent_of[at]
+        if image is not None:
+            out.add(image)
+    return out

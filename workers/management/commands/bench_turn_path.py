@@ -52,7 +52,7 @@ def one_turn(conversation: Conversation, owner: Owner, collection_id: int, image
     begun = states.turn_claim(turn_id=turn.pk, worker=process_identity())
     assert begun is not None
     t_begin = clock.lap()
-    excluded = selectors.turn_excluded_images(turn=begun)
+    excluded = selectors.turn_excluded_images(turn=begun).images
     t_excl = clock.lap()
     collection_of(begun.conversation_id)
     t_coll = clock.lap()
