@@ -13,8 +13,12 @@ alone), `text` (the words alone), `combiner` (the product without memory: click 
 `memory` (the Combiner query steered by the conversation, `retrieval.memory`). "Not this" hides a rejected
 picture in every policy, as the product does; only `memory` also steers away from it.
 
-success@k is the share of episodes that saw the target within k turns, with a Wilson 95% interval;
-mean_turns is over successful episodes, with a normal 95% interval.
+success@k is the share of episodes that saw the target within k turns, with a Wilson 95% interval; good@k
+the share whose k-th page held a result doing what the person asked on that turn (judged from the scene
+graphs, `retrieval.datasets.shapes_requests`; an episode already successful counts); mean_turns is over
+successful episodes, with a normal 95% interval. "Not this" pushes the rejected pictures' look-alikes down in
+every policy but `random`, as the product does (`retrieval.memory.push_away`); `not_this` reports the ranks
+the last rejected picture's five closest look-alikes get on the next turn, without and with the push.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ import numpy as np
 from retrieval.combiner import Fuser, Mode, normalize
 from retrieval.datasets.cirr import load_cirr
 from retrieval.datasets.shapes import Scene
+from retrieval.datasets.shapes_requests import Request, SceneTable
 from retrieval.datasets.shapes_world import load_scenes
 from retrieval.encoders import ClipEncoder, TargetPad
 from retrieval.evaluate import Gallery, encode_gallery
-from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, demote, steer
-from retrieval.sim_user import UserModel, judge, perceive, request
+from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, demote, push_away, steer
+from retrieval.sim_user import UserModel, judge, perceive, request_edits
 
 POLICIES = ("random", "image", "text", "combiner", "memory")
 
@@ -49,9 +54,13 @@ class World:
     normed: np.ndarray
     scenes: dict[str, Scene]
     episodes: list[tuple[str, str, tuple[str, ...]]]  # (start, target, the target's family)
+    table: SceneTable = field(init=False)  # the gallery's scenes, in gallery order, to judge each page
     # words -> text features, (picture, words) -> Combiner query: shared by every run on the world (`tune`)
     texts: dict[str, np.ndarray] = field(default_factory=dict)
     queries: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.table = SceneTable([self.scenes[n] for n in self.gallery.names])
 
 
 def episodes_of(groups: list[tuple[str, ...]]) -> list[tuple[str, str, tuple[str, ...]]]:
@@ -120,6 +129,20 @@ class Querier:
         return demote(normed @ steer(query, memory, self.weights), self.rows, memory, self.weights)
 
 
+@dataclass
+class Episode:
+    """How one episode went: the turn the target was recognised (None: not within the turns), whether each
+    turn's page held a result doing what the person asked that turn, and, after each "Not this", the ranks
+    the rejected picture's closest look-alikes got on the next turn without and with the push-away."""
+
+    found: int | None
+    good: list[bool] = field(default_factory=list)
+    look_alikes: list[tuple[list[int], list[int]]] = field(default_factory=list)
+
+
+LOOK_ALIKES = 5  # the rejected picture's nearest pictures whose ranks `simulate` reports
+
+
 def run_episode(
     querier: Querier,
     policy: str,
@@ -130,8 +153,8 @@ def run_episode(
     max_turns: int,
     shown: int,
     rng: random.Random,
-) -> int | None:
-    """Turns the person needed to see (and recognise) the target; None if not within `max_turns`."""
+) -> Episode:
+    """Plays one episode: the person refines until they see (and recognise) the target or give up."""
     start, target, family = episode
     world = querier.world
     scenes, index = world.scenes, world.gallery.index
@@ -142,10 +165,16 @@ def run_episode(
     rejected: list[str] = []
     seen: dict[int, int] = {}  # row -> times shown on earlier turns
     dim = world.gallery.features.shape[1]
+    played = Episode(None)
+    refused_last: str | None = None  # the picture rejected on the previous turn
     for turn in range(1, max_turns + 1):
         read = perceive(scenes[current], user, rng)
-        words = request(read, scenes[target], user, rng) or request(scenes[current], scenes[target], user, rng)
-        assert words is not None  # the current picture is never the target
+        said = request_edits(read, scenes[target], user, rng)
+        if said is None:
+            read = scenes[current]
+            said = request_edits(read, scenes[target], user, rng)
+        assert said is not None  # the current picture is never the target
+        words, edits = said
         feats = world.gallery.features
         memory = Remembered(
             np.array(earlier, np.float32).reshape(-1, dim),
@@ -156,22 +185,46 @@ def run_episode(
         )
         scores = querier.scores(policy, current, words, memory, rng)
         scores[list(hidden | {index[current]})] = -np.inf
-        top = [world.gallery.names[i] for i in np.argsort(-scores, kind="stable")[:shown]]
+        if rejected and policy != "random":  # "Not this" pushes look-alikes down in every mode, as the product
+            pushed = push_away(scores, world.normed, world.normed[[index[n] for n in rejected]])
+            if refused_last is not None:
+                played.look_alikes.append(look_alike_ranks(world.normed, index[refused_last], scores, pushed))
+            scores = pushed
+        refused_last = None
+        rows = np.argsort(-scores, kind="stable")[:shown]
+        top = [world.gallery.names[i] for i in rows]
+        played.good.append(bool(world.table.judge(Request(read, edits)).good[rows].any()))
         for name in top:  # an overlooked target counts as seen too: the product cannot tell
             seen[index[name]] = seen.get(index[name], 0) + 1
         if target in top:
             if rng.random() >= user.miss_target:
-                return turn
+                played.found = turn
+                return played
             top.remove(target)  # overlooked: not a picture the person considers this turn
         clicked, refused = judge(top, scenes, read, scenes[target], user, rng)
         if refused is not None:
             rejected.append(refused)
             hidden.add(index[refused])
+            refused_last = refused
         if policy == "memory":
             earlier.append(querier.combined(current, words))
             chosen.append(current)
         current = clicked
-    return None
+    return played
+
+
+def look_alike_ranks(
+    normed: np.ndarray, row: int, before: np.ndarray, after: np.ndarray
+) -> tuple[list[int], list[int]]:
+    """0-based ranks of the picture at `row`'s closest look-alikes under the scores `before` and `after`."""
+    likeness = normed @ normed[row]
+    likeness[row] = -np.inf
+    alike = np.argsort(-likeness)[:LOOK_ALIKES]
+
+    def ranks(scores: np.ndarray) -> list[int]:
+        return [int((scores > scores[i]).sum()) for i in alike]
+
+    return ranks(before), ranks(after)
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -184,7 +237,11 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (round(centre - half, 4), round(centre + half, 4))
 
 
-def summarize(policy: str, siblings: bool, turns: list[int | None], max_turns: int, shown: int) -> dict[str, Any]:
+def summarize(policy: str, siblings: bool, played: list[Episode], max_turns: int, shown: int) -> dict[str, Any]:
+    """success@k (the target seen within k turns) and good@k (turn k's page held a result doing what the
+    person asked that turn; an episode already successful counts as good), each with its Wilson interval,
+    and what "Not this" did to the rejected pictures' look-alikes on the next turn."""
+    turns = [p.found for p in played]
     found = [t for t in turns if t is not None]
     n = len(turns)
     out: dict[str, Any] = {"policy": policy, "siblings": siblings, "episodes": n, "shown": shown}
@@ -192,6 +249,21 @@ def summarize(policy: str, siblings: bool, turns: list[int | None], max_turns: i
         hits = sum(1 for t in found if t <= k)
         out[f"success@{k}"] = round(hits / max(n, 1), 4)
         out[f"success@{k}_ci95"] = wilson(hits, n)
+    for k in range(1, max_turns + 1):
+        good = sum(1 for p in played if (p.found is not None and p.found < k) or (len(p.good) >= k and p.good[k - 1]))
+        out[f"good@{k}"] = round(good / max(n, 1), 4)
+        out[f"good@{k}_ci95"] = wilson(good, n)
+    pairs = [pair for p in played for pair in p.look_alikes]
+    if pairs:
+        before = np.array([r for b, _ in pairs for r in b])
+        after = np.array([r for _, a in pairs for r in a])
+        out["not_this"] = {
+            "rejections_followed": len(pairs),
+            "look_alike_median_rank_before": float(np.median(before)),
+            "look_alike_median_rank_after": float(np.median(after)),
+            "look_alikes_on_page_before": round(float((before < shown).mean()), 4),
+            "look_alikes_on_page_after": round(float((after < shown).mean()), 4),
+        }
     mean = float(np.mean(found)) if found else float("nan")
     half = 1.96 * float(np.std(found, ddof=1)) / math.sqrt(len(found)) if len(found) > 1 else float("nan")
     out["mean_turns"] = round(mean, 3)
@@ -223,7 +295,7 @@ def simulate(
     results = []
     for with_siblings in siblings:
         for policy in policies:
-            turns = [
+            played = [
                 run_episode(
                     querier,
                     policy,
@@ -236,7 +308,7 @@ def simulate(
                 )
                 for i, ep in enumerate(world.episodes)
             ]
-            results.append(summarize(policy, with_siblings, turns, max_turns, shown))
+            results.append(summarize(policy, with_siblings, played, max_turns, shown))
             if progress:
                 progress(f"{policy} siblings={with_siblings}: success@5={results[-1]['success@5']}")
     return results

@@ -21,11 +21,21 @@ from retrieval.datasets.shapes import (
     random_scene,
 )
 from retrieval.datasets.shapes_text import phrase
+from retrieval.datasets.shapes_world import generate_world
 from retrieval.encoders import load_clip
 from retrieval.evaluate import encode_gallery
-from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, demote, steer, summary
+from retrieval.memory import (
+    DEFAULT_WEIGHTS,
+    LOOK_ALIKE,
+    MemoryWeights,
+    Remembered,
+    demote,
+    push_away,
+    steer,
+    summary,
+)
 from retrieval.sim_user import UserModel, perceive, request
-from retrieval.simulate import TUNING_GRID, summarize, wilson
+from retrieval.simulate import TUNING_GRID, Episode, look_alike_ranks, summarize, wilson
 
 CONTENT = (
     set(COLOURS) | set(SHAPES) | {w for ws in SIZE_WORDS.values() for w in ws} | {"larger", "bigger", "smaller"}
@@ -129,9 +139,19 @@ def test_tuning_searches_every_memory_weight_around_the_default() -> None:
 def test_figures_carry_intervals() -> None:
     low, high = wilson(45, 50)
     assert low < 0.9 < high and high <= 1
-    result = summarize("combiner", True, [1, 2, None, 3], max_turns=5, shown=10)
+    played = [
+        Episode(1, [True]),
+        Episode(2, [False, True], look_alikes=[([0, 1, 2, 3, 4], [12, 30, 40, 50, 60])]),
+        Episode(None, [False, True, False, False, False]),
+        Episode(3, [False, False, True]),
+    ]
+    result = summarize("combiner", True, played, max_turns=5, shown=10)
     assert result["success@2"] == 0.5 and result["success@5"] == 0.75 and result["mean_turns"] == 2.0
     assert result["success@5_ci95"][0] < 0.75 < result["success@5_ci95"][1]
+    # good@k: turn k's page did what was asked, or the target was already found before turn k
+    assert [result[f"good@{k}"] for k in range(1, 6)] == [0.25, 0.75, 0.75, 0.75, 0.75]
+    assert result["not_this"]["look_alikes_on_page_before"] == 1.0
+    assert result["not_this"]["look_alikes_on_page_after"] == 0.0
 
 
 def test_a_rejected_look_ranks_lower_on_the_next_turn(shapes_world: Path) -> None:
@@ -168,3 +188,35 @@ def test_a_rejected_look_ranks_lower_on_the_next_turn(shapes_world: Path) -> Non
     # It falls after a good share of rejections (13 of 30 here): the tuned weight (0.15) nudges, it does not
     # shove; with rejection doing nothing, no rank would move and this fails.
     assert sum(d > 0 for d in drops) >= len(drops) // 3
+
+
+def test_not_this_pushes_the_rejected_look_out_of_the_next_page(tmp_path: Path) -> None:
+    """Committed model, held-out world, every mode: "Not this" on the top result; on the next turn (same
+    picture, same words) those of the five pictures most like the rejected one that look alike (image cosine
+    above `LOOK_ALIKE`) leave the first page of ten (at most one in five stays), where without the push most
+    of them were on it. A gallery of 2,400 pictures (a world of its own, seed 12): in a tiny one the nearest
+    pictures rarely look alike."""
+    models = Path(__file__).resolve().parents[2] / "models" / "shapes"
+    encoder = load_clip(str(models / "shapes-clip.pt"))
+    fuser = Fuser(load_combiner(models / "shapes-combiner.pt"), encoder.dim)
+    generate_world(tmp_path, 12000, seed=12, show_progress=False, workers=1, render_splits=("val",))
+    data = load_cirr(tmp_path, "val", dataset="shapes")
+    gallery = encode_gallery(encoder, data.images, show_progress=False)
+    normed = normalize(gallery.features)
+    on_page = {"before": [], "after": []}
+    for t in data.triplets[:30]:
+        ref = gallery.index[t.reference]
+        for mode in (Mode.COMBINER, Mode.SUM_NORMALIZED, Mode.IMAGE):
+            query = fuser.fuse(mode, gallery.features[[ref]], encoder.encode_texts([t.caption]))[0]
+            scores = normed @ query
+            scores[ref] = -np.inf
+            rejected = int(np.argmax(scores))
+            scores[rejected] = -np.inf  # a rejected picture never returns
+            pushed = push_away(scores, normed, normed[[rejected]])
+            before, after = look_alike_ranks(normed, rejected, scores, pushed)
+            likeness = np.sort(normed @ normed[rejected])[::-1][1 : 1 + len(before)]
+            alike = likeness > LOOK_ALIKE  # a 180-picture gallery: not every nearest picture looks alike
+            on_page["before"] += [r < 10 for r, a in zip(before, alike, strict=True) if a]
+            on_page["after"] += [r < 10 for r, a in zip(after, alike, strict=True) if a]
+    assert np.mean(on_page["before"]) > 0.5
+    assert np.mean(on_page["after"]) <= 0.2, np.mean(on_page["after"])
