@@ -190,11 +190,11 @@ def _world_args(sub: Any) -> None:
         sub,
         "train-open",
         "stage 3: the text tower and Combiner learn open requests from scene graphs (shapes world)",
-        "python -m retrieval train-open --root var/shapes --models models/shapes --steps 6000",
+        "python -m retrieval train-open --root var/shapes --models models/shapes --steps 3000",
     )
     p.add_argument("--root", required=True, help="the shapes world the models were trained on")
     p.add_argument("--models", required=True, help="folder with shapes-clip.pt, shapes-combiner.pt, manifest.json")
-    p.add_argument("--steps", type=int, default=6000, help="training steps")
+    p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this long (validating first)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
 

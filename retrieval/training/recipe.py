@@ -1,4 +1,4 @@
-"""The whole recipe for the offline default model: world -> stage 0 -> stage 1 -> stage 2 -> export.
+"""The whole recipe for the offline default model: world -> stage 0 -> stage 1 -> stage 2 -> stage 3 -> export.
 
 Presets: "full" (the committed model; about 1.5 hours on 2 cores) and "quick" (what `bootstrap_demo`
 trains when the committed weights are absent: under 10 minutes on 2 cores, lower quality). The exported
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from retrieval.training.clip_finetune import finetune_clip
 from retrieval.training.clip_pretrain import TinyClipConfig, train_clip
 from retrieval.training.combiner_train import train_combiner
 from retrieval.training.common import log
+from retrieval.training.open_train import OpenSettings, train_open
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,17 @@ class Preset:
     stage1_max_minutes: float | None = None
     stage2_max_minutes: float | None = None
     max_families: int | None = None  # train on the first N families of the train split only
+    stage3: OpenSettings = field(default_factory=OpenSettings)
 
 
 PRESETS = {
     "full": Preset(16, 8, 20),
     # sized to finish in under 10 minutes on 2 cores, world and index included; the time limits are a net
-    "quick": Preset(6, 1, 8, stage0_max_minutes=4.0, stage1_max_minutes=2.0, stage2_max_minutes=1.5, max_families=1000),
-}
+    "quick": Preset(
+        6, 1, 8, stage0_max_minutes=4.0, stage1_max_minutes=2.0, stage2_max_minutes=1.5, max_families=1000,
+        stage3=OpenSettings(steps=300, open_per_image=1, description_pool=2000, validate_every=300, max_minutes=1.5),
+    ),
+}  # fmt: skip
 CLIP_FILE, COMBINER_FILE, MANIFEST = "shapes-clip.pt", "shapes-combiner.pt", "manifest.json"
 # The world the committed default model was trained on (its train split) and the demo serves (its val split).
 DEFAULT_WORLD_SEED, DEFAULT_WORLD_IMAGES = 7, 25200
@@ -98,7 +103,19 @@ def train_default_models(
         seed=seed,
         max_minutes=p.stage2_max_minutes,
     )
-    export_half(work / "stage2-combiner.pt", out_dir / COMBINER_FILE, "Combiner")
+    stage3 = train_open(
+        root,
+        train,
+        val,
+        str(out_dir / CLIP_FILE),
+        str(work / "stage2-combiner.pt"),
+        work / "stage3-clip.pt",
+        work / "stage3-combiner.pt",
+        settings=p.stage3,
+        seed=seed,
+    )
+    export_half(work / "stage3-clip.pt", out_dir / CLIP_FILE, "CLIP")
+    export_half(work / "stage3-combiner.pt", out_dir / COMBINER_FILE, "Combiner")
     manifest = {
         "preset": preset,
         "seed": seed,
@@ -109,10 +126,41 @@ def train_default_models(
         "stage0": stage0,
         "stage1": stage1,
         "stage2": stage2,
+        "stage3": stage3,
         "files": {
             name: {"sha256": sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}
             for name in (CLIP_FILE, COMBINER_FILE)
         },
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def train_open_stage(root: Path, out_dir: Path, *, settings: OpenSettings, seed: int = 0) -> dict[str, Any]:
+    """Stage 3 alone, on the CLIP and Combiner already in `out_dir` (trained by stages 0-2 on `root`): the
+    checkpoints are replaced and the manifest records the stage, what it started from and the new checksums."""
+    started = time.monotonic()
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    before = {name: sha256(out_dir / name) for name in (CLIP_FILE, COMBINER_FILE)}
+    work = out_dir / "training"
+    train, val = load_dataset("shapes", root, "train"), load_dataset("shapes", root, "val")
+    stage3 = train_open(
+        root, train, val, str(out_dir / CLIP_FILE), str(out_dir / COMBINER_FILE), work / "stage3-clip.pt",
+        work / "stage3-combiner.pt", settings=settings, seed=seed,
+    )  # fmt: skip
+    export_half(work / "stage3-clip.pt", out_dir / CLIP_FILE, "CLIP")
+    export_half(work / "stage3-combiner.pt", out_dir / COMBINER_FILE, "Combiner")
+    stage3 |= {
+        "command": " ".join(sys.argv),
+        "seed": seed,
+        "started_from": before,
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    manifest["stage3"] = stage3
+    manifest["wall_seconds"] = round(manifest.get("wall_seconds", 0) + stage3["wall_seconds"], 1)
+    manifest["files"] = {
+        name: {"sha256": sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}
+        for name in (CLIP_FILE, COMBINER_FILE)
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -119,3 +119,35 @@ def test_bad_dataset_input_is_one_sentence(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     done = cli("evaluate", "--dataset", "cirr", "--root", str(tmp_path / "nowhere"), "--clip", "x.pt", "--mode", "sum")
     assert done.returncode == 2 and "nowhere" in done.stderr and "layout" in done.stderr
+
+
+@pytest.mark.slow
+def test_stage_three_trains_on_a_models_folder_and_records_itself(tmp_path: Path, shapes_world: Path) -> None:
+    """`train-open` on a copy of the committed models: CLIP4Cir-format checkpoints come back, the manifest
+    records the stage (what it started from, its validation at step 0 and after), the image tower is
+    untouched, and the models load and run."""
+    import shutil
+
+    import torch
+
+    from retrieval.combiner import load_combiner
+    from retrieval.encoders import load_clip
+    from retrieval.training.open_train import OpenSettings
+    from retrieval.training.recipe import CLIP_FILE, COMBINER_FILE, MANIFEST, train_open_stage, verify_models
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in (CLIP_FILE, COMBINER_FILE, MANIFEST):
+        shutil.copy2(REPO / "models" / "shapes" / name, models / name)
+    settings = OpenSettings(steps=4, validate_every=2, open_per_image=1, description_pool=50, positives=32)
+    manifest = train_open_stage(shapes_world, models, settings=settings, seed=1)
+    stage3 = manifest["stage3"]
+    assert [h["step"] for h in stage3["history"]] == [0, 2, 4]
+    assert set(stage3["started_from"]) == {CLIP_FILE, COMBINER_FILE} and stage3["wall_seconds"] > 0
+    assert verify_models(models) is None  # the checksums are the new files'
+    before = torch.load(REPO / "models" / "shapes" / CLIP_FILE, weights_only=True)["CLIP"]
+    after = torch.load(models / CLIP_FILE, weights_only=True)["CLIP"]
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("visual."))
+    encoder = load_clip(str(models / CLIP_FILE))
+    assert load_combiner(models / COMBINER_FILE).dims[0] == encoder.dim
+    assert encoder.encode_texts(["make the star red"]).shape == (1, encoder.dim)
