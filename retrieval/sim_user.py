@@ -80,11 +80,11 @@ def request_edits(
     scene = current
     for edit in chosen:
         parts.append(say(edit, scene, rng))
-        named.append(edit)
         try:
             scene = edit.apply(scene)
-        except ValueError:
+        except ValueError:  # said, but it collides with the first (same cell): judged on the first alone
             break
+        named.append(edit)
     return (parts[0] if len(parts) == 1 else f"{parts[0]}; also {parts[1]}"), tuple(named)
 
 

@@ -55,6 +55,9 @@ class SearchOutcome:
 
 # A turn answered within this long sends no progress frame, only its outcome (workers/publish.py).
 PROGRESS_AFTER_S = 0.25
+# How many pages' worth of extra candidates a search with rejected pictures re-ranks: the look-alikes it pushes
+# down are replaced from these.
+PUSHED_EXTRA = 2
 
 
 class QueueClock:
@@ -199,11 +202,6 @@ def run_search(
     timings["total"] = (time.perf_counter() - started) * 1000
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     return SearchOutcome(ranked, {key: round(v, 2) for key, v in timings.items()}, version, remembered)
-
-
-# How many pages' worth of extra candidates a search with rejected pictures re-ranks: the look-alikes it pushes
-# down are replaced from these.
-PUSHED_EXTRA = 2
 
 
 def answer_turn(turn_id: int) -> str:

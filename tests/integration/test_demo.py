@@ -23,7 +23,9 @@ def test_bootstrap_demo_builds_the_demo_on_a_fresh_data_directory_and_then_has_n
     command = [sys.executable, str(REPO / "manage.py"), "bootstrap_demo"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     first = done.stdout
-    assert done.returncode == 0 and "demo ready" in first and "with 5040 images" in first, first + done.stderr
+    assert done.returncode == 0 and "demo ready" in first and "with 24763 images" in first, first + done.stderr
+    # the start grid's one-edit neighbourhoods are in the collection (5,040 val pictures and 19,723 neighbours)
+    assert "start grid: 100% of random single edits of its 48 pictures" in first, first
     assert "could not publish" not in done.stderr  # no Redis runs before `serve`: nothing to warn about
     again = manage(env, "bootstrap_demo")
     assert "already built" in again, again

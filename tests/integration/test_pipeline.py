@@ -42,7 +42,10 @@ def test_three_turn_refinement_finds_the_right_scenes(live_services: LiveService
         # the targets of turns 2 and 3 are close to turn 1's reference, so turn 1 often showed them already:
         # these turns ask for everything (exclude_seen false), as a user who wants the best match would
         t2, second = ws.turn(edit_text(shapes, s1, d), {"image": shapes.ids[s1]}, parent=t1, exclude_seen=False)
-        _, third = ws.turn(edit_text(shapes, d, s2), {"image": shapes.ids[d]}, parent=t2, exclude_seen=False)
+        t3, third = ws.turn(edit_text(shapes, d, s2), {"image": shapes.ids[d]}, parent=t2, exclude_seen=False)
+        # where the branch has been is never an answer, even with exclude_seen false
+        assert shapes.ids[r] not in result_ids(second)
+        assert not {shapes.ids[r], shapes.ids[s1], shapes.ids[d]} & set(result_ids(third))
         hits.append(
             (
                 shapes.ids[s1] in result_ids(first)[:10],
@@ -54,6 +57,11 @@ def test_three_turn_refinement_finds_the_right_scenes(live_services: LiveService
         _, fourth = ws.turn(edit_text(shapes, s1, d), {"image": shapes.ids[s1]}, parent=t1, exclude_seen=True)
         shown = set(result_ids(first)) | set(result_ids(second)) | set(result_ids(third))
         assert not shown & set(result_ids(fourth))
+        if family == 1:  # "Not this": the rejected picture never comes back, in any later turn of the conversation
+            rejected = result_ids(third)[0]
+            ws.send({"type": "feedback", "turn": t3, "image": rejected, "value": "rejected"})
+            _, again = ws.turn(edit_text(shapes, d, s2), {"image": shapes.ids[d]}, parent=t2, exclude_seen=False)
+            assert rejected not in result_ids(again) and len(result_ids(again)) == 24
         if family == 0:  # conversation memory: the worker steers by the branch and says what it used
             _, fifth = ws.turn(edit_text(shapes, d, s2), {"image": shapes.ids[d]}, parent=t2, memory=True)
             said = f"remembering: {edit_text(shapes, r, s1)}; {edit_text(shapes, s1, d)}"

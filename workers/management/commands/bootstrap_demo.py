@@ -28,7 +28,7 @@ from cirweb.commandline import DocumentedCommand
 from cirweb.devservers import port_open
 from cirweb.locations import source_stored
 from cirweb.storage import index_version_exists
-from retrieval.datasets.shapes_world import generate_world
+from retrieval.datasets.shapes_world import generate_world, start_grid_coverage
 from retrieval.training import recipe
 from workers.indexing import reindex_run
 from workers.publish import publisher
@@ -50,6 +50,11 @@ class Command(DocumentedCommand):
         call_command("migrate", verbosity=0)  # a data directory that was never migrated is one step behind
         world = Path(settings.CIR_DATA_DIR) / "worlds" / "shapes"
         self.ensure_world(world)
+        covered = start_grid_coverage(world, "val", START_GRID, draws=20)
+        self.stdout.write(
+            f"start grid: {covered:.0%} of random single edits of its {START_GRID} pictures have their exact "
+            "result in the collection"
+        )
         self.ensure_models(world, retrain=options["retrain"])
         self.ensure_collection(world)
         self.stdout.write(
