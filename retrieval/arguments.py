@@ -196,6 +196,7 @@ def _world_args(sub: Any) -> None:
     p.add_argument("--models", required=True, help="folder with shapes-clip.pt, shapes-combiner.pt, manifest.json")
     p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this long (validating first)")
+    p.add_argument("--lr-text", type=float, default=3e-5, help="learning rate of the text tower")
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
     for name, help_text, example in (

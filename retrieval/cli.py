@@ -152,7 +152,7 @@ def _train_open(args: argparse.Namespace) -> int:
     from retrieval.training.open_train import OpenSettings
     from retrieval.training.recipe import train_open_stage
 
-    settings = OpenSettings(steps=args.steps, max_minutes=args.max_minutes)
+    settings = OpenSettings(steps=args.steps, max_minutes=args.max_minutes, lr_text=args.lr_text)
     manifest = train_open_stage(Path(args.root), Path(args.models), settings=settings, seed=args.seed)
     print(json.dumps(manifest["stage3"]))
     return 0

@@ -211,10 +211,16 @@ def _request_metrics(
 
 
 def closed_wording(
-    encoder: ClipEncoder, fuser: Fuser, data: SplitData, scenes: dict[str, Scene], gallery: Gallery, seed: int
+    encoder: ClipEncoder,
+    fuser: Fuser,
+    data: SplitData,
+    scenes: dict[str, Scene],
+    gallery: Gallery,
+    seed: int,
+    part: Part = "held-out",
 ) -> dict[str, Any]:
-    """Recall@1/10 of the Combiner on the split's benchmark queries, worded as annotated (the training
-    templates) and re-worded in the held-out grammar: words the model never saw should cost little."""
+    """Recall@1/10 of the Combiner on the split's benchmark queries, worded as annotated (the first training
+    templates) and re-worded in `part` of the grammar: words the model never saw should cost little."""
     from retrieval.datasets.base import Triplet
 
     rng = random.Random(f"closed-held-out-{seed}")
@@ -226,10 +232,10 @@ def closed_wording(
     reworded = []
     for t in triplets:
         edits = scene_diff(scenes[t.reference], scenes[t.target])  # type: ignore[index]
-        words = word_request(edits, scenes[t.reference], "held-out", rng)
+        words = word_request(edits, scenes[t.reference], part, rng)
         reworded.append(Triplet(t.pairid, t.reference, words, t.target, t.group))
     out: dict[str, Any] = {}
-    for name, chosen in (("training", triplets), ("held-out", reworded)):
+    for name, chosen in (("training", triplets), (part, reworded)):
         q = query_features(encoder, fuser, gallery, chosen, Mode.COMBINER)
         top = ranked(q, gallery, [t.reference for t in chosen], top=10)
         out[name] = recall_at(target_ranks(top, gallery, [t.target for t in chosen]), (1, 10))  # type: ignore[misc]

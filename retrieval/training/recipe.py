@@ -137,8 +137,9 @@ def train_default_models(
 
 
 def train_open_stage(root: Path, out_dir: Path, *, settings: OpenSettings, seed: int = 0) -> dict[str, Any]:
-    """Stage 3 alone, on the CLIP and Combiner already in `out_dir` (trained by stages 0-2 on `root`): the
-    checkpoints are replaced and the manifest records the stage, what it started from and the new checksums."""
+    """Stage 3 alone, on the CLIP and Combiner already in `out_dir` (trained by stages 0-2, and perhaps an
+    earlier stage 3, on `root`): the checkpoints are replaced and the manifest records the run, what it
+    started from and the new checksums."""
     started = time.monotonic()
     manifest = json.loads((out_dir / MANIFEST).read_text())
     before = {name: sha256(out_dir / name) for name in (CLIP_FILE, COMBINER_FILE)}
@@ -156,7 +157,8 @@ def train_open_stage(root: Path, out_dir: Path, *, settings: OpenSettings, seed:
         "started_from": before,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
-    manifest["stage3"] = stage3
+    manifest["stage3"] = stage3  # the latest run; every run on these weights, oldest first, in stage3_runs
+    manifest["stage3_runs"] = [*manifest.get("stage3_runs", []), stage3]
     manifest["wall_seconds"] = round(manifest.get("wall_seconds", 0) + stage3["wall_seconds"], 1)
     manifest["files"] = {
         name: {"sha256": sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}

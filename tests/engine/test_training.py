@@ -144,6 +144,7 @@ def test_stage_three_trains_on_a_models_folder_and_records_itself(tmp_path: Path
     stage3 = manifest["stage3"]
     assert [h["step"] for h in stage3["history"]] == [0, 2, 4]
     assert set(stage3["started_from"]) == {CLIP_FILE, COMBINER_FILE} and stage3["wall_seconds"] > 0
+    assert manifest["stage3_runs"][-1] == stage3
     assert verify_models(models) is None  # the checksums are the new files'
     before = torch.load(REPO / "models" / "shapes" / CLIP_FILE, weights_only=True)["CLIP"]
     after = torch.load(models / CLIP_FILE, weights_only=True)["CLIP"]
