@@ -193,9 +193,9 @@ def test_a_rejected_look_ranks_lower_on_the_next_turn(shapes_world: Path) -> Non
 def test_not_this_pushes_the_rejected_look_out_of_the_next_page(tmp_path: Path) -> None:
     """Committed model, held-out world, every mode: "Not this" on the top result; on the next turn (same
     picture, same words) those of the five pictures most like the rejected one that look alike (image cosine
-    above `LOOK_ALIKE`) leave the first page of ten (at most one in five stays), where without the push most
-    of them were on it (about half). A gallery of 2,400 pictures (a world of its own, seed 12): in a tiny one the nearest
-    pictures rarely look alike."""
+    above `LOOK_ALIKE`) leave the first page of ten (at most one in five stays), where without the push about
+    half of them were on it. A gallery of 2,400 pictures (a world of its own, seed 12): in a tiny one the
+    nearest pictures rarely look alike."""
     models = Path(__file__).resolve().parents[2] / "models" / "shapes"
     encoder = load_clip(str(models / "shapes-clip.pt"))
     fuser = Fuser(load_combiner(models / "shapes-combiner.pt"), encoder.dim)
