@@ -25,7 +25,6 @@ own pictures and words, not on photographs.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from retrieval.datasets.shapes_requests import REQUEST_KINDS, Request, SceneTabl
 from retrieval.datasets.shapes_speech import Part, Wanted, wanted_from, word_description, word_request
 from retrieval.encoders import ClipEncoder
 from retrieval.evaluate import Gallery, query_features, ranked, recall_at, target_ranks
+from retrieval.intervals import mean_interval, wilson
 
 TOP = 10
 OPEN_MODES = (Mode.IMAGE, Mode.TEXT, Mode.SUM, Mode.SUM_NORMALIZED, Mode.COMBINER)
@@ -54,16 +54,6 @@ class OpenQuery:
     text: str
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (well-behaved near 0 and 1, unlike the normal one)."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(centre - half, 4), round(centre + half, 4))
-
-
 def share(flags: Sequence[bool] | NDArray[np.bool_]) -> dict[str, Any]:
     flags = np.asarray(flags, bool)
     return {"value": round(float(flags.mean()), 4) if len(flags) else 0.0, "ci95": wilson(int(flags.sum()), len(flags))}
@@ -71,10 +61,7 @@ def share(flags: Sequence[bool] | NDArray[np.bool_]) -> dict[str, Any]:
 
 def mean_ci(values: Sequence[float] | NDArray[np.float64]) -> dict[str, Any]:
     v = np.asarray(values, np.float64)
-    if not len(v):
-        return {"value": 0.0, "ci95": (0.0, 0.0)}
-    half = 1.96 * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0.0
-    return {"value": round(float(v.mean()), 4), "ci95": (round(v.mean() - half, 4), round(v.mean() + half, 4))}
+    return {"value": round(float(v.mean()), 4) if len(v) else 0.0, "ci95": mean_interval(v)}
 
 
 def average_precision(relevant: NDArray[np.bool_], top: NDArray[np.int64], total: int, k: int = TOP) -> float:

@@ -40,6 +40,7 @@ from retrieval.datasets.shapes_requests import Request, SceneTable
 from retrieval.datasets.shapes_world import load_scenes
 from retrieval.encoders import ClipEncoder, TargetPad
 from retrieval.evaluate import Gallery, encode_gallery
+from retrieval.intervals import wilson
 from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, demote, push_away, steer
 from retrieval.sim_user import UserModel, judge, perceive, request_edits
 
@@ -225,16 +226,6 @@ def look_alike_ranks(
         return [int((scores > scores[i]).sum()) for i in alike]
 
     return ranks(before), ranks(after)
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion (well-behaved near 0 and 1, unlike the normal one)."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(centre - half, 4), round(centre + half, 4))
 
 
 def summarize(policy: str, siblings: bool, played: list[Episode], max_turns: int, shown: int) -> dict[str, Any]:

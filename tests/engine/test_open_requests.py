@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,6 @@ import pytest
 
 from retrieval.cli import main
 from retrieval.datasets.shapes import (
-    CELL_NAMES,
-    COLOURS,
-    SHAPES,
-    SIZE_WORDS,
     Edit,
     Obj,
     all_edits,
@@ -38,23 +33,12 @@ from retrieval.datasets.shapes_speech import (
 from retrieval.datasets.shapes_text import phrase
 from retrieval.datasets.shapes_world import generate_world, load_scenes, start_grid_coverage
 from retrieval.open_requests import average_precision
-
-CONTENT = (
-    set(COLOURS) | set(SHAPES) | {w for ws in SIZE_WORDS.values() for w in ws}
-    | {"larger", "bigger", "smaller", "enlarge", "grow", "shrink", "reduce"}
-    | {w for name in CELL_NAMES.values() for w in name.split()}
-    | {"middle", "corner", "the", "a", "an", "at", "in", "on"}
-)  # fmt: skip
+from tests.engine.test_simulate import skeleton
 
 RED_STAR = Obj((0, 0), "star", "red", "small")
 BLUE_STAR = Obj((0, 0), "star", "blue", "small")
 CIRCLE = Obj((1, 1), "circle", "green", "large")
 SQUARE = Obj((2, 2), "square", "yellow", "small")
-
-
-def skeleton(text: str) -> tuple[str, ...]:
-    """A sentence's wording without its content: the words that are neither objects, colours nor places."""
-    return tuple(w for w in re.findall(r"[a-z']+", text.lower()) if w not in CONTENT)
 
 
 def test_no_held_out_wording_can_come_out_of_the_training_part() -> None:

@@ -38,8 +38,10 @@ from retrieval.sim_user import UserModel, perceive, request
 from retrieval.simulate import TUNING_GRID, Episode, look_alike_ranks, summarize, wilson
 
 CONTENT = (
-    set(COLOURS) | set(SHAPES) | {w for ws in SIZE_WORDS.values() for w in ws} | {"larger", "bigger", "smaller"}
-    | {w for name in CELL_NAMES.values() for w in name.split()} | {"middle", "corner", "the", "a", "at", "in", "on"}
+    set(COLOURS) | set(SHAPES) | {w for ws in SIZE_WORDS.values() for w in ws}
+    | {"larger", "bigger", "smaller", "enlarge", "grow", "shrink", "reduce"}
+    | {w for name in CELL_NAMES.values() for w in name.split()}
+    | {"middle", "corner", "the", "a", "an", "at", "in", "on"}
 )  # fmt: skip
 
 
