@@ -35,7 +35,7 @@ import torch
 from numpy.typing import NDArray
 
 from retrieval.combiner import Fuser, Mode, normalize
-from retrieval.datasets.base import SplitData
+from retrieval.datasets.base import SplitData, Triplet
 from retrieval.datasets.shapes import Scene, scene_diff
 from retrieval.datasets.shapes_requests import REQUEST_KINDS, Request, SceneTable, random_request
 from retrieval.datasets.shapes_speech import Part, Wanted, wanted_from, word_description, word_request
@@ -166,8 +166,6 @@ def open_request_figures(
 
 
 def _fuse(encoder: ClipEncoder, fuser: Fuser, gallery: Gallery, queries: Sequence[OpenQuery], mode: Mode) -> Any:
-    from retrieval.datasets.base import Triplet
-
     triplets = [Triplet(i, q.reference, q.text, None) for i, q in enumerate(queries)]
     return query_features(encoder, fuser, gallery, triplets, mode)
 
@@ -208,8 +206,6 @@ def closed_wording(
 ) -> dict[str, Any]:
     """Recall@1/10 of the Combiner on the split's benchmark queries, worded as annotated (the first training
     templates) and re-worded in `part` of the grammar: words the model never saw should cost little."""
-    from retrieval.datasets.base import Triplet
-
     rng = random.Random(f"closed-held-out-{seed}")
     triplets = [
         t
