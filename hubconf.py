@@ -32,7 +32,7 @@ def _local(path: str | Path) -> Path:
 def combiner(checkpoint: str | Path = DEFAULT_COMBINER, device: str = "cpu"):  # type: ignore[no-untyped-def]
     """A CLIP4Cir Combiner (`retrieval.combiner.Combiner`, eval mode) from a `{"Combiner": state_dict}`
     checkpoint; dimensions are read from the weights. Default: the committed shapes Combiner."""
-    from retrieval.combiner import load_combiner
+    from retrieval.models.combiner_model import load_combiner
 
     return load_combiner(_local(checkpoint), device=device)
 
@@ -41,7 +41,7 @@ def clip(spec: str | Path = DEFAULT_CLIP, device: str = "cpu", preprocessing: st
     """A `retrieval.encoders.ClipEncoder` (`.model`, `.preprocess`, `.encode_images`, `.encode_texts`) from a
     checkpoint path (TorchScript archive, state dict or CLIP4Cir's `{"CLIP": ...}`), a CLIP model name
     already in CLIP's cache, or `random:<arch>`. Default: the committed tiny shapes CLIP."""
-    from retrieval.encoders import load_clip
+    from retrieval.models.clip_encoder import load_clip
 
     local = _local(spec)
     text = str(local) if local.is_file() else str(spec)  # else a model name or random:<arch>

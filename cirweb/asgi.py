@@ -11,8 +11,8 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from cirweb.bodylimit import BodySizeLimit  # noqa: E402
 from cirweb.routing import websocket_urlpatterns  # noqa: E402
+from cirweb.transport.bodylimit import BodySizeLimit  # noqa: E402
 
 
 def body_limit(path: str) -> int:

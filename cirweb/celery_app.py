@@ -48,7 +48,7 @@ app.conf.update(
     # must exceed the longest task (a reindex may run for hours), or a second worker would start the same
     # job while the first still runs; turns lost this way fail by expiry long before.
     # Priorities 0 (first) to 9, one Redis list each: a visitor's first turn in flight goes before another
-    # visitor's third (cirweb/limits.py). https://docs.celeryq.dev/en/stable/userguide/routing.html#redis-message-priorities
+    # visitor's third (cirweb/conversations/limits.py). https://docs.celeryq.dev/en/stable/userguide/routing.html#redis-message-priorities
     broker_transport_options={"visibility_timeout": 25 * 3600, "priority_steps": list(range(10))},
     worker_hijack_root_logger=False,
     worker_send_task_events=False,

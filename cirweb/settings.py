@@ -51,7 +51,7 @@ def env_paths(name: str, default: list[Path]) -> list[Path]:
 
 # Django's docs: persistent connections are not right under ASGI (each request may run on another thread,
 # and connections then pile up). The web process closes them (but the websocket consumers' own thread keeps
-# its one: cirweb/socket_database.py); workers, one thread each, keep theirs.
+# its one: cirweb/transport/socket_database.py); workers, one thread each, keep theirs.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-database-connections
 CONN_MAX_AGE = 0 if os.environ.get("CIR_PROCESS") == "web" else 600
 
@@ -116,7 +116,7 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 
 INSTALLED_APPS = [
-    "daphne",  # `runserver` only (development); `serve` and containers run uvicorn, see cirweb/webserver.py
+    "daphne",  # `runserver` only (development); `serve` and containers run uvicorn, see cirweb/processes/webserver.py
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -234,12 +234,12 @@ CIR_UPLOAD_MAX_BYTES = env_int("CIR_UPLOAD_MAX_BYTES", 20 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CIR_UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Every other request body (forms, JSON): refused with 413 as it arrives, before anything buffers it
-# (cirweb/bodylimit.py). Uploads may carry CIR_UPLOAD_MAX_BYTES plus the form around the file.
+# (cirweb/transport/bodylimit.py). Uploads may carry CIR_UPLOAD_MAX_BYTES plus the form around the file.
 CIR_REQUEST_MAX_BYTES = env_int("CIR_REQUEST_MAX_BYTES", 1024 * 1024)
 CIR_MULTIPART_OVERHEAD = 64 * 1024
 
 # --- Redis: broker, result store and channel layer -------------------------------------------------------
-# Unset: `manage.py serve` starts a private Redis on this port (see cirweb/devservers.py).
+# Unset: `manage.py serve` starts a private Redis on this port (see cirweb/processes/devservers.py).
 CIR_PRIVATE_REDIS_PORT = env_int("CIR_PRIVATE_REDIS_PORT", 6399)
 CIR_REDIS_URL = os.environ.get("CIR_REDIS_URL") or f"redis://127.0.0.1:{CIR_PRIVATE_REDIS_PORT}/0"
 CIR_REDIS_IS_PRIVATE = not os.environ.get("CIR_REDIS_URL")
@@ -247,7 +247,7 @@ CIR_REDIS_IS_PRIVATE = not os.environ.get("CIR_REDIS_URL")
 # Channels: https://channels.readthedocs.io/en/stable/topics/channel_layers.html
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "cirweb.channel_layer.PipelinedRedisChannelLayer",  # channels-redis, fewer round trips
+        "BACKEND": "cirweb.transport.channel_layer.PipelinedRedisChannelLayer",  # channels-redis, fewer round trips
         # redis-py 8 times reads out after 5 s by default, the same 5 s that channels-redis blocks waiting for
         # a message: an idle socket's consumer would die. Reads may block longer than the wait, never less.
         "CONFIG": {
@@ -269,7 +269,7 @@ CACHES = {
     }
 }
 
-# Per-visitor limits (cirweb/limits.py, on django-ratelimit: https://django-ratelimit.readthedocs.io/).
+# Per-visitor limits (cirweb/conversations/limits.py, on django-ratelimit: https://django-ratelimit.readthedocs.io/).
 # Rates are "<count>/<s|m|h|d>", counted per session (the visitor) and per client address; past one, a
 # websocket frame gets an `error` frame with code `rate_limited` and `retry_after`, HTTP a 429 with Retry-After.
 RATELIMIT_USE_CACHE = "default"
@@ -304,17 +304,17 @@ CIR_MODEL_ROOTS = env_paths("CIR_MODEL_ROOTS", [CIR_MODELS_DIR, BASE_DIR / "mode
 CIR_CLIP_MODEL = os.environ.get("CIR_CLIP_MODEL") or str(CIR_MODELS_DIR / "shapes-clip.pt")
 CIR_COMBINER = os.environ.get("CIR_COMBINER") or str(CIR_MODELS_DIR / "shapes-combiner.pt")
 CIR_DEVICE = os.environ.get("CIR_DEVICE", "cpu")
-# Encoders pick bf16 / channels_last / int8 text per machine (retrieval/precision.py); 1 keeps plain fp32.
+# Encoders pick bf16 / channels_last / int8 text per machine (retrieval/models/precision.py); 1 keeps plain fp32.
 CIR_FORCE_FP32 = env_bool("CIR_FORCE_FP32", False)
-# index processes compile real-size ResNet image towers (retrieval.precision); 0 keeps them eager
+# index processes compile real-size ResNet image towers (retrieval.models.precision); 0 keeps them eager
 CIR_COMPILE_IMAGES = env_bool("CIR_COMPILE_IMAGES", True)
-# intra-op threads of each search process (retrieval.precision.compute_threads_set): more processes, not threads
+# intra-op threads of each search process (retrieval.models.precision.compute_threads_set): more processes, not threads
 CIR_SEARCH_THREADS = env_int("CIR_SEARCH_THREADS", 1)
 CIR_COLLECTIONS_DIR = CIR_DATA_DIR / "collections"
-# The shared store every host reads (retrieval/blobstore.py): finished index versions, a reindex's chunks,
+# The shared store every host reads (foundation/shared_store.py): finished index versions, a reindex's chunks,
 # upload features. A folder (an NFS mount when there are several hosts) or a file:// URL. Each worker serves
 # from its own local cache, never memory-mapping the store itself, and keeps CIR_CACHE_VERSIONS versions there.
-# Or s3://bucket/prefix (retrieval/s3store.py): credentials and region from boto3's standard AWS_* variables
+# Or s3://bucket/prefix (foundation/s3_store.py): credentials and region from boto3's standard AWS_* variables
 # (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/configuration.html); CIR_S3_ENDPOINT_URL
 # points boto3 at an S3-compatible server (MinIO, Ceph) instead of AWS.
 CIR_STORE_URL = os.environ.get("CIR_STORE_URL") or str(CIR_DATA_DIR / "store")
@@ -339,22 +339,23 @@ CIR_JOB_MAX_ATTEMPTS = env_int("CIR_JOB_MAX_ATTEMPTS", 3)  # a job that killed i
 CIR_JOB_QUEUED_EXPIRES = env_int("CIR_JOB_QUEUED_EXPIRES", 3600)  # a job no worker took in an hour fails
 CIR_REINDEX_CHUNK = env_int("CIR_REINDEX_CHUNK", 1024)  # images per resumable chunk of a reindex
 CIR_SOCKET_RECONCILE_EVERY = float(os.environ.get("CIR_SOCKET_RECONCILE_EVERY", "2"))  # socket vs database
-CIR_FAULTS_FILE: str | None = None  # fault injection (cirweb/faults.py): set by the test settings only
+CIR_FAULTS_FILE: str | None = None  # fault injection (cirweb/processes/faults.py): set by the test settings only
 
 # --- Retention (manage.py prune; the sweep process also prunes every CIR_PRUNE_EVERY seconds) --------------
 CIR_UPLOAD_RETENTION_DAYS = env_int("CIR_UPLOAD_RETENTION_DAYS", 30)
 CIR_KEEP_INDEX_VERSIONS = env_int("CIR_KEEP_INDEX_VERSIONS", 2)  # the active one plus the newest others
 CIR_PRUNE_EVERY = env_int("CIR_PRUNE_EVERY", 6 * 3600)  # seconds between two prunes by the sweep process
 
-# --- Health (cirweb/health.py) ----------------------------------------------------------------------------
+# --- Health (cirweb/processes/health.py) ----------------------------------------------------------------------------
 CIR_READY_CACHE_SECONDS = env_int("CIR_READY_CACHE_SECONDS", 5)
 
+CIR_LOG_LEVEL = os.environ.get("CIR_LOG_LEVEL", "INFO").upper()  # every process's log level, the web server's too
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("CIR_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": CIR_LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},

@@ -4,7 +4,7 @@ from django.urls import path
 from cirweb.api.api import api
 from cirweb.catalog import views as catalog_views
 from cirweb.conversations import views as chat_views
-from cirweb.health import healthz, livez
+from cirweb.processes.health import healthz, livez
 
 urlpatterns = [
     path("", chat_views.chat, name="chat"),

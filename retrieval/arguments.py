@@ -7,36 +7,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-MODES = ["combiner", "sum", "sum-normalized", "text", "image"]  # retrieval.combiner.Mode, without importing torch
+from foundation.command_help import HelpFormatter, examples
+
+MODES = ["combiner", "sum", "sum-normalized", "text", "image"]  # retrieval.fusion.fuser.Mode, without importing torch
 DATASETS = ["cirr", "fashioniq", "shapes"]  # retrieval.datasets.DATASETS
-# retrieval.precision's PRECISION_NAMES, without importing torch: auto, or levers forced, each also with
+# retrieval.models.precision's PRECISION_NAMES, without importing torch: auto, or levers forced, each also with
 # "-compile" (compiled image batches)
 # (tests/engine/test_arguments.py holds the two lists equal)
 PRECISIONS = [
     "auto",
     *(f"{n}{c}" for c in ("", "-compile") for n in ("fp32", "bf16", "int8", "bf16-int8", "onnx-int8")),
 ]
-INDEX_TYPES = ["flat", "ivf", "hnsw", "ivfpq"]  # retrieval.index.INDEX_TYPES, without importing faiss
+INDEX_TYPES = ["flat", "ivf", "hnsw", "ivfpq"]  # retrieval.index.faiss_index.INDEX_TYPES, without importing faiss
 DEVICES = ["cpu", "cuda", "auto"]
 POLICIES = ["random", "image", "text", "combiner", "memory"]
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Examples kept as written; "(default: ...)" after every option that has a default worth showing
-    (not after required options, flags, or options whose help already says what None means)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        if "%(default)" in text or action.required or default in (None, False, argparse.SUPPRESS, []):
-            return text
-        if isinstance(default, list):
-            return f"{text} (default: {' '.join(map(str, default))})"
-        return f"{text} (default: %(default)s)"
-
-
-def examples(*lines: str) -> str:
-    return "example:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _add(sub: Any, name: str, help_text: str, *example: str) -> argparse.ArgumentParser:
@@ -283,7 +267,7 @@ def _evaluation_args(sub: Any) -> None:
         nargs="*",
         default=[],
         metavar="NAME=VALUE",
-        help="override retrieval.memory weights: requests, decay, chosen, rejected, anchor, anchor_growth, seen",
+        help="override retrieval.fusion.memory weights: requests, decay, chosen, rejected, anchor, anchor_growth, seen",
     )
     p.add_argument("--out", default=None, help="also write the JSON here")
     p.add_argument("--tune", action="store_true", help="tune the memory weights on this split (use a train split)")

@@ -30,7 +30,7 @@ def command(name: str) -> Callable[[Handler], Handler]:
 @command("bench-encode")
 def _bench_encode(args: argparse.Namespace) -> int:
     """One JSON line per architecture and precision; with --extract, also the whole extraction's ratio."""
-    from retrieval.benchmarks import bench_encode, bench_extract
+    from retrieval.benchmarks.throughput import bench_encode, bench_extract
 
     for arch in args.arch:
         for figures in bench_encode(arch, batch=args.batch, repeats=args.repeats, precisions=tuple(args.precision)):
@@ -43,8 +43,8 @@ def _bench_encode(args: argparse.Namespace) -> int:
 @command("bench-turn")
 def _bench_turn(args: argparse.Namespace) -> int:
     """One line (or JSON object) per architecture and size: the turn's p50/p99 and stages, beside the naive turn."""
-    from retrieval.bench_turn import bench_turn
-    from retrieval.precision import Precision, compute_threads_set
+    from retrieval.benchmarks.turn_cost import bench_turn
+    from retrieval.models.precision import Precision, compute_threads_set
 
     precision = None if args.precision == "auto" else Precision.named(args.precision)
     compute_threads_set(args.threads)  # both turns, fast and naive, with the threads a search worker has
@@ -74,18 +74,18 @@ def _bench_turn(args: argparse.Namespace) -> int:
 @command("bench-report")
 def _bench_report(args: argparse.Namespace) -> int:
     """Runs every benchmark at the preset's sizes and writes docs/benchmarks.md with its plots."""
-    from retrieval import bench_report
+    from retrieval.benchmarks import report
 
     out = Path(args.out)
-    report = bench_report.load(out / "benchmarks.json") if args.render_only else bench_report.run(args.preset)
-    print(bench_report.write(report, out))
+    figures = report.load(out / "benchmarks.json") if args.render_only else report.run(args.preset)
+    print(report.write(figures, out))
     return 0
 
 
 @command("bench-index")
 def _bench_index(args: argparse.Namespace) -> int:
-    from retrieval.benchmarks import bench_index
-    from retrieval.index import IndexParams
+    from retrieval.benchmarks.throughput import bench_index
+    from retrieval.index.faiss_index import IndexParams
 
     figures = bench_index(
         args.count,
@@ -186,15 +186,16 @@ def _train_stage(args: argparse.Namespace) -> int:
 
 def _preprocessing(args: argparse.Namespace) -> Any:
     """--targetpad or --preprocessing when given, else what the CLIP checkpoint records (else CLIP's own)."""
-    from retrieval.provenance import recorded_preprocessing
+    from retrieval.models.provenance import recorded_preprocessing
 
     return "targetpad" if args.targetpad else args.preprocessing or recorded_preprocessing(args.clip)
 
 
 def _load_models(args: argparse.Namespace) -> tuple[Any, Any]:
-    from retrieval.combiner import Fuser, load_combiner
-    from retrieval.encoders import load_clip
-    from retrieval.precision import Precision
+    from retrieval.fusion.fuser import Fuser
+    from retrieval.models.clip_encoder import load_clip
+    from retrieval.models.combiner_model import load_combiner
+    from retrieval.models.precision import Precision
 
     combiner = load_combiner(args.combiner) if args.combiner and args.combiner != "sum" else None
     if combiner is None and "combiner" in args.mode:
@@ -205,8 +206,8 @@ def _load_models(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _provenance(args: argparse.Namespace, encoder: Any) -> dict[str, Any]:
-    from retrieval.encoders import TargetPad
-    from retrieval.provenance import provenance
+    from retrieval.models.preprocessing import TargetPad
+    from retrieval.models.provenance import provenance
 
     steps = getattr(encoder.preprocess, "transforms", [])
     kind = "targetpad" if any(isinstance(s, TargetPad) for s in steps) else "clip"
@@ -218,9 +219,9 @@ def _provenance(args: argparse.Namespace, encoder: Any) -> dict[str, Any]:
 def _evaluate(args: argparse.Namespace) -> int:
     """Prints (or, with --json, one JSON object of) the metrics of the first mode at the top level, and every
     mode's metrics under "modes"."""
-    from retrieval.combiner import Mode
     from retrieval.datasets import load_dataset
-    from retrieval.evaluate import encode_gallery, evaluate_split, format_metrics, recall_plot
+    from retrieval.evaluation.recall import encode_gallery, evaluate_split, format_metrics, recall_plot
+    from retrieval.fusion.fuser import Mode
 
     data = load_dataset(args.dataset, args.root, args.split)
     print(data.report(), file=sys.stderr)
@@ -230,7 +231,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     gallery = encode_gallery(encoder, data.images) if args.dataset != "fashioniq" else None  # once for all modes
     for mode in modes:
         if args.dataset == "fashioniq":
-            from retrieval.datasets.fashioniq import evaluate_fashioniq
+            from retrieval.evaluation.fashioniq_recall import evaluate_fashioniq
 
             per_mode[mode.value] = dict(evaluate_fashioniq(encoder, fuser, data, mode))
         else:
@@ -256,7 +257,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         for mode in modes:
             print(f"{mode.value:>8}: {format_metrics(per_mode[mode.value])}")
         if args.open_requests:
-            from retrieval.open_requests import format_open
+            from retrieval.evaluation.open_requests import format_open
 
             print(format_open(results["open_requests"]))
     return 0
@@ -264,7 +265,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _open_requests(args: argparse.Namespace, encoder: Any, fuser: Any, data: Any, gallery: Any) -> dict[str, Any]:
     from retrieval.datasets.shapes_world import load_scenes
-    from retrieval.open_requests import open_request_figures
+    from retrieval.evaluation.open_requests import open_request_figures
 
     if args.dataset != "shapes":
         raise RetrievalError("--open-requests needs a shapes world (its scene graphs judge every result)")
@@ -276,9 +277,9 @@ def _open_requests(args: argparse.Namespace, encoder: Any, fuser: Any, data: Any
 
 @command("cirr-submission")
 def _cirr_submission(args: argparse.Namespace) -> int:
-    from retrieval.combiner import Mode
     from retrieval.datasets import load_dataset
-    from retrieval.submission import validate_cirr_submission, write_cirr_submission
+    from retrieval.evaluation.submission import validate_cirr_submission, write_cirr_submission
+    from retrieval.fusion.fuser import Mode
 
     data = load_dataset(args.dataset, args.root, args.split)
     missing = {reason: n for reason, n in data.skipped.items() if "annotation" in reason}
@@ -300,9 +301,9 @@ def _simulate(args: argparse.Namespace) -> int:
     """One JSON object: the run's settings and provenance, and one result per (gallery, policy)."""
     import torch
 
-    from retrieval.memory import DEFAULT_WEIGHTS, MemoryWeights
-    from retrieval.sim_user import UserModel
-    from retrieval.simulate import simulate
+    from retrieval.evaluation.sim_user import UserModel
+    from retrieval.evaluation.simulate import simulate
+    from retrieval.fusion.memory import DEFAULT_WEIGHTS, MemoryWeights
 
     # Many tiny sequential steps: one thread is far faster on a shared machine (measured: 10 ms a text
     # with one thread, 160 ms with two, on 2 busy cores).
@@ -312,7 +313,7 @@ def _simulate(args: argparse.Namespace) -> int:
     user = UserModel(misread=args.misread)
     siblings = {"both": (True, False), "with": (True,), "without": (False,)}[args.siblings]
     if args.tune:
-        from retrieval.simulate import load_world, tune
+        from retrieval.evaluation.simulate import load_world, tune
 
         world = load_world(encoder, Path(args.root), args.split, args.limit, args.seed)
         best, trials = tune(encoder, fuser, world, user=user, start=weights, max_turns=args.turns, seed=args.seed,

@@ -1,7 +1,9 @@
 """The engine's exceptions. Each carries a sentence meant for a person, not a traceback."""
 
+from foundation.explained_error import ExplainedError
 
-class RetrievalError(Exception):
+
+class RetrievalError(ExplainedError):
     """Base class: something the user can fix, described in words."""
 
 

@@ -55,20 +55,20 @@ def features_of(path: Path) -> np.ndarray:
 
 
 def build(mode: str, chunks: list[Path], out: Path, dim: int, index_type: str, nlist: int) -> dict[str, float]:
-    from retrieval.index import IndexParams
+    from retrieval.index.faiss_index import IndexParams
 
     params = IndexParams(nlist=nlist)
     started = time.perf_counter()
     before = peak_rss_mib()
     if mode == "old":
-        from retrieval.store import write_version
+        from retrieval.index.versions import write_version
 
         loaded = [np.load(p) for p in chunks]
         ids = np.concatenate([d["ids"] for d in loaded])
         features = np.concatenate([np.asarray(d["features"], np.float32) for d in loaded])
         written = write_version(out, ids, features, encoder="e", combiner="c", index_type=index_type, params=params)
     else:
-        from retrieval.store import FeaturePart, write_version_parts
+        from retrieval.index.versions import FeaturePart, write_version_parts
 
         parts = []
         for p in chunks:

@@ -21,7 +21,7 @@ import redis
 import requests
 from django.conf import settings
 
-from cirweb.webserver import web_command
+from cirweb.processes.webserver import web_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def sweeper(log_dir: Path) -> Process:
 
 
 def web_server(port: int, log_dir: Path) -> Process:
-    """The web server exactly as `manage.py serve` starts it (cirweb/webserver.py)."""
+    """The web server exactly as `manage.py serve` starts it (cirweb/processes/webserver.py)."""
     return Process("web", web_command(host="127.0.0.1", port=port), log_dir / "web.log")
 
 

@@ -32,5 +32,5 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CIR_TURN_EXPIRES = int(os.environ.get("CIR_TURN_EXPIRES", "60"))
 CIR_SWEEP_EVERY = float(os.environ.get("CIR_SWEEP_EVERY", "1"))
-# fault injection (cirweb/faults.py) exists in the test settings only: the fault suite writes this file
+# fault injection (cirweb/processes/faults.py) exists in the test settings only: the fault suite writes this file
 CIR_FAULTS_FILE = os.environ.get("CIR_TEST_FAULTS_FILE") or str(CIR_DATA_DIR / "faults.json")

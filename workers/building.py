@@ -1,6 +1,6 @@
 """The last step of a reindex, run once by the job's coordinator: the new version from the chunk files in
 the shared store (and, for an incremental job, the rows of the previous version it keeps), built part by
-part (retrieval.store.write_version_parts: never the whole collection in one array), then published.
+part (retrieval.index.versions.write_version_parts: never the whole collection in one array), then published.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from cirweb import storage
 from cirweb.catalog import chunks, selectors
 from cirweb.catalog.models import ReindexJob
-from retrieval.rowfile import RowFile
-from retrieval.store import FeaturePart, version_numbers, write_version_parts
-from retrieval.store import IndexVersion as WrittenVersion
-from workers.chunks import chunk_store
+from cirweb.files import storage
+from retrieval.index.rowfile import RowFile
+from retrieval.index.versions import FeaturePart, LoadedVersion, version_numbers, write_version_parts
+from workers.extraction import chunk_store
 from workers.runtime import Models
 
 KEPT_ROWS_PER_PART = 65536  # rows of the previous version read at a time (160 MB of 640-d float32)
@@ -68,9 +67,7 @@ def previous_parts(folder: Path, drop: set[int]) -> list[FeaturePart]:
     return [FeaturePart(old_ids[block], functools.partial(rows.take, block)) for block in blocks]
 
 
-def version_build(
-    job: ReindexJob, parts: list[FeaturePart], models: Models, skipped: int
-) -> tuple[WrittenVersion, str]:
+def version_build(job: ReindexJob, parts: list[FeaturePart], models: Models, skipped: int) -> tuple[LoadedVersion, str]:
     """The new version, built in this host's cache under a number neither the disk, the shared store nor the
     catalog has used, then published to the shared store; returns it and its store key."""
     collection = job.collection

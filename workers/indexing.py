@@ -5,7 +5,7 @@ the active one, then switch in one update.
 One coordinator per job (the job's task, `reindex_run`) holds the job's claim from start to end, with its
 heartbeat, attempts and the sweep's resend exactly as the job state machine (cirweb/catalog/jobs.py) keeps
 them. It writes the plan (cirweb/catalog/chunks.py), sends one chunk task per missing chunk for any index
-worker on any host to take (workers/chunks.py), makes chunks itself from the end of the plan while the
+worker on any host to take (workers/extraction.py), makes chunks itself from the end of the plan while the
 tasks go from its beginning, takes back a chunk whose worker died, and, once every chunk file is in the
 shared store, builds, publishes and activates the version: exactly one process can, the one holding the
 claim. Chunks reach the store before their row says done, and one found there with the plan's fingerprint
@@ -36,16 +36,18 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from tqdm import tqdm
 
-from cirweb import queueing, storage
 from cirweb.catalog import chunks, jobs, selectors
 from cirweb.catalog import services as catalog
 from cirweb.catalog.models import IndexVersion, ReindexChunk, ReindexJob
-from cirweb.faults import fault_point
-from cirweb.liveness import process_identity
-from retrieval.errors import RetrievalError
-from retrieval.features import ExtractionCancelled
+from cirweb.files import storage
+from cirweb.processes.faults import fault_point
+from cirweb.processes.liveness import process_identity
+from cirweb.transport import queueing
+from cirweb.transport.protocol import reindex_group
+from foundation.explained_error import ExplainedError
+from retrieval.extraction.features import ExtractionCancelled
 from workers.building import Gathered, chunks_gather, previous_parts, version_build
-from workers.chunks import chunk_make, chunks_plan, models_identity
+from workers.extraction import chunk_make, chunks_plan
 from workers.publish import publish
 from workers.runtime import Models, runtime
 from workers.sources import source_listing
@@ -55,15 +57,9 @@ PROGRESS_EVERY = 0.5  # seconds between stored/published progress updates
 WAIT_EVERY = 0.5  # seconds between looks at the chunks others are making, once none is left to take
 MAX_REASONS = 500
 
-__all__ = ["job_group", "models_identity", "publish_job", "reindex_run"]
-
-
-def job_group(job_id: int) -> str:
-    return f"reindex.{job_id}"
-
 
 def publish_job(job: ReindexJob) -> None:
-    publish(job_group(job.pk), catalog.reindex_job_progress(job))
+    publish(reindex_group(job.pk), catalog.reindex_job_progress(job))
 
 
 def _forget_chunks(job_id: int) -> None:
@@ -124,7 +120,7 @@ def _indexed_sources(version: IndexVersion | None) -> dict[str, tuple[int, int]]
         return None
     try:
         data = json.loads((storage.index_version_folder(path=version.path) / "sources.json").read_text())
-    except (OSError, ValueError, RetrievalError):
+    except (OSError, ValueError, ExplainedError):
         return None
     return {rel: (size, mtime) for rel, size, mtime in data.values()}
 
@@ -164,7 +160,7 @@ def _run(job: ReindexJob, beat: Heartbeat, *, show_progress: bool, dispatch: boo
     try:
         listing, annotation_skips = source_listing(collection)
         models = runtime.models(catalog.collection_encoder(collection), catalog.collection_combiner(collection))
-    except RetrievalError as exc:
+    except ExplainedError as exc:
         return _finish(job, ReindexJob.Status.FAILED, str(exc))
     indexed = _reusable_sources(job, previous, models)
     scan = catalog.collection_apply_scan(collection=collection, listing=listing, indexed=indexed)

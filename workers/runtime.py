@@ -1,5 +1,6 @@
 """What a worker process keeps in memory, loaded once: models by (encoder, combiner), index versions by
-(collection, version), and features of recent uploads.
+(collection, version), features of recent uploads, and rows that never change once written. Every cache
+here is bounded.
 
 Loads are idempotent and locked (two threads asking for the same model load it once). Index versions are
 memory-mapped and read-only; a new active version is loaded on the first turn that needs it while the old
@@ -8,8 +9,10 @@ one keeps serving turns already running, and is dropped once two newer ones are 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -17,21 +20,25 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from cirweb.locations import model_file, model_stored
-from retrieval.blobstore import BlobStore
-from retrieval.cache import Hold
-from retrieval.combiner import Fuser, load_combiner
-from retrieval.confine import confined_checkpoint
-from retrieval.encoders import ClipEncoder, load_clip
-from retrieval.images import open_image
-from retrieval.provenance import recorded_preprocessing
-from retrieval.store import IndexVersion, load_version
+from cirweb.files.locations import model_file, model_stored
+from foundation.host_cache import Hold
+from foundation.shared_store import BlobStore
+from retrieval.extraction.images import open_image
+from retrieval.fusion.fuser import Fuser
+from retrieval.index.versions import LoadedVersion, load_version
+from retrieval.models.clip_encoder import ClipEncoder, load_clip
+from retrieval.models.combiner_model import load_combiner
+from retrieval.models.confine import confined_checkpoint
+from retrieval.models.provenance import recorded_preprocessing
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass
@@ -46,10 +53,43 @@ class Models:
     load_seconds: float
     preprocessing: str = "clip"
 
-    @property
-    def key(self) -> str:
-        """Short identity of this pair, for caches on disk."""
-        return hashlib.sha1(f"{self.clip_spec}\0{self.combiner_spec}".encode()).hexdigest()[:12]
+    identity: str = ""  # the encoder's identity (`encoder_identity`): every cache of its features is keyed by it
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
+
+
+def encoder_identity(clip_file: str, dim: int) -> str:
+    """The one identity of the encoder that makes a feature: for a checkpoint file a hash of its bytes (the
+    same weights copied to another host or another path are the same encoder; weights retrained at the same
+    path are not), for a model name the name. Keys upload features and a reindex's chunks."""
+    spec = clip_file
+    try:
+        stat = os.stat(clip_file)
+        spec = "sha1:" + _file_digest(os.path.realpath(clip_file), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        pass
+    return hashlib.sha1(f"{spec}\0{dim}".encode()).hexdigest()[:12]
+
+
+class Bounded(OrderedDict[K, V]):
+    """A mapping that keeps its `size` most recently used entries."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
 
 
 class Runtime:
@@ -63,10 +103,12 @@ class Runtime:
         self.onnx_cache: Path | None = None  # set at process start: where ONNX text towers are kept (CIR_CACHE_DIR)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
-        self._indexes: OrderedDict[tuple[int, int], IndexVersion] = OrderedDict()
+        self._indexes: OrderedDict[tuple[int, int], LoadedVersion] = OrderedDict()
         self._holds: dict[tuple[int, int], Hold] = {}
-        self._uploads: OrderedDict[tuple[int, str], NDArray[np.float32]] = OrderedDict()
-        self._max_uploads = max_uploads
+        self._uploads: Bounded[tuple[int, str], NDArray[np.float32]] = Bounded(max_uploads)
+        # Rows that never change once written (a conversation's collection, an index version's row): every ORM
+        # query on a turn's path costs milliseconds of Python on small machines.
+        self.rows: Bounded[tuple[str, Any], Any] = Bounded(4096)
 
     def models(self, clip_spec: str, combiner_spec: str) -> Models:
         """The pair loaded once. Specs are taken as the database stores them (checkpoints relative to the
@@ -78,38 +120,41 @@ class Runtime:
             return self._models[key]
         with self._lock:
             if key not in self._models:
-                started = time.perf_counter()
-                clip_file = model_file(clip_spec)
-                if Path(clip_file).is_file():  # what a checkpoint records is read only once it is known ours
-                    confined_checkpoint(clip_file, self.model_roots, "CLIP checkpoint")
-                kind = recorded_preprocessing(clip_file)
-                encoder = load_clip(
-                    clip_file,
-                    device=self.device,
-                    preprocessing=kind,
-                    model_roots=self.model_roots,
-                    force_fp32=self.force_fp32,
-                    compile_images=self.compile_images,
-                    onnx_cache=self.onnx_cache,
-                )
-                combiner = (
-                    None
-                    if combiner_spec in ("", "sum")
-                    else load_combiner(model_file(combiner_spec), device=encoder.device, model_roots=self.model_roots)
-                )
-                seconds = time.perf_counter() - started
-                fuser = Fuser(combiner, encoder.dim, int8=encoder.precision.combiner == "int8")
-                self._models[key] = Models(clip_spec, combiner_spec, encoder, fuser, seconds, kind)
-                log.info(
-                    "loaded %s + %s in %.2fs (%s)",
-                    clip_spec,
-                    combiner_spec or "sum",
-                    seconds,
-                    encoder.precision.describe(),
+                self._models[key] = self._load(
+                    clip_spec, combiner_spec, model_file(clip_spec), model_file(combiner_spec)
                 )
         return self._models[key]
 
-    def index(self, collection_id: int, number: int, hold: Callable[[], Hold]) -> IndexVersion:
+    def _load(self, clip_spec: str, combiner_spec: str, clip_file: str, combiner_file: str) -> Models:
+        """The engine's part: load the pair from this host's files (`clip_file`, `combiner_file`; "" or "sum"
+        for no Combiner), confined to `model_roots` when set."""
+        started = time.perf_counter()
+        if Path(clip_file).is_file():  # what a checkpoint records is read only once it is known ours
+            confined_checkpoint(clip_file, self.model_roots, "CLIP checkpoint")
+        kind = recorded_preprocessing(clip_file)
+        encoder = load_clip(
+            clip_file,
+            device=self.device,
+            preprocessing=kind,
+            model_roots=self.model_roots,
+            force_fp32=self.force_fp32,
+            compile_images=self.compile_images,
+            onnx_cache=self.onnx_cache,
+        )
+        combiner = (
+            None
+            if combiner_file in ("", "sum")
+            else load_combiner(combiner_file, device=encoder.device, model_roots=self.model_roots)
+        )
+        seconds = time.perf_counter() - started
+        fuser = Fuser(combiner, encoder.dim, int8=encoder.precision.combiner == "int8")
+        identity = encoder_identity(clip_file, encoder.dim)
+        log.info(
+            "loaded %s + %s in %.2fs (%s)", clip_spec, combiner_spec or "sum", seconds, encoder.precision.describe()
+        )
+        return Models(clip_spec, combiner_spec, encoder, fuser, seconds, kind, identity)
+
+    def index(self, collection_id: int, number: int, hold: Callable[[], Hold]) -> LoadedVersion:
         """The version, memory-mapped once. `hold` gives its local folder, held for as long as it is mapped
         (this host's cache never deletes a held folder); called only when the version is not loaded yet."""
         key = (collection_id, number)
@@ -157,11 +202,18 @@ class Runtime:
     ) -> NDArray[np.float32]:
         """The raw CLIP feature of an upload: from memory, from this host's cache, from the shared store (a
         worker of another host computed it), or encoded now from the file `image()` gives, and published."""
-        key = (upload_id, models.key)
-        if key in self._uploads:
-            self._uploads.move_to_end(key)
-            return self._uploads[key]
-        name = f"{upload_id}.{models.key}.npy"
+        return self._uploads.get_or_make(
+            (upload_id, models.identity),
+            lambda: self._upload_feature(
+                upload_id, models, image=image, cache_dir=cache_dir, store=store, prefix=prefix
+            ),
+        )
+
+    @staticmethod
+    def _upload_feature(
+        upload_id: int, models: Models, *, image: Callable[[], Path], cache_dir: Path, store: BlobStore, prefix: str
+    ) -> NDArray[np.float32]:
+        name = f"{upload_id}.{models.identity}.npy"
         cached = cache_dir / name
         if not cached.is_file() and store.exists(f"{prefix}/{name}"):
             store.get_file(f"{prefix}/{name}", cached)
@@ -174,9 +226,6 @@ class Runtime:
             np.save(tmp, feature)
             tmp.replace(cached)
             store.put_file(cached, f"{prefix}/{name}")
-        self._uploads[key] = feature
-        while len(self._uploads) > self._max_uploads:
-            self._uploads.popitem(last=False)
         return feature
 
 

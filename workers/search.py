@@ -19,20 +19,20 @@ from django.db import OperationalError
 from numpy.typing import NDArray
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from cirweb import storage
 from cirweb.catalog import selectors as catalog
 from cirweb.catalog.models import IndexVersion
 from cirweb.conversations import selectors
 from cirweb.conversations import states as turns
-from cirweb.conversations.models import Conversation
 from cirweb.conversations.selectors import TurnHistory, turn_history
-from cirweb.faults import fault_point
-from cirweb.liveness import process_identity
-from retrieval.combiner import Mode
-from retrieval.errors import RetrievalError
-from retrieval.images import ImageError
-from retrieval.store import IndexVersion as LoadedVersion
-from workers.memory import indexed_features, remember, rerank
+from cirweb.files import storage
+from cirweb.processes.faults import fault_point
+from cirweb.processes.liveness import process_identity
+from cirweb.transport import protocol
+from foundation.explained_error import ExplainedError
+from retrieval.extraction.images import ImageError
+from retrieval.fusion.fuser import Mode
+from retrieval.fusion.memory import indexed_features, remember, rerank
+from retrieval.index.versions import LoadedVersion
 from workers.publish import HeldProgress, publish
 from workers.runtime import Models, runtime
 
@@ -77,18 +77,12 @@ class QueueClock:
 
 queue_clock = QueueClock()
 
-# Rows that never change once written, cached per process: every ORM query on a turn's path costs
-# milliseconds of Python on small machines.
-_conversation_collection: dict[Any, int] = {}
-_versions: dict[int, IndexVersion] = {}
-
 
 def collection_of(conversation_id: Any) -> int:
-    if conversation_id not in _conversation_collection:
-        _conversation_collection[conversation_id] = selectors.conversation_collection_id(
-            conversation_id=conversation_id
-        )
-    return _conversation_collection[conversation_id]
+    return runtime.rows.get_or_make(
+        ("conversation collection", conversation_id),
+        lambda: selectors.conversation_collection_id(conversation_id=conversation_id),
+    )
 
 
 def active_index(collection_id: int) -> tuple[IndexVersion, LoadedVersion]:
@@ -97,14 +91,14 @@ def active_index(collection_id: int) -> tuple[IndexVersion, LoadedVersion]:
     if version_id is None:
         name = catalog.collection_name(collection_id=collection_id) or "?"
         raise SearchFailed("not_indexed", f"The collection {name!r} has no index yet; ask staff to reindex it.")
-    if version_id not in _versions:
-        _versions[version_id] = catalog.index_version_get(version_id=version_id)
-    version = _versions[version_id]
+    version: IndexVersion = runtime.rows.get_or_make(
+        ("index version", version_id), lambda: catalog.index_version_get(version_id=version_id)
+    )
     try:
         return version, runtime.index(
             collection_id, version.number, lambda: storage.index_version_hold(path=version.path)
         )
-    except (OSError, RetrievalError) as exc:
+    except (OSError, ExplainedError) as exc:
         raise SearchFailed("index_unavailable", f"Index version {version.number} cannot be read ({exc}).") from None
 
 
@@ -113,7 +107,7 @@ def models_for(version: IndexVersion) -> Models:
     reindex that builds a version from them, never against an index made by other models."""
     try:
         return runtime.models(version.encoder, version.combiner)
-    except RetrievalError as exc:
+    except ExplainedError as exc:
         raise SearchFailed("model_unavailable", str(exc)) from None
 
 
@@ -188,7 +182,9 @@ def run_search(
         raise SearchFailed("bad_mode", str(exc)) from None
     remembered, memory = "", None
     if history is not None:  # conversation memory (turn.memory): the branch's requests, feedback and results
-        query, memory, remembered = remember(models, loaded, Mode(mode), query, history, image_id=image_id, words=txt)
+        query, memory, remembered = remember(
+            models.fuser, models.encoder.encode_texts, loaded, Mode(mode), query, history, image_id=image_id, words=txt
+        )
     timings["combine"] = (time.perf_counter() - t) * 1000
     if stage:
         stage("searching")
@@ -215,8 +211,8 @@ def answer_turn(turn_id: int) -> str:
     if turn is None:
         return "skipped (already answered, failed or taken)"
     waited_ms = queue_clock.waited_ms(turn.queued_at)
-    group = Conversation.group_for(turn.conversation_id)
-    offset = (turn.pages - 1) * turn.k
+    group = protocol.conversation_group(turn.conversation_id)
+    offset = protocol.page_offset(pages=turn.pages, k=turn.k)
     progress = HeldProgress(group, after=PROGRESS_AFTER_S)
 
     def stage(name: str) -> None:  # shown live; the stored status is "running" until the outcome
@@ -229,7 +225,7 @@ def answer_turn(turn_id: int) -> str:
     def fail(code: str, message: str) -> None:
         progress.close()
         if turns.turn_fail(turn_id=turn.pk, code=code, message=message, worker=me):
-            publish(group, turns.failed_frame(turn_id=turn.pk, code=code, error=message))
+            publish(group, protocol.failed_frame(turn_id=turn.pk, code=code, error=message))
 
     try:
         # a later page ("more") searches k more: the pages already shown are among the exclusions
@@ -263,7 +259,7 @@ def answer_turn(turn_id: int) -> str:
     if not turns.turn_complete(turn=turn, ranked=page, timings_ms=timings, version_id=outcome.version.pk):
         return "dropped (the turn was failed or taken over meanwhile)"
     fault_point("turn.committed")
-    frame = turns.results_frame(turn_id=turn.pk, offset=offset, ranked=page, timings_ms=timings)
+    frame = protocol.results_frame(turn_id=turn.pk, offset=offset, ranked=page, timings_ms=timings)
     publish(group, {**frame, "memory": outcome.remembered})
     return f"done: {len(page)} results in {outcome.timings_ms['total']:.1f} ms"
 
@@ -285,7 +281,7 @@ def answer_query(payload: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "code": exc.code, "error": exc.message}
     return {
         "ok": True,
-        "results": [turns.result_payload(i, s) for i, s in outcome.ranked],
+        "results": [protocol.result_payload(i, s) for i, s in outcome.ranked],
         "timings_ms": outcome.timings_ms,
         "index_version": outcome.version.number,
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 from cirweb.catalog.confinement import source_root_problem
 from cirweb.catalog.models import Collection
 from cirweb.catalog.services import SourceImage
-from cirweb.locations import image_stored, source_folder
+from cirweb.files.locations import image_stored, source_folder
 from retrieval.datasets import load_dataset
 from retrieval.datasets.folder import scan_folder
 from retrieval.errors import DatasetError

@@ -14,8 +14,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cirweb.devservers import port_open, redis_command, wait_for_port
-from cirweb.webserver import web_command
+from cirweb.processes.devservers import port_open, redis_command, wait_for_port
+from cirweb.processes.webserver import web_command
 
 COLOURS = {"redis": "\033[35m", "search": "\033[36m", "index": "\033[33m", "sweep": "\033[34m", "web": "\033[32m"}
 

@@ -10,9 +10,9 @@ from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.conf import settings
 from django.db import close_old_connections
 
-from retrieval.precision import compute_threads_set
+from retrieval.models.precision import compute_threads_set
 from workers.app import SEARCH_QUEUE, app
-from workers.chunks import chunk_run
+from workers.extraction import chunk_run
 from workers.indexing import reindex_run
 from workers.runtime import runtime
 from workers.search import TRANSIENT, answer_query, answer_turn, queue_clock
@@ -56,7 +56,7 @@ def _load_models_once(**_: Any) -> None:
 @app.task(
     bind=True,
     name="workers.tasks.search_turn",
-    ignore_result=True,  # the turn row is the outcome (cirweb/queueing.py)
+    ignore_result=True,  # the turn row is the outcome (cirweb/transport/queueing.py)
     autoretry_for=TRANSIENT,
     retry_backoff=0.5,
     retry_backoff_max=5,

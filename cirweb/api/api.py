@@ -17,13 +17,12 @@ from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.utils import check_csrf
 
-from cirweb import limits
-from cirweb.api import shaping
 from cirweb.catalog import selectors as catalog
 from cirweb.catalog import uploads
-from cirweb.conversations import selectors, services
+from cirweb.conversations import limits, selectors, services, shaping
 from cirweb.conversations.models import Conversation
-from cirweb.owners import Owner, owner_from
+from cirweb.conversations.queries import TurnRejected
+from cirweb.transport.owners import Owner, owner_from
 
 api = NinjaAPI(title="cirweb", version="1", description="Composed image retrieval, turn by turn.", urls_namespace="api")
 
@@ -51,8 +50,8 @@ def owner_of(request: HttpRequest, create: bool = True) -> Owner:
     return owner
 
 
-@api.exception_handler(services.TurnRejected)
-def rejected(request: HttpRequest, exc: services.TurnRejected) -> HttpResponse:
+@api.exception_handler(TurnRejected)
+def rejected(request: HttpRequest, exc: TurnRejected) -> HttpResponse:
     """A refused request: the sentence for people in `detail`, the websocket protocol's error `code` beside it
     (the same code and sentence a `turn.create` frame gets for the same query)."""
     status = {"not_found": 404, "unknown_collection": 404}.get(exc.code, 400)
@@ -162,7 +161,7 @@ def search(request: HttpRequest, body: SearchIn) -> dict[str, Any]:
     owner = owner_from(request.session, request.user, create=False)
     hit(request, "search", owner)  # [limits]
     payload = shaping.search_payload(collection, body.reference, body.text, body.mode, body.k, owner)
-    from cirweb import queueing
+    from cirweb.transport import queueing
 
     try:
         with limits.search_slot(owner=owner, address=limits.address_of_request(request)) as priority:  # [limits]

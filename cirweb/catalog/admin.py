@@ -21,7 +21,8 @@ from django.views.decorators.http import require_POST
 from cirweb.catalog import services
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
 from cirweb.catalog.validation import model_problem, source_problem
-from cirweb.locations import collection_locations
+from cirweb.files.locations import collection_locations
+from cirweb.transport.protocol import image_thumb_url
 
 REINDEX_PERMISSION = "catalog.reindex_collection"
 
@@ -247,7 +248,7 @@ class ImageAdmin(admin.ModelAdmin):
     @admin.display(description="")
     def thumb(self, image: Image) -> str:
         return format_html(
-            '<img src="/images/{}/thumb" width="48" height="48" alt="{}" loading="lazy">', image.pk, image.relpath
+            '<img src="{}" width="48" height="48" alt="{}" loading="lazy">', image_thumb_url(image.pk), image.relpath
         )
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from cirweb.catalog.jobs import reindex_job_give_up
 from cirweb.catalog.models import ReindexChunk, ReindexJob
-from cirweb.liveness import claim_lost
+from cirweb.processes.liveness import claim_lost
 
 Status = ReindexChunk.Status
 # a chunk is worth working on only while its job may still use it

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from cirweb.locations import model_file, source_folder
+from cirweb.files.locations import model_file, source_folder
 
 
 def _roots(paths: list[Path]) -> str:

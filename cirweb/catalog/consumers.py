@@ -8,6 +8,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from cirweb.catalog.models import ReindexJob
+from cirweb.transport import protocol
 
 
 class JobProgressConsumer(AsyncJsonWebsocketConsumer):
@@ -15,9 +16,9 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user")
         job_id = self.scope["url_route"]["kwargs"]["job_id"]
         if not await self._allowed(user, job_id):
-            await self.close(code=4403)
+            await self.close(code=protocol.CLOSE_REFUSED)
             return
-        self.group = f"reindex.{job_id}"
+        self.group = protocol.reindex_group(job_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
@@ -26,7 +27,7 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        await self.send_json({"type": "error", "code": "bad_message", "error": "This socket only sends progress."})
+        await self.send_json(protocol.error_frame("bad_message", "This socket only sends progress.", content))
 
     async def job_progress(self, event: dict[str, Any]) -> None:
         await self.send_json(event)

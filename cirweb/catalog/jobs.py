@@ -18,9 +18,9 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from cirweb import queueing
 from cirweb.catalog.models import ReindexJob
-from cirweb.liveness import claim_lost
+from cirweb.processes.liveness import claim_lost
+from cirweb.transport import queueing
 
 log = logging.getLogger(__name__)
 

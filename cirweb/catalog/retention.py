@@ -16,7 +16,7 @@
 - expired sessions.
 
 Collections with a reindex queued or running are left alone (their folders are being written). Other
-hosts' caches trim themselves whenever they fetch a version (cirweb/storage.py), and by their own prune.
+hosts' caches trim themselves whenever they fetch a version (cirweb/files/storage.py), and by their own prune.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
-from cirweb import locations, storage
 from cirweb.catalog.models import Collection, Image, ReindexChunk, ReindexJob, Upload
 from cirweb.catalog.retention_report import PruneReport, old_tmp, path_bytes
 from cirweb.catalog.retention_versions import versions_prune
 from cirweb.catalog.selectors import id_batches
 from cirweb.catalog.thumbnails import etag_for
+from cirweb.files import locations, storage
 
 THUMB_NAME = re.compile(r"^(\d+)-([0-9a-f]+)\.jpg$")
 

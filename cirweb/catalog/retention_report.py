@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cirweb import storage
+from cirweb.files import storage
 
 TMP_AGE = timedelta(hours=1)  # a temporary file or half-published version younger than this may still be written
 

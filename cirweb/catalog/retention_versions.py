@@ -9,9 +9,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from cirweb import storage
 from cirweb.catalog.models import Collection, IndexVersion
 from cirweb.catalog.retention_report import TMP_AGE, PruneReport, old_tmp, path_bytes
+from cirweb.files import storage
 
 VERSION_DIR = re.compile(r"^v(\d+)$")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, QuerySet, Sum
 
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexChunk, ReindexJob, Upload
-from cirweb.locations import image_file, source_folder
+from cirweb.files.locations import image_file, source_folder
 
 # ids per `pk__in` query: a whole collection's ids in one query would pass PostgreSQL's 65,535 parameters
 # (and older SQLite builds' 32,766) on a large collection

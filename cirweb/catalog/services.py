@@ -17,7 +17,7 @@ from django.utils import timezone
 from cirweb.catalog.jobs import reindex_job_claim_lost, reindex_job_send
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob
 from cirweb.catalog.selectors import id_batches
-from cirweb.locations import model_stored
+from cirweb.files.locations import model_stored
 
 
 class CatalogError(ValueError):
@@ -33,7 +33,7 @@ class SourceImage:
     """One image as a scan of the collection's source sees it."""
 
     relpath: str
-    path: str  # relative to the collection's source folder (cirweb/locations.py)
+    path: str  # relative to the collection's source folder (cirweb/files/locations.py)
     size: int
     mtime_ns: int
     attributes: dict[str, Any] = field(default_factory=dict)
@@ -170,7 +170,7 @@ def collection_activate_version(
 def _version_ids(version: IndexVersion) -> list[int]:
     import numpy as np  # numpy is light; the web never imports the engine itself
 
-    from cirweb import storage
+    from cirweb.files import storage
 
     path = storage.index_version_folder(path=version.path) / "ids.npy"
     return np.load(path).tolist() if path.is_file() else []

@@ -19,7 +19,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from cirweb.catalog.models import Upload
-from cirweb.owners import Owner
+from cirweb.transport.owners import Owner
 
 FORMATS = {
     "JPEG": ("jpg", "image/jpeg"),
@@ -79,7 +79,7 @@ def upload_create(*, owner: Owner, data: bytes, original_name: str = "") -> Uplo
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
-    from cirweb import storage  # here: the web process starts without even the store's module of the engine
+    from cirweb.files import storage  # here: the web process starts without even the store's module of the engine
 
     storage.upload_publish(local=path, file=relative)  # search workers on any host read it from the store
     return Upload.objects.create(
@@ -105,6 +105,6 @@ def upload_delete(*, upload: Upload) -> None:
 
 def upload_path(upload: Upload) -> Path:
     """The upload's file on this host (fetched from the shared store if this host does not have it)."""
-    from cirweb import storage
+    from cirweb.files import storage
 
     return storage.upload_local(file=upload.file)

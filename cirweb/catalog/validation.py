@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from cirweb.catalog.confinement import model_root_problem, source_root_problem
-from cirweb.locations import KNOWN_CLIP_MODELS, is_model_path, model_file, source_folder
+from cirweb.files.locations import KNOWN_CLIP_MODELS, is_model_path, model_file, source_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 SPLITS = {"cirr": ("train", "val", "test1"), "shapes": ("train", "val", "test1"), "fashioniq": ("train", "val", "test")}

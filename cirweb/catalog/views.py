@@ -8,13 +8,13 @@ from pathlib import Path
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.views.decorators.http import require_GET
 
-from cirweb import locations
 from cirweb.catalog.confinement import source_root_problem
 from cirweb.catalog.models import Image, Upload
 from cirweb.catalog.thumbnails import ThumbnailError, ThumbnailTooLarge, etag_for, thumbnail
 from cirweb.catalog.uploads import upload_get, upload_path
 from cirweb.catalog.validation import IMAGE_EXTENSIONS
-from cirweb.owners import owner_from
+from cirweb.files import locations
+from cirweb.transport.owners import owner_from
 
 CACHE = "private, max-age=3600"
 

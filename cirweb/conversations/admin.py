@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
+from cirweb.transport.protocol import image_thumb_url, upload_thumb_url
 
 
 def thumb(url: str | None, alt: str, size: int = 48) -> str:
@@ -27,9 +28,9 @@ def thumb(url: str | None, alt: str, size: int = 48) -> str:
 
 def reference_url(turn: Turn) -> str | None:
     if turn.reference_image_id:
-        return f"/images/{turn.reference_image_id}/thumb"
+        return image_thumb_url(turn.reference_image_id)
     if turn.reference_upload_id:
-        return f"/uploads/{turn.reference_upload_id}/thumb"
+        return upload_thumb_url(turn.reference_upload_id)
     return None
 
 
@@ -123,7 +124,7 @@ class TurnResultInline(admin.TabularInline):
 
     @admin.display(description="")
     def picture(self, result: TurnResult) -> str:
-        return thumb(f"/images/{result.image_id}/thumb", f"result {result.rank + 1}", 72)
+        return thumb(image_thumb_url(result.image_id), f"result {result.rank + 1}", 72)
 
     @admin.display(description="Feedback")
     def feedback(self, result: TurnResult) -> str:
@@ -218,14 +219,14 @@ class TurnAdmin(ReadOnlyAdmin):
         results = sorted(turn.results.all(), key=lambda r: r.rank)[:5]
         return (
             format_html_join(
-                "", "{}", ((thumb(f"/images/{r.image_id}/thumb", f"result {r.rank + 1}", 40),) for r in results)
+                "", "{}", ((thumb(image_thumb_url(r.image_id), f"result {r.rank + 1}", 40),) for r in results)
             )
             or "-"
         )
 
     @admin.display(description="Chosen next")
     def chosen(self, turn: Turn) -> str:
-        return thumb(f"/images/{turn.chosen_image_id}/thumb", "chosen", 40) if turn.chosen_image_id else "-"
+        return thumb(image_thumb_url(turn.chosen_image_id), "chosen", 40) if turn.chosen_image_id else "-"
 
     @admin.display(description="Rejected", ordering="rejected_count")
     def rejected(self, turn: Turn) -> int:

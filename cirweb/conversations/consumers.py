@@ -23,15 +23,15 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from cirweb import limits
-from cirweb.conversations import services, states
+from cirweb.conversations import limits, selectors, services
 from cirweb.conversations.models import Conversation, Turn
-from cirweb.owners import Owner, owner_from
-from cirweb.socket_database import socket_database
+from cirweb.conversations.queries import TurnRejected
+from cirweb.transport import protocol
+from cirweb.transport.owners import Owner, owner_from
+from cirweb.transport.socket_database import socket_database
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
-REFUSED = 4403  # close code: not the owner (or no such conversation)
 OVERLAP = timedelta(seconds=10)  # a turn's `finished` is stamped before its commit becomes visible
 
 
@@ -45,7 +45,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         if found is None:
             # accepted first so the close code reaches the browser (a refused handshake is only "1006")
             await self.accept()
-            await self.close(code=REFUSED)
+            await self.close(code=protocol.CLOSE_REFUSED)
             return
         self.owner, self.conversation = found
         self.sent: set[tuple[int, int]] = set()  # outcomes sent on this socket: (turn, offset or -1)
@@ -59,7 +59,9 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             self.reconciler.cancel()
         if hasattr(self, "conversation"):
             try:
-                await self.channel_layer.group_discard(self.conversation.group_name, self.channel_name)
+                await self.channel_layer.group_discard(
+                    protocol.conversation_group(self.conversation.pk), self.channel_name
+                )
             except Exception as exc:  # Redis is gone: the membership expires with it
                 log.info("group_discard failed: %s", exc)
 
@@ -85,7 +87,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def _join(self) -> None:
         try:
-            await self.channel_layer.group_add(self.conversation.group_name, self.channel_name)
+            await self.channel_layer.group_add(protocol.conversation_group(self.conversation.pk), self.channel_name)
         except Exception as exc:  # the reconciler joins again, and catches up from the database meanwhile
             log.warning("group_add failed (%s); will retry", exc)
 
@@ -110,7 +112,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.watermark = started
 
     async def _send_outcome(self, frame: dict[str, Any]) -> None:
-        key = states.outcome_key(frame)
+        key = protocol.outcome_key(frame)
         if key is None or key in self.sent:
             return
         self.sent.add(key)  # marked before the await: the other path cannot send it meanwhile
@@ -142,10 +144,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             )
         try:
             await handler(content)
-        except services.TurnRejected as exc:
+        except TurnRejected as exc:
             await self.error(exc.code, exc.message, content)
         except limits.RateLimited as exc:  # [limits] the socket stays open
-            await self.send_json(exc.frame(content.get("client_id")))
+            await self.send_json(exc.frame(content))
         except DatabaseError as exc:  # a lock timeout, a conversation deleted meanwhile, a lost connection
             log.warning("database error on %s: %s", kind, exc)
             if not await self._conversation_exists():
@@ -157,16 +159,12 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.error("internal", "Something went wrong on our side; send that again.", content)
 
     async def error(self, code: str, message: str, content: dict[str, Any] | None = None) -> None:
-        frame: dict[str, Any] = {"type": "error", "code": code, "error": message}
-        client_id = content.get("client_id") if content else None
-        if isinstance(client_id, str | int) and not isinstance(client_id, bool) and len(str(client_id)) <= 64:
-            frame["client_id"] = client_id
-        await self.send_json(frame)
+        await self.send_json(protocol.error_frame(code, message, content))
 
     async def on_turn_create(self, msg: dict[str, Any]) -> None:
         turn = await self._turn_create(msg)
-        await self.send_json({"type": "turn.accepted", "turn": turn.pk, "client_id": turn.client_id})
-        await self.send_json({"type": "turn.progress", "turn": turn.pk, "stage": "queued"})
+        await self.send_json(protocol.accepted_frame(turn_id=turn.pk, client_id=turn.client_id))
+        await self.send_json(protocol.progress_frame(turn_id=turn.pk, stage="queued"))
 
     async def on_turn_more(self, msg: dict[str, Any]) -> None:
         turn = await self._turn_more(msg.get("turn"))
@@ -198,7 +196,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return None
         try:
             return owner, services.conversation_get(owner=owner, conversation_id=conversation_id)
-        except services.TurnRejected:
+        except TurnRejected:
             return None
 
     @socket_database
@@ -210,7 +208,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     @socket_database
     def _outcomes(self, since: datetime, sent: frozenset[tuple[int, int]]) -> list[dict[str, Any]]:
-        return states.turn_outcomes_since(conversation_id=self.conversation.pk, since=since, skip=sent)
+        return selectors.turn_outcomes_since(conversation_id=self.conversation.pk, since=since, skip=sent)
 
     def _count_turn_frame(self) -> None:
         """[limits] Turn frames per minute, visitor and address: counted in the same thread hop as the
@@ -226,8 +224,8 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             text=msg.get("text", ""),
             reference=msg.get("reference"),
             parent=msg.get("parent"),
-            mode=msg.get("mode", "combiner"),
-            k=msg.get("k", 24),
+            mode=msg.get("mode", protocol.DEFAULT_MODE),
+            k=msg.get("k", protocol.DEFAULT_K),
             exclude_seen=msg.get("exclude_seen", True),
             client_id=msg.get("client_id", ""),
             memory=msg.get("memory", False),

@@ -30,15 +30,6 @@ class Conversation(models.Model):
     def __str__(self) -> str:
         return self.title or f"Conversation {str(self.id)[:8]}"
 
-    @property
-    def group_name(self) -> str:
-        """The channel-layer group that receives this conversation's events."""
-        return self.group_for(self.id)
-
-    @staticmethod
-    def group_for(conversation_id: uuid.UUID) -> str:
-        return f"conversation.{conversation_id.hex}"
-
 
 class Turn(models.Model):
     class Mode(models.TextChoices):

@@ -15,7 +15,7 @@ from django.conf import settings
 
 from cirweb.catalog.models import Image, Upload
 from cirweb.conversations.models import Turn
-from cirweb.owners import Owner
+from cirweb.transport.owners import Owner
 
 
 class TurnRejected(ValueError):

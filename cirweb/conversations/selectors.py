@@ -8,12 +8,13 @@ from typing import Any
 from django.db.models import QuerySet, Value
 
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
-from cirweb.owners import Owner
+from cirweb.transport.owners import Owner
+from cirweb.transport.protocol import failed_frame, page_offset, results_frame
 
 
 @dataclass
 class TurnHistory:
-    """What a turn's conversation remembers, for `retrieval.memory`: the earlier turns along its branch
+    """What a turn's conversation remembers, for `retrieval.fusion.memory`: the earlier turns along its branch
     (oldest first, as (reference image id or None, text)), the images chosen and rejected in the
     conversation (the turn's own reference is not among the chosen: it is already the query's image), and
     how many times each result of the earlier turns was shown without being chosen."""
@@ -107,3 +108,26 @@ def branch_references(*, turn: Turn) -> set[int]:
         if image is not None:
             out.add(image)
     return out
+
+
+def turn_outcomes_since(
+    *, conversation_id: Any, since: Any, skip: frozenset[tuple[int, int]] = frozenset()
+) -> list[dict[str, Any]]:
+    """The outcome frames of the conversation's turns that ended at or after `since`, oldest first, but
+    those whose `outcome_key` is in `skip` (already sent)."""
+    rows = (
+        Turn.objects.filter(conversation_id=conversation_id, finished__gte=since, status__in=Turn.FINISHED)
+        .values_list("pk", "status", "pages", "k", "timings_ms", "error_code", "error")
+        .order_by("finished", "pk")
+    )
+    frames = []
+    for pk, status, pages, k, timings, code, error in rows:
+        offset = -1 if status == Turn.Status.FAILED else page_offset(pages=pages, k=k)
+        if (pk, offset) in skip:
+            continue
+        if status == Turn.Status.FAILED:
+            frames.append(failed_frame(turn_id=pk, code=code, error=error))
+            continue
+        ranked = list(TurnResult.objects.filter(turn_id=pk, rank__gte=offset).values_list("image_id", "score"))
+        frames.append(results_frame(turn_id=pk, offset=offset, ranked=ranked, timings_ms=timings))
+    return frames

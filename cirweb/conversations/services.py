@@ -13,15 +13,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from cirweb import limits
 from cirweb.catalog.models import Collection
+from cirweb.conversations import limits
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
-from cirweb.conversations.queries import Reference, TurnRejected, parse_reference, query_validate
-from cirweb.conversations.states import result_payload, turn_request_more, turn_send
-from cirweb.owners import Owner
+from cirweb.conversations.queries import TurnRejected, query_validate
+from cirweb.conversations.states import turn_request_more, turn_send
+from cirweb.transport.owners import Owner
+from cirweb.transport.protocol import DEFAULT_K, DEFAULT_MODE
 
 # shaping, the scripting API and the consumer import these from here
-__all__ = ["Reference", "TurnRejected", "parse_reference", "result_payload"]
 
 
 def conversation_create(*, owner: Owner, collection_slug: str, title: str = "") -> Conversation:
@@ -61,8 +61,8 @@ def turn_create(
     text: Any,
     reference: Any,
     parent: Any = None,
-    mode: Any = "combiner",
-    k: Any = 24,
+    mode: Any = DEFAULT_MODE,
+    k: Any = DEFAULT_K,
     exclude_seen: Any = True,
     client_id: Any = "",
     memory: Any = False,

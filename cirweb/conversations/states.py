@@ -13,16 +13,16 @@ import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from cirweb import queueing
 from cirweb.conversations.models import Turn, TurnResult
-from cirweb.liveness import claim_lost
+from cirweb.processes.liveness import claim_lost
+from cirweb.transport import queueing
+from cirweb.transport.protocol import page_offset
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ TURN_FIELDS = (
 
 def turn_send(*, turn_id: int, priority: int = 0, stamped: bool = False) -> None:
     """Send the turn's search task (after the commit that queued it). A broker that is down is not the
-    user's error: the turn stays queued and the sweep sends it again. `priority`: see cirweb/limits.py.
+    user's error: the turn stays queued and the sweep sends it again. `priority`: see cirweb/conversations/limits.py.
 
     `stamped`: the row was written with `sent_at` already set (`turn_create` does, to spare the path from
     the user's Enter one write after the send); a send that fails then clears it, so the sweep's "never
@@ -132,7 +132,7 @@ def turn_complete(
 ) -> bool:
     """Store the newest page's ranked results (image id, score) at ranks from (pages - 1) * k, if the turn is
     still this claim's. False (and nothing written) when it is not: failed by the sweep, or taken over."""
-    offset = (turn.pages - 1) * turn.k
+    offset = page_offset(pages=turn.pages, k=turn.k)
     now = timezone.now()
     with transaction.atomic():
         owned = Turn.objects.filter(
@@ -238,64 +238,3 @@ def turn_sweep() -> SweepReport:
         turn_send(turn_id=pk)
         report.resent += 1
     return report
-
-
-# -- what a socket is sent when a turn ends (the worker's publish and the consumer's catch-up agree) -----------
-
-
-def result_payload(image_id: int, score: float) -> dict[str, Any]:
-    """One result as the protocol sends it."""
-    return {
-        "image": image_id,
-        "score": round(float(score), 4),
-        "thumb": f"/images/{image_id}/thumb",
-        "url": f"/images/{image_id}",
-    }
-
-
-def results_frame(
-    *, turn_id: int, offset: int, ranked: list[tuple[int, float]], timings_ms: dict[str, float]
-) -> dict[str, Any]:
-    return {
-        "type": "turn.results",
-        "turn": turn_id,
-        "offset": offset,
-        "results": [result_payload(i, s) for i, s in ranked],
-        "timings_ms": timings_ms,
-    }
-
-
-def failed_frame(*, turn_id: int, code: str, error: str) -> dict[str, Any]:
-    return {"type": "turn.failed", "turn": turn_id, "code": code, "error": error}
-
-
-def outcome_key(frame: dict[str, Any]) -> tuple[int, int] | None:
-    """What makes an outcome frame unique on one socket: (turn, offset), offset -1 for a failure."""
-    if frame.get("type") == "turn.results":
-        return int(frame["turn"]), int(frame["offset"])
-    if frame.get("type") == "turn.failed":
-        return int(frame["turn"]), -1
-    return None
-
-
-def turn_outcomes_since(
-    *, conversation_id: Any, since: Any, skip: frozenset[tuple[int, int]] = frozenset()
-) -> list[dict[str, Any]]:
-    """The outcome frames of the conversation's turns that ended at or after `since`, oldest first, but
-    those whose `outcome_key` is in `skip` (already sent)."""
-    rows = (
-        Turn.objects.filter(conversation_id=conversation_id, finished__gte=since, status__in=Turn.FINISHED)
-        .values_list("pk", "status", "pages", "k", "timings_ms", "error_code", "error")
-        .order_by("finished", "pk")
-    )
-    frames = []
-    for pk, status, pages, k, timings, code, error in rows:
-        offset = -1 if status == Turn.Status.FAILED else (pages - 1) * k
-        if (pk, offset) in skip:
-            continue
-        if status == Turn.Status.FAILED:
-            frames.append(failed_frame(turn_id=pk, code=code, error=error))
-            continue
-        ranked = list(TurnResult.objects.filter(turn_id=pk, rank__gte=offset).values_list("image_id", "score"))
-        frames.append(results_frame(turn_id=pk, offset=offset, ranked=ranked, timings_ms=timings))
-    return frames

@@ -9,11 +9,11 @@ from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
-from cirweb.api import shaping
 from cirweb.catalog import selectors as catalog
 from cirweb.catalog.uploads import upload_limit_text
-from cirweb.conversations import services
-from cirweb.owners import owner_from
+from cirweb.conversations import services, shaping
+from cirweb.conversations.queries import TurnRejected
+from cirweb.transport.owners import owner_from
 
 # How many results the page asks for per turn and per "More" (as many as the websocket's default `k`); the page
 # reads it from the boot data, never from its own copy.
@@ -29,7 +29,7 @@ def chat(request: HttpRequest, conversation_id: str | None = None) -> HttpRespon
     if conversation_id is not None:
         try:
             conversation = services.conversation_get(owner=owner, conversation_id=conversation_id)
-        except services.TurnRejected:
+        except TurnRejected:
             raise Http404("This conversation does not exist, or is not yours.") from None
     counts = catalog.collection_image_counts()
     boot = {

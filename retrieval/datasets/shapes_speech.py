@@ -8,7 +8,7 @@ one of two disjoint template sets:
 
 - "train": what the open-request training stage (`retrieval.training.open_train`) samples from; it contains
   every template of `shapes_text` as well;
-- "held-out": what the open-request measurement (`retrieval.open_requests`) and the simulated person speak;
+- "held-out": what the open-request measurement (`retrieval.evaluation.open_requests`) and the simulated person speak;
   no template, frame or joiner of it is used in training (a test checks that none can come out of `TRAIN`).
 
 Typos are a noise process, not a wording: both parts make them at the same rate.

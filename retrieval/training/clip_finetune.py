@@ -17,21 +17,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from retrieval.combiner import Fuser, Mode
 from retrieval.datasets.base import SplitData, Triplet
-from retrieval.encoders import ClipEncoder, load_clip, trim_context
-from retrieval.evaluate import evaluate_split, format_metrics
+from retrieval.evaluation.recall import evaluate_split, format_metrics
+from retrieval.fusion.fuser import Fuser, Mode
+from retrieval.models.clip_encoder import ClipEncoder, load_clip, trim_context
 from retrieval.training.common import (
-    Budget,
-    RunState,
-    close_epoch,
+    Run,
     group_triplets,
     grouped_batches,
-    load_resume,
     log,
     seed_everything,
+    train_epochs,
 )
 from retrieval.training.pixels import PixelCache
 from retrieval.training.presets import FinetunePreset, describe, finetune_preset
@@ -126,48 +123,20 @@ def finetune_clip(
         else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     )
     recorded = {"preprocessing": kind, "combining": p.combining.value}
-    resume_path = out.with_suffix(".last.pt")
-    state = (None if restart else load_resume(resume_path, model, optimizer, "CLIP")) or RunState()
-    for _ in range(state.step):
-        schedule.step()
-    budget = Budget(max_minutes)
-    for epoch in range(state.epoch, epochs):
-        rng = random.Random(seed * 1000 + epoch)
-        batches = list(grouped_batches(groups, per_batch, rng))
-        bar = tqdm(batches, desc=f"stage 1 epoch {epoch + 1}/{epochs}")
-        for batch in bar:
-            loss = sum_batch_loss(model, cache, [triplets[i] for i in batch], rng, encoder.context_length, p.combining)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            state.step += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if budget.spent():
-                break  # out of time: finish this epoch here (validate, save) and stop
-        model.eval()
-        metrics = evaluate_split(
-            ClipEncoder(model, encoder.preprocess, encoder.device, clip_spec),
-            Fuser(None, encoder.dim),
-            val,
-            p.combining,
-            show_progress=False,
-        )
-        model.train()
+
+    def validate(epoch: int, _loss: float) -> tuple[float, dict[str, Any]]:
+        probe = ClipEncoder(model, encoder.preprocess, encoder.device, clip_spec)
+        metrics = evaluate_split(probe, Fuser(None, encoder.dim), val, p.combining, show_progress=False)
         log(f"stage 1 epoch {epoch + 1}: validation ({p.combining.value}) {format_metrics(metrics)}")
-        close_epoch(
-            state,
-            epoch,
-            selection_score(metrics),
-            metrics,
-            best=out,
-            resume=resume_path,
-            key="CLIP",
-            model=model,
-            optimizer=optimizer,
-            recorded=recorded,
-        )
-        if budget.spent():
-            log(f"stopping after {max_minutes} minutes (resume with the same command)")
-            break
+        return selection_score(metrics), metrics
+
+    run = Run("stage 1", "CLIP", model, optimizer, out, epochs, seed, max_minutes, restart, schedule, recorded)
+    state = train_epochs(
+        run,
+        batches=lambda _epoch, rng: grouped_batches(groups, per_batch, rng),
+        loss=lambda batch, rng: sum_batch_loss(
+            model, cache, [triplets[i] for i in batch], rng, encoder.context_length, p.combining
+        ),
+        validate=validate,
+    )
     return {"best_score": state.best, "best_epoch": float(state.best_epoch), "epochs": float(state.epoch), **recorded}

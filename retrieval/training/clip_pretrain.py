@@ -11,23 +11,21 @@ import random
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from retrieval.datasets.cirr import load_cirr
 from retrieval.datasets.shapes import describe
 from retrieval.datasets.shapes_world import load_scenes
-from retrieval.encoders import trim_context
+from retrieval.models.clip_encoder import trim_context
 from retrieval.training.common import (
-    Budget,
-    RunState,
-    close_epoch,
+    Run,
     grouped_batches,
-    load_resume,
     log,
     seed_everything,
+    train_epochs,
 )
 from retrieval.training.pixels import PixelCache
 
@@ -116,46 +114,24 @@ def train_clip(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps_per_epoch = -(-len(groups) // families_per_batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch, pct_start=0.05)
-    resume_path = out.with_suffix(".last.pt")
-    state = None if restart else load_resume(resume_path, model, optimizer, "CLIP")
-    state = state or RunState()
-    for _ in range(state.step):
-        schedule.step()
-    budget = Budget(max_minutes)
-    for epoch in range(state.epoch, epochs):
-        rng = random.Random(seed * 1000 + epoch)
-        flat = [[i] for i in range(len(groups))]
-        bar = tqdm(list(grouped_batches(flat, families_per_batch, rng)), desc=f"stage 0 epoch {epoch + 1}/{epochs}")
-        for batch in bar:
-            names = [n for g in batch for n in groups[g]]
-            texts = [describe(scenes[n], rng, shuffle=True) for n in names]
-            img = F.normalize(model.encode_image(cache.batch(names)), dim=-1)
-            txt = F.normalize(model.encode_text(tokens(texts, config.context_length)), dim=-1)
-            logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
-            labels = torch.arange(len(names))
-            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            state.step += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if budget.spent():
-                break  # out of time: finish this epoch here (validate, save) and stop
+
+    def loss(batch: list[int], rng: random.Random) -> torch.Tensor:
+        names = [n for g in batch for n in groups[g]]
+        texts = [describe(scenes[n], rng, shuffle=True) for n in names]
+        img = F.normalize(model.encode_image(cache.batch(names)), dim=-1)
+        txt = F.normalize(model.encode_text(tokens(texts, config.context_length)), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
+        labels = torch.arange(len(names))
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+    def validate(epoch: int, last_loss: float) -> tuple[float, dict[str, Any]]:
         accuracy = description_accuracy(model, val_cache, val_scenes, config.context_length)
         log(f"stage 0 epoch {epoch + 1}: validation image->description accuracy {accuracy:.3f}")
-        close_epoch(
-            state,
-            epoch,
-            accuracy,
-            {"loss": float(loss.item())},
-            best=out,
-            resume=resume_path,
-            key="CLIP",
-            model=model,
-            optimizer=optimizer,
-        )
-        if budget.spent():
-            log(f"stopping after {max_minutes} minutes (resume with the same command)")
-            break
+        return accuracy, {"loss": last_loss}
+
+    flat = [[i] for i in range(len(groups))]
+    run = Run("stage 0", "CLIP", model, optimizer, out, epochs, seed, max_minutes, restart, schedule)
+    state = train_epochs(
+        run, batches=lambda _epoch, rng: grouped_batches(flat, families_per_batch, rng), loss=loss, validate=validate
+    )
     return {"best_val_description_accuracy": state.best, "epochs": float(state.epoch)}

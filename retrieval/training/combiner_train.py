@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from retrieval.combiner import Combiner, Fuser, Mode
 from retrieval.datasets.base import SplitData
-from retrieval.encoders import load_clip
-from retrieval.evaluate import encode_gallery, evaluate_split, format_metrics
+from retrieval.evaluation.recall import encode_gallery, evaluate_split, format_metrics
+from retrieval.fusion.fuser import Fuser, Mode
+from retrieval.models.clip_encoder import load_clip
+from retrieval.models.combiner_model import Combiner
 from retrieval.training.clip_finetune import LOGIT_SCALE, selection_score
-from retrieval.training.common import Budget, RunState, close_epoch, load_resume, log, seed_everything
+from retrieval.training.common import Run, log, seed_everything, train_epochs
 from retrieval.training.presets import CombinerPreset, combiner_preset, describe
 
 
@@ -70,48 +70,27 @@ def train_combiner(
 
     combiner = Combiner(dim, projection_dim or 4 * dim, hidden_dim or 8 * dim)
     optimizer = torch.optim.Adam(combiner.parameters(), lr=lr)
-    resume_path = out.with_suffix(".last.pt")
-    state = (None if restart else load_resume(resume_path, combiner, optimizer, "Combiner")) or RunState()
-    budget = Budget(max_minutes)
-    for epoch in range(state.epoch, epochs):
-        rng = random.Random(seed * 1000 + epoch)
-        combiner.train()
+
+    def batches(epoch: int, _rng: random.Random) -> list[torch.Tensor]:
         order = torch.from_numpy(np.random.default_rng(seed * 1000 + epoch).permutation(len(triplets)))
-        bar = tqdm(range(0, len(order), batch_size), desc=f"stage 2 epoch {epoch + 1}/{epochs}")
-        for start in bar:
-            idx = order[start : start + batch_size]
-            text_rows = [caption_row[rng.choice(triplets[i].captions or (triplets[i].caption,))] for i in idx.tolist()]
-            predicted = combiner.combine_features(images[ref_rows[idx]], caption_features[text_rows])
-            logits = LOGIT_SCALE * predicted @ targets_all.T
-            logits[torch.arange(len(idx)), ref_rows[idx]] = -torch.inf  # the own reference is never a candidate
-            loss = F.cross_entropy(logits, target_rows[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state.step += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if budget.spent():
-                break  # out of time: finish this epoch here (validate, save) and stop
-        combiner.eval()
-        metrics = evaluate_split(
-            encoder, Fuser(combiner, dim), val, Mode.COMBINER, gallery=val_gallery, show_progress=False
-        )
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def loss(idx: torch.Tensor, rng: random.Random) -> torch.Tensor:
+        text_rows = [caption_row[rng.choice(triplets[i].captions or (triplets[i].caption,))] for i in idx.tolist()]
+        predicted = combiner.combine_features(images[ref_rows[idx]], caption_features[text_rows])
+        logits = LOGIT_SCALE * predicted @ targets_all.T
+        logits[torch.arange(len(idx)), ref_rows[idx]] = -torch.inf  # the own reference is never a candidate
+        return F.cross_entropy(logits, target_rows[idx])
+
+    def validate(epoch: int, _loss: float) -> tuple[float, dict[str, Any]]:
+        fuser = Fuser(combiner, dim)
+        metrics = evaluate_split(encoder, fuser, val, Mode.COMBINER, gallery=val_gallery, show_progress=False)
         log(f"stage 2 epoch {epoch + 1}: validation (combiner) {format_metrics(metrics)}")
-        close_epoch(
-            state,
-            epoch,
-            selection_score(metrics),
-            metrics,
-            best=out,
-            resume=resume_path,
-            key="Combiner",
-            model=combiner,
-            optimizer=optimizer,
-            recorded={"preprocessing": kind},
-        )
-        if budget.spent():
-            log(f"stopping after {max_minutes} minutes (resume with the same command)")
-            break
+        return selection_score(metrics), metrics
+
+    run = Run("stage 2", "Combiner", combiner, optimizer, out, epochs, seed, max_minutes, restart)
+    run.recorded = {"preprocessing": kind}
+    state = train_epochs(run, batches=batches, loss=loss, validate=validate)
     return {
         "best_score": state.best,
         "best_epoch": float(state.best_epoch),

@@ -1,4 +1,5 @@
-"""What the three training stages share: seeding, resumable checkpoints, batches built from groups."""
+"""What the training stages share: seeding, the epoch loop with its resumable checkpoints and time budget,
+batches built from groups."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
+Batch = TypeVar("Batch")
 
 
 def seed_everything(seed: int) -> None:
@@ -80,6 +84,79 @@ def close_epoch(
         state.best, state.best_epoch = score, epoch + 1
         save_weights(best, key, model, epoch=epoch + 1, score=score, **(recorded or {}))
     save_resume(resume, model, optimizer, state, key, {})
+
+
+@dataclass
+class Run:
+    """One stage's training run: what it trains, where the best weights and the resume point go, how long.
+    `key` names the weights in the checkpoint (CLIP4Cir's "CLIP" or "Combiner"); `recorded` is saved beside
+    them (the preprocessing they expect)."""
+
+    name: str  # "stage 1", for progress lines
+    key: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    out: Path
+    epochs: int
+    seed: int
+    max_minutes: float | None = None
+    restart: bool = False
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+    recorded: dict[str, str] | None = None
+
+
+def train_epochs(
+    run: Run,
+    *,
+    batches: Callable[[int, random.Random], Iterable[Batch]],
+    loss: Callable[[Batch, random.Random], torch.Tensor],
+    validate: Callable[[int, float], tuple[float, dict[str, Any]]],
+) -> RunState:
+    """The one training loop: resume where `<out>.last.pt` left off, then per epoch draw `batches(epoch, rng)`,
+    step the optimizer on `loss(batch, rng)`, and close the epoch with `validate(epoch, last_loss)` ->
+    (score, figures): the best epoch's weights go to `out`. The rng of epoch e is seeded `seed * 1000 + e`,
+    so a resumed run draws what an uninterrupted one would. Out of time, the epoch under way is validated
+    and saved, and the run stops."""
+    resume = run.out.with_suffix(".last.pt")
+    state = (None if run.restart else load_resume(resume, run.model, run.optimizer, run.key)) or RunState()
+    for _ in range(state.step if run.schedule is not None else 0):
+        run.schedule.step()  # type: ignore[union-attr]
+    budget = Budget(run.max_minutes)
+    for epoch in range(state.epoch, run.epochs):
+        rng = random.Random(run.seed * 1000 + epoch)
+        run.model.train()
+        bar = tqdm(list(batches(epoch, rng)), desc=f"{run.name} epoch {epoch + 1}/{run.epochs}")
+        last = float("nan")
+        for batch in bar:
+            value = loss(batch, rng)
+            run.optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            run.optimizer.step()
+            if run.schedule is not None:
+                run.schedule.step()
+            state.step += 1
+            last = float(value.item())
+            bar.set_postfix(loss=f"{last:.3f}")
+            if budget.spent():
+                break  # out of time: finish this epoch here (validate, save) and stop
+        run.model.eval()
+        score, record = validate(epoch, last)
+        close_epoch(
+            state,
+            epoch,
+            score,
+            record,
+            best=run.out,
+            resume=resume,
+            key=run.key,
+            model=run.model,
+            optimizer=run.optimizer,
+            recorded=run.recorded,
+        )
+        if budget.spent():
+            log(f"stopping after {run.max_minutes} minutes (resume with the same command)")
+            break
+    return state
 
 
 def save_resume(

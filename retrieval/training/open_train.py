@@ -35,17 +35,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from retrieval.combiner import Combiner, Fuser, Mode, load_combiner, normalize
 from retrieval.datasets.base import SplitData
 from retrieval.datasets.shapes import Scene, scene_diff
 from retrieval.datasets.shapes_requests import Request, SceneTable, random_request
 from retrieval.datasets.shapes_speech import Wanted, wanted_from, word_description, word_request
 from retrieval.datasets.shapes_world import load_scenes
-from retrieval.encoders import load_clip
-from retrieval.evaluate import Gallery, encode_gallery, evaluate_split
+from retrieval.evaluation.recall import Gallery, encode_gallery, evaluate_split
+from retrieval.fusion.fuser import Fuser, Mode
+from retrieval.models.clip_encoder import load_clip
+from retrieval.models.combiner_model import Combiner, load_combiner
 from retrieval.training.clip_finetune import LOGIT_SCALE
 from retrieval.training.clip_pretrain import tokens
 from retrieval.training.common import log, save_weights, seed_everything
+from retrieval.vectors import normalize
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ def validate(
     """Closed Recall@1 (as annotated and re-worded from the grammar's training part) and @10, open good@1 and
     mAP@10, and words-alone good@10 on the training world's val split, all in training wording (the
     held-out wording and the measurement's world are never looked at); `score` is their mean."""
-    from retrieval.open_requests import closed_wording, open_request_figures
+    from retrieval.evaluation.open_requests import closed_wording, open_request_figures
 
     model = encoder.model
     model.eval()

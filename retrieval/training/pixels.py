@@ -19,8 +19,8 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from tqdm import tqdm
 
-from retrieval.encoders import CLIP_MEAN, CLIP_STD, TargetPad
-from retrieval.images import ImageError, open_image
+from retrieval.extraction.images import ImageError, open_image
+from retrieval.models.preprocessing import CLIP_MEAN, CLIP_STD, TargetPad
 
 _MEAN = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(CLIP_STD).view(1, 3, 1, 1)

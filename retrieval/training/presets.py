@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from retrieval.combiner import Mode
-from retrieval.encoders import Preprocessing
+from retrieval.fusion.fuser import Mode
+from retrieval.models.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)

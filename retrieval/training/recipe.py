@@ -19,7 +19,7 @@ import torch
 
 from retrieval.datasets import load_dataset
 from retrieval.datasets.base import SplitData
-from retrieval.provenance import sha256
+from retrieval.models.provenance import sha256
 from retrieval.training.clip_finetune import finetune_clip
 from retrieval.training.clip_pretrain import TinyClipConfig, train_clip
 from retrieval.training.combiner_train import train_combiner
@@ -28,7 +28,7 @@ from retrieval.training.open_train import OpenSettings, train_open
 
 
 @dataclass(frozen=True)
-class Preset:
+class RecipePreset:
     stage0_epochs: int
     stage1_epochs: int
     stage2_epochs: int
@@ -40,11 +40,11 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset(16, 8, 20),
+    "full": RecipePreset(16, 8, 20),
     # sized to finish in under 10 minutes on 2 cores, world and index included; the time limits are a net
     # no stage 3: measured, it judged its pools and validated for the whole 1.5 minutes it could be given and
     # trained 29 steps, while the preset already took 9 min 20 s without the world and the index
-    "quick": Preset(
+    "quick": RecipePreset(
         6, 1, 8, stage0_max_minutes=4.0, stage1_max_minutes=2.0, stage2_max_minutes=1.5, max_families=1000,
         stage3=None,
     ),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.blobstore import BlobStore, DirectoryStore, open_store
+from foundation.shared_store import BlobStore, DirectoryStore
+from foundation.store_url import open_store
 
 
 @pytest.fixture(params=["folder", "s3"])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from retrieval import arguments
-from retrieval.combiner import Mode
 from retrieval.datasets import DATASETS
-from retrieval.index import INDEX_TYPES
-from retrieval.precision import PRECISION_NAMES
+from retrieval.fusion.fuser import Mode
+from retrieval.index.faiss_index import INDEX_TYPES
+from retrieval.models.precision import PRECISION_NAMES
 
 
 def test_the_command_lines_choices_are_the_engines() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval import bench_report
+from retrieval.benchmarks import report as bench_report
 from retrieval.cli import main
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.blobstore import BlobStore, DirectoryStore, StoreError, fetch_folder, open_store, publish_folder
+from foundation.shared_store import BlobStore, DirectoryStore, StoreError, fetch_folder, publish_folder
+from foundation.store_url import open_store
 
 
 def test_put_get_list_delete_round_trip(store: BlobStore, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from retrieval.cache import evict_folders, hold_folder
+from foundation.host_cache import evict_folders, hold_folder
 
 
 def folders(root: Path, n: int) -> list[Path]:
@@ -36,7 +36,7 @@ def test_the_least_recently_used_folders_beyond_the_count_go(tmp_path: Path) -> 
 def test_a_held_folder_is_never_evicted_even_by_another_process(tmp_path: Path) -> None:
     v0, v1 = folders(tmp_path, 2)
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from retrieval.cache import hold_folder; h = hold_folder({str(v0)!r}); "
+        [sys.executable, "-c", f"from foundation.host_cache import hold_folder; h = hold_folder({str(v0)!r}); "
          "print(h is not None, flush=True); input()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.combiner import CHECKPOINT_KEYS, Combiner, Fuser, Mode, load_combiner, normalize, save_combiner
 from retrieval.errors import CheckpointError
+from retrieval.fusion.fuser import Fuser, Mode
+from retrieval.models.combiner_model import CHECKPOINT_KEYS, Combiner, load_combiner, save_combiner
+from retrieval.vectors import normalize
 
 
 def relu(x: np.ndarray) -> np.ndarray:

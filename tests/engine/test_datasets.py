@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from retrieval.combiner import Fuser, Mode
 from retrieval.datasets.base import SplitData, Triplet
 from retrieval.datasets.cirr import load_cirr
-from retrieval.datasets.fashioniq import evaluate_fashioniq, load_fashioniq
+from retrieval.datasets.fashioniq import load_fashioniq
 from retrieval.datasets.folder import load_folder, scan_folder
-from retrieval.encoders import ClipEncoder, load_clip
 from retrieval.errors import DatasetError
-from retrieval.submission import validate_cirr_submission, write_cirr_submission
+from retrieval.evaluation.fashioniq_recall import evaluate_fashioniq
+from retrieval.evaluation.submission import validate_cirr_submission, write_cirr_submission
+from retrieval.fusion.fuser import Fuser, Mode
+from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from tests.conftest import write_images
 
 # The `cirr` subfolder of a cirr_dataset root: a trimmed real subset of the published annotations (README there)

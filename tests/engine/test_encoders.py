@@ -13,9 +13,10 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from retrieval import encoders
-from retrieval.encoders import TargetPad, load_clip, make_preprocess
 from retrieval.errors import CheckpointError, ModelNotAvailable
+from retrieval.models import clip_weights, preprocessing
+from retrieval.models.clip_encoder import load_clip
+from retrieval.models.preprocessing import TargetPad, make_preprocess
 from tests.conftest import make_tiny_clip
 
 with warnings.catch_warnings():
@@ -100,7 +101,7 @@ def test_named_model_offline_names_the_missing_file(tmp_path: Path, monkeypatch:
     def offline(url: str, root: str) -> str:
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(encoders.clip.clip, "_download", offline)
+    monkeypatch.setattr(clip_weights.clip.clip, "_download", offline)
     with pytest.raises(ModelNotAvailable) as err:
         load_clip("ViT-B/32", download_root=str(tmp_path))
     assert str(tmp_path / "ViT-B-32.pt") in str(err.value)
@@ -130,7 +131,7 @@ def test_preprocessing_gives_torchvisions_normalized_tensor(mode: str) -> None:
             transforms.CenterCrop(32),
             lambda image: image.convert("RGB"),
             transforms.ToTensor(),
-            transforms.Normalize(encoders.CLIP_MEAN, encoders.CLIP_STD),
+            transforms.Normalize(preprocessing.CLIP_MEAN, preprocessing.CLIP_STD),
         ]
     )(picture)
     pixels = make_preprocess(32)(picture)
@@ -139,7 +140,7 @@ def test_preprocessing_gives_torchvisions_normalized_tensor(mode: str) -> None:
 
 
 def test_random_architecture_has_the_published_dimensions() -> None:
-    model = encoders.build_random_clip("ViT-B/32")
+    model = clip_weights.build_random_clip("ViT-B/32")
     assert model.text_projection.shape == (512, 512) and model.visual.input_resolution == 224
     with pytest.raises(ModelNotAvailable, match="unknown CLIP architecture"):
-        encoders.build_random_clip("RN9000")
+        clip_weights.build_random_clip("RN9000")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from retrieval.datasets.base import Triplet
-from retrieval.evaluate import Gallery, ranked, recall_at, subset_ranks, target_ranks
+from retrieval.evaluation.recall import Gallery, ranked, recall_at, subset_ranks, target_ranks
 
 
 def test_reference_is_removed_and_recall_counts_targets() -> None:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval.encoders import load_clip
-from retrieval.features import ExtractionCancelled, Item, extract_features
-from retrieval.images import ImageError, open_image
+from retrieval.extraction.features import ExtractionCancelled, Item, extract_features
+from retrieval.extraction.images import ImageError, open_image
+from retrieval.models.clip_encoder import load_clip
 from tests.conftest import write_images
 
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from retrieval.combiner import Mode
 from retrieval.datasets.base import Triplet
-from retrieval.encoders import TargetPad
-from retrieval.provenance import model_record, recorded_preprocessing
-from retrieval.store import load_version, write_version
+from retrieval.fusion.fuser import Mode
+from retrieval.index.versions import load_version, write_version
+from retrieval.models.preprocessing import TargetPad
+from retrieval.models.provenance import model_record, recorded_preprocessing
 from retrieval.training.clip_finetune import LOGIT_SCALE, sum_batch_loss
 from retrieval.training.pixels import PixelCache
 from retrieval.training.presets import combiner_preset, finetune_preset

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.combiner import Combiner, Fuser, Mode
-from retrieval.encoders import ClipEncoder
 from retrieval.errors import CheckpointError
+from retrieval.fusion.fuser import Fuser, Mode
+from retrieval.models.clip_encoder import ClipEncoder
+from retrieval.models.combiner_model import Combiner
 
 REPO = Path(__file__).resolve().parents[2]
 

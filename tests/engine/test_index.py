@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.combiner import normalize
+from retrieval.benchmarks.synthetic import clustered_features
 from retrieval.errors import SearchIndexError
-from retrieval.index import IndexParams, VectorIndex, choose_index_type
-from retrieval.store import load_version, version_numbers, write_version
-from retrieval.synthetic import clustered_features
+from retrieval.index.faiss_index import IndexParams, VectorIndex, choose_index_type
+from retrieval.index.versions import load_version, version_numbers, write_version
+from retrieval.vectors import normalize
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from retrieval.datasets.shapes_speech import (
 )
 from retrieval.datasets.shapes_text import phrase
 from retrieval.datasets.shapes_world import generate_world, load_scenes, start_grid_coverage
-from retrieval.open_requests import average_precision
+from retrieval.evaluation.open_requests import average_precision
 from tests.engine.test_simulate import skeleton
 
 RED_STAR = Obj((0, 0), "star", "red", "small")

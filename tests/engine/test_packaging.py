@@ -20,7 +20,7 @@ def third_party_imports(package: Path) -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return names - set(sys.stdlib_module_names) - {"retrieval", "__future__"}
+    return names - set(sys.stdlib_module_names) - {"retrieval", "foundation", "__future__"}
 
 
 def canonical(name: str) -> str:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.blobstore import COMPLETE, StoreError, fetch_folder, open_store, publish_folder
+from foundation.shared_store import COMPLETE, StoreError, fetch_folder, publish_folder
+from foundation.store_url import open_store
 from tests.s3server import free_port
 
 pytest.importorskip("boto3", reason="boto3 is not installed (requirements.txt)")
 
-from retrieval.s3store import S3Store  # after the skip: boto3 may be absent
+from foundation.s3_store import S3Store  # after the skip: boto3 may be absent
 
 
 def raw_keys(store: S3Store) -> list[str]:
@@ -51,7 +52,7 @@ def test_urls_name_a_bucket_and_a_prefix(s3_endpoint: str) -> None:
 
 
 def test_a_folder_store_never_imports_boto3(tmp_path: Path) -> None:
-    code = f"import sys; from retrieval.blobstore import open_store; open_store({str(tmp_path)!r}); "
+    code = f"import sys; from foundation.store_url import open_store; open_store({str(tmp_path)!r}); "
     code += "print('boto3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

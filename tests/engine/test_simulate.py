@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.combiner import Fuser, Mode, load_combiner, normalize
 from retrieval.datasets.cirr import load_cirr
 from retrieval.datasets.shapes import (
     CELL_NAMES,
@@ -22,9 +21,11 @@ from retrieval.datasets.shapes import (
 )
 from retrieval.datasets.shapes_text import phrase
 from retrieval.datasets.shapes_world import generate_world
-from retrieval.encoders import load_clip
-from retrieval.evaluate import encode_gallery
-from retrieval.memory import (
+from retrieval.evaluation.recall import encode_gallery
+from retrieval.evaluation.sim_user import UserModel, perceive, request
+from retrieval.evaluation.simulate import TUNING_GRID, Episode, look_alike_ranks, summarize, wilson
+from retrieval.fusion.fuser import Fuser, Mode
+from retrieval.fusion.memory import (
     DEFAULT_WEIGHTS,
     LOOK_ALIKE,
     MemoryWeights,
@@ -34,8 +35,9 @@ from retrieval.memory import (
     steer,
     summary,
 )
-from retrieval.sim_user import UserModel, perceive, request
-from retrieval.simulate import TUNING_GRID, Episode, look_alike_ranks, summarize, wilson
+from retrieval.models.clip_encoder import load_clip
+from retrieval.models.combiner_model import load_combiner
+from retrieval.vectors import normalize
 
 CONTENT = (
     set(COLOURS) | set(SHAPES) | {w for ws in SIZE_WORDS.values() for w in ws}
@@ -108,7 +110,7 @@ def test_the_anchor_weighs_more_as_the_conversation_grows() -> None:
 def test_the_anchor_stops_growing_after_the_turns_it_was_tuned_on() -> None:
     """Ten turns at most in the simulation that chose the growth: a longer conversation is not pinned to its
     first picture ever harder (the tenth turn's pull and the thirtieth's are the same)."""
-    from retrieval.memory import ANCHOR_GROWTH_TURNS
+    from retrieval.fusion.memory import ANCHOR_GROWTH_TURNS
 
     rng = np.random.default_rng(2)
     query, anchor = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)

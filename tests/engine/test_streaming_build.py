@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import index as index_module
-from retrieval import rowfile
-from retrieval.blobstore import DirectoryStore
+from foundation.shared_store import DirectoryStore
 from retrieval.errors import SearchIndexError
-from retrieval.features import Chunk, ChunkStore, Item
-from retrieval.index import IndexParams
-from retrieval.rowfile import RowFile
-from retrieval.store import FeaturePart, load_version, write_version, write_version_parts
+from retrieval.extraction.features import Chunk, ChunkStore, Item
+from retrieval.index import faiss_index, rowfile
+from retrieval.index.faiss_index import IndexParams
+from retrieval.index.rowfile import RowFile
+from retrieval.index.versions import FeaturePart, load_version, write_version, write_version_parts
 from tests.engine.test_index import clustered
 
 
@@ -31,7 +30,7 @@ def parts_of(ids: np.ndarray, features: np.ndarray, sizes: list[int]) -> list[Fe
 def test_a_version_built_from_parts_is_the_version_built_whole(
     tmp_path: Path, index_type: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(index_module, "ADD_BLOCK", 300)  # several blocks, as millions of rows would be
+    monkeypatch.setattr(faiss_index, "ADD_BLOCK", 300)  # several blocks, as millions of rows would be
     features = clustered(2000, 32, 8, seed=3)
     ids = np.random.default_rng(1).permutation(50_000)[:2000]
     params = IndexParams(nlist=16)  # k-means on a sample (64 per list), read from the file row by row

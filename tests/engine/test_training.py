@@ -130,8 +130,8 @@ def test_stage_three_trains_on_a_models_folder_and_records_itself(tmp_path: Path
 
     import torch
 
-    from retrieval.combiner import load_combiner
-    from retrieval.encoders import load_clip
+    from retrieval.models.clip_encoder import load_clip
+    from retrieval.models.combiner_model import load_combiner
     from retrieval.training.open_train import OpenSettings
     from retrieval.training.recipe import CLIP_FILE, COMBINER_FILE, MANIFEST, train_open_stage, verify_models
 

@@ -4,7 +4,7 @@ worker, the sweep and the web server, all real processes started with the helper
 killing and restarting parts never disturbs the other suites' services (which may run in the same session).
 
 Faults are injected by killing processes from the test, and at named points inside the workers through the
-faults file (cirweb/faults.py), which only the test settings enable."""
+faults file (cirweb/processes/faults.py), which only the test settings enable."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis
 
-from cirweb.devservers import redis_command, wait_for_port
+from cirweb.processes.devservers import redis_command, wait_for_port
 from tests.live import REPO, LiveServices, Process, celery_worker, free_port, sweeper, wait_healthy, web_server
 
 ARTIFACTS = REPO / "test-artifacts" / "faults"
@@ -37,7 +37,7 @@ class FaultStack(LiveServices):
     redis_port: int = 0
 
     def faults(self, **points: str) -> None:
-        """Arm named fault points (cirweb/faults.py) in every process of the stack; none: disarm all."""
+        """Arm named fault points (cirweb/processes/faults.py) in every process of the stack; none: disarm all."""
         self.env_faults_file.write_text(json.dumps({k.replace("_", "."): v for k, v in points.items()}))
         for fired in self.root.glob("faults.json.*.fired"):
             fired.unlink()

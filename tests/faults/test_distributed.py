@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from retrieval.store import IndexVersion, load_version
+from retrieval.index.versions import LoadedVersion, load_version
 from tests.faults.conftest import SLUG, FaultStack, ids_of, record, wait_for
 from tests.integration.clients import Api
 from tests.live import Process, celery_worker
@@ -96,8 +96,8 @@ def worker_of(stack: FaultStack, identity: str) -> str:
     return next((name for name in ("index", "index2") if pid in stack.pool_children(name)), f"gone ({identity})")
 
 
-def assert_same_as_one_process(built: IndexVersion, one: dict[str, Any], answer: list[tuple[int, float]]) -> None:
-    reference: IndexVersion = one["version"]
+def assert_same_as_one_process(built: LoadedVersion, one: dict[str, Any], answer: list[tuple[int, float]]) -> None:
+    reference: LoadedVersion = one["version"]
     np.testing.assert_array_equal(built.ids, reference.ids)
     np.testing.assert_allclose(built.features, reference.features, atol=1e-5)
     queries = np.array(reference.features[:20], np.float32)

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import requests
 
-from cirweb.devservers import redis_command, wait_for_port
+from cirweb.processes.devservers import redis_command, wait_for_port
 from retrieval.datasets.shapes_world import generate_world
 from tests.integration.clients import Api
 from tests.live import REPO, LiveServices, Process, celery_worker, free_port, sweeper, web_server

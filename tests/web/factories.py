@@ -9,7 +9,7 @@ from django.conf import settings
 from PIL import Image as PILImage
 
 from cirweb.catalog.models import Collection, Image
-from cirweb.owners import Owner
+from cirweb.transport.owners import Owner
 
 
 def png_bytes(colour: str = "red", size: tuple[int, int] = (64, 48)) -> bytes:

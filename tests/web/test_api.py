@@ -10,6 +10,7 @@ from django.test import Client
 
 from cirweb.catalog.models import Upload
 from cirweb.conversations import services
+from cirweb.conversations.queries import TurnRejected
 from tests.web.factories import make_collection, png_bytes, visitor
 
 pytestmark = pytest.mark.django_db
@@ -152,7 +153,7 @@ def test_openapi_schema_lists_the_contract() -> None:
 def test_turn_service_refuses_foreign_rows() -> None:
     collection = make_collection()
     mine = services.conversation_create(owner=visitor("alice"), collection_slug=collection.slug)
-    with pytest.raises(services.TurnRejected) as err:
+    with pytest.raises(TurnRejected) as err:
         services.conversation_get(owner=visitor("bob"), conversation_id=mine.id)
     assert err.value.code == "not_found"
 

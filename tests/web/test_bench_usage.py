@@ -10,12 +10,14 @@ import time
 
 import pytest
 
-from workers.management.commands.bench_pipeline import usage_by_role
+from cirweb.processes.load_client import usage_by_role
 
 BURN = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\n"
 # The parent starts the burner marked as a web process, as `serve` starts uvicorn; the mark is assembled so
 # that the parent's own command line does not carry it.
-PARENT = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], 'cirweb.' + 'webserver'])"
+PARENT = (
+    "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1], 'cirweb.processes.' + 'webserver'])"
+)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="reads Linux's /proc")

@@ -12,7 +12,7 @@ from django.utils import timezone
 from cirweb.catalog import chunks, selectors
 from cirweb.catalog.chunks import PlannedChunk
 from cirweb.catalog.models import ReindexChunk, ReindexJob
-from cirweb.liveness import process_identity
+from cirweb.processes.liveness import process_identity
 from tests.web.factories import make_collection
 from tests.web.test_states import dead_worker
 

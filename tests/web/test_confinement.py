@@ -72,8 +72,8 @@ def test_checkpoints_outside_the_model_roots_are_refused(keeper: Client, setting
 
 
 def test_the_engine_loads_checkpoints_only_from_the_roots_it_is_given(tmp_path: Path) -> None:
-    from retrieval.combiner import load_combiner
-    from retrieval.encoders import load_clip
+    from retrieval.models.clip_encoder import load_clip
+    from retrieval.models.combiner_model import load_combiner
 
     outside = tmp_path / "elsewhere" / "clip.pt"
     outside.parent.mkdir()

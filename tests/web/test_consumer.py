@@ -14,8 +14,9 @@ from cirweb.asgi import application
 from cirweb.catalog.models import Upload
 from cirweb.conversations import services
 from cirweb.conversations.models import Turn
-from cirweb.owners import VISITOR_KEY
-from cirweb.socket_database import socket_database
+from cirweb.transport.owners import VISITOR_KEY
+from cirweb.transport.protocol import conversation_group, results_frame
+from cirweb.transport.socket_database import socket_database
 from tests.web.factories import make_collection, visitor
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -140,7 +141,7 @@ async def test_worker_events_are_forwarded_unchanged(conversation: Any) -> None:
         "results": [{"image": 1, "score": 0.5, "thumb": "/images/1/thumb", "url": "/images/1"}],
         "timings_ms": {"total": 3.0},
     }
-    await get_channel_layer().group_send(conversation.group_name, event)
+    await get_channel_layer().group_send(conversation_group(conversation.pk), event)
     assert await ws.receive_json_from(timeout=5) == event
     await ws.disconnect()
 
@@ -254,7 +255,7 @@ async def test_an_outcome_whose_publish_was_lost_arrives_once_and_late_progress_
     from channels.db import database_sync_to_async
 
     from cirweb.conversations import states
-    from cirweb.liveness import process_identity
+    from cirweb.processes.liveness import process_identity
 
     settings.CIR_SOCKET_RECONCILE_EVERY = 0.2
     ws = await connect(conversation.id, "alice")
@@ -276,10 +277,11 @@ async def test_an_outcome_whose_publish_was_lost_arrives_once_and_late_progress_
     assert [r["image"] for r in frame["results"]] == [i for i, _ in ranked]
     layer = get_channel_layer()
     await layer.group_send(
-        conversation.group_name, {"type": "turn.progress", "turn": turn_id, "stage": "searching", "offset": 0}
+        conversation_group(conversation.pk),
+        {"type": "turn.progress", "turn": turn_id, "stage": "searching", "offset": 0},
     )
     await layer.group_send(
-        conversation.group_name, states.results_frame(turn_id=turn_id, offset=0, ranked=ranked, timings_ms={})
+        conversation_group(conversation.pk), results_frame(turn_id=turn_id, offset=0, ranked=ranked, timings_ms={})
     )
     assert await ws.receive_nothing(timeout=1.0)
     await ws.disconnect()

@@ -14,7 +14,7 @@ HEAVY = ("torch", "torchvision", "faiss", "clip", "retrieval", "workers.tasks", 
 
 def test_importing_the_asgi_application_loads_no_engine() -> None:
     probe = (
-        "import json, sys, cirweb.asgi, cirweb.urls, cirweb.queueing\n"
+        "import json, sys, cirweb.asgi, cirweb.urls, cirweb.transport.queueing\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}

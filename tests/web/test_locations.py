@@ -13,11 +13,11 @@ import pytest
 from django.apps import apps
 from django.test import Client
 
-from cirweb import locations, storage
 from cirweb.catalog import selectors
 from cirweb.catalog.models import Collection, Image, IndexVersion, Upload
 from cirweb.catalog.services import collection_apply_scan, collection_encoder
-from retrieval.store import load_version, write_version
+from cirweb.files import locations, storage
+from retrieval.index.versions import load_version, write_version
 from tests.web.factories import make_collection, png_bytes
 from tests.web.test_admin import login
 from workers.sources import source_listing

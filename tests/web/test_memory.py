@@ -10,12 +10,13 @@ import pytest
 
 from cirweb.conversations import services
 from cirweb.conversations.models import Feedback, Turn, TurnResult
+from cirweb.conversations.queries import TurnRejected
 from cirweb.conversations.selectors import TurnHistory, turn_history
-from retrieval.combiner import Mode, normalize
-from retrieval.memory import DEFAULT_WEIGHTS
-from retrieval.store import write_version
+from retrieval.fusion.fuser import Mode
+from retrieval.fusion.memory import DEFAULT_WEIGHTS, remember, rerank
+from retrieval.index.versions import write_version
+from retrieval.vectors import normalize
 from tests.web.factories import make_collection, visitor
-from workers.memory import remember, rerank
 from workers.runtime import Runtime
 
 pytestmark = pytest.mark.django_db  # inside a transaction: nothing is enqueued (on_commit never fires)
@@ -51,7 +52,7 @@ def test_history_follows_the_branch_and_the_feedback(settings: Any) -> None:
     assert history.seen == {c: 2, a: 1}  # shown on the branch and passed over (b was chosen; d is not this past)
     assert turn_history(turn=other_branch).earlier == [(a, "make the circle red")]
     assert Feedback.objects.filter(value="chosen", image_id=b).exists()
-    with pytest.raises(services.TurnRejected, match="memory must be true or false"):
+    with pytest.raises(TurnRejected, match="memory must be true or false"):
         services.turn_create(conversation=conversation, owner=owner, text="x", reference=None, memory="yes")
     # a frame or API call that does not ask for memory gets the memoryless turn (the chat page asks by default)
     assert turn("plain", a).memory is False
@@ -63,9 +64,12 @@ def test_the_worker_steers_with_features_from_the_index(tmp_path: Path, tiny_cli
     loaded = write_version(tmp_path, np.arange(10, 16), features, encoder="tiny", combiner="sum")
     query = models.fuser.fuse(Mode.SUM, features[[0]], models.encoder.encode_texts(["make it red"]))
     history = TurnHistory(earlier=[(10, "make it red"), (99, "an image reindexed away")], rejected=[12, 98])
-    leader = int(loaded.index.search(remember(models, loaded, Mode.SUM, query, history)[0], 1)[1][0][0])
+    encode = models.encoder.encode_texts
+    leader = int(loaded.index.search(remember(models.fuser, encode, loaded, Mode.SUM, query, history)[0], 1)[1][0][0])
     history.seen = {leader: 50, 97: 1}  # the best result was shown 50 times, passed over; 97 is not indexed
-    steered, memory, said = remember(models, loaded, Mode.SUM, query, history, image_id=11, words=None)
+    steered, memory, said = remember(
+        models.fuser, models.encoder.encode_texts, loaded, Mode.SUM, query, history, image_id=11, words=None
+    )
     away = normalize(features[[2]])[0]
     assert float(steered[0] @ away) < float(normalize(query)[0] @ away)
     assert said == (

@@ -60,7 +60,7 @@ def test_the_web_process_keeps_no_persistent_database_connections() -> None:
     )
     assert run(["-c", code], CIR_PROCESS="web").stdout.strip() == "0"
     assert run(["-c", code]).stdout.strip() == "600"  # workers: one thread each, connections reused
-    source = (REPO / "cirweb" / "webserver.py").read_text()
+    source = (REPO / "cirweb" / "processes" / "webserver.py").read_text()
     assert 'os.environ["CIR_PROCESS"] = "web"' in source
 
 

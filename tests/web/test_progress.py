@@ -66,7 +66,7 @@ async def test_a_fast_turn_sends_only_its_outcome_and_a_slow_one_its_latest_stag
 
 async def test_a_group_send_reaches_every_socket_of_the_conversation_but_a_full_one() -> None:
     config = {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "capacity": 10}
-    layer = get_channel_layer()  # the configured class (cirweb/channel_layer.py), on the real Redis
+    layer = get_channel_layer()  # the configured class (cirweb/transport/channel_layer.py), on the real Redis
     sender, stalled = type(layer)(**config), type(layer)(**config)  # a worker's, and another web process's
     group = f"progress-test.{uuid.uuid4().hex}"
     channels = [await layer.new_channel() for _ in range(3)]

@@ -16,7 +16,7 @@ from cirweb.asgi import application
 from cirweb.catalog.models import Upload
 from cirweb.conversations import services
 from cirweb.conversations.models import Turn
-from cirweb.owners import VISITOR_KEY
+from cirweb.transport.owners import VISITOR_KEY
 from tests.web.factories import make_collection, visitor
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -93,7 +93,7 @@ def test_websocket_and_api_refuse_the_same_query_in_the_same_words(case: str, qu
 
 def test_both_entry_points_run_a_text_only_query_as_text() -> None:
     """The accepted side of the same rule: words without a reference run as a text search on both paths."""
-    from cirweb.api import shaping
+    from cirweb.conversations import shaping
     from cirweb.conversations.queries import query_validate
 
     collection = make_collection()

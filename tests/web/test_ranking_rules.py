@@ -12,11 +12,10 @@ import pytest
 from cirweb.conversations import services
 from cirweb.conversations.models import Turn, TurnResult
 from cirweb.conversations.selectors import turn_excluded_images
-from retrieval.combiner import normalize
-from retrieval.memory import LOOK_ALIKE, push_away
-from retrieval.store import write_version
+from retrieval.fusion.memory import LOOK_ALIKE, push_away, rerank
+from retrieval.index.versions import write_version
+from retrieval.vectors import normalize
 from tests.web.factories import make_collection, visitor
-from workers.memory import rerank
 
 pytestmark = pytest.mark.django_db  # inside a transaction: nothing is enqueued (on_commit never fires)
 

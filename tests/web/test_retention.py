@@ -21,9 +21,9 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from cirweb import storage
 from cirweb.catalog.models import IndexVersion, ReindexChunk, ReindexJob, Upload
-from retrieval.store import write_version
+from cirweb.files import storage
+from retrieval.index.versions import write_version
 from tests.web.factories import make_collection, png_bytes
 
 pytestmark = pytest.mark.django_db

@@ -12,13 +12,14 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from cirweb import queueing
 from cirweb.catalog import jobs
 from cirweb.catalog import selectors as catalog_selectors
 from cirweb.catalog.models import ReindexJob
 from cirweb.conversations import services, states
 from cirweb.conversations.models import Turn, TurnResult
-from cirweb.liveness import process_identity
+from cirweb.conversations.queries import TurnRejected
+from cirweb.processes.liveness import process_identity
+from cirweb.transport import queueing
 from tests.web.factories import make_collection, visitor
 
 pytestmark = pytest.mark.django_db
@@ -126,7 +127,7 @@ def test_two_more_requests_for_one_page_count_once(turn: Turn) -> None:
     states.turn_complete(turn=claimed, ranked=[(image_ids(turn)[0], 0.5)], timings_ms={}, version_id=None)
     seen_by_tab_a, seen_by_tab_b = Turn.objects.get(pk=turn.pk), Turn.objects.get(pk=turn.pk)
     assert services.turn_more(turn=seen_by_tab_a).pages == 2
-    with pytest.raises(services.TurnRejected):
+    with pytest.raises(TurnRejected):
         services.turn_more(turn=seen_by_tab_b)
     assert Turn.objects.get(pk=turn.pk).pages == 2
 
@@ -198,20 +199,24 @@ def test_only_the_worker_holding_a_job_can_activate_its_version() -> None:
     assert collection.active_version == version and claimed.status == "succeeded" and claimed.version == version
 
 
-def test_the_chunk_stamp_names_the_encoder(tmp_path: Any) -> None:
-    """A job resumed under another encoder (or a retrained checkpoint at the same path) never reuses chunks."""
-    from types import SimpleNamespace
+def test_the_encoder_identity_comes_from_the_bytes(tmp_path: Any) -> None:
+    """A job resumed under another encoder (or a retrained checkpoint at the same path) never reuses chunks,
+    and upload features are keyed the same way; the same weights elsewhere are the same encoder."""
+    import os
+    import time
 
-    from workers.chunks import models_identity
+    from workers.runtime import encoder_identity
 
     checkpoint = tmp_path / "clip.pt"
     checkpoint.write_bytes(b"one")
+    copy = tmp_path / "elsewhere" / "clip.pt"
+    copy.parent.mkdir()
+    copy.write_bytes(b"one")
 
-    def identity(spec: str, dim: int = 32) -> str:
-        return models_identity(SimpleNamespace(clip_spec=spec, encoder=SimpleNamespace(dim=dim)))  # type: ignore[arg-type]
-
-    first = identity(str(checkpoint))
-    assert first == identity(str(checkpoint))
-    assert first != identity("ViT-B/32") and first != identity(str(checkpoint), dim=64)
+    first = encoder_identity(str(checkpoint), 32)
+    assert first == encoder_identity(str(checkpoint), 32) == encoder_identity(str(copy), 32)
+    assert first != encoder_identity("ViT-B/32", 32) and first != encoder_identity(str(checkpoint), 64)
     checkpoint.write_bytes(b"retrained")
-    assert identity(str(checkpoint)) != first
+    later = time.time() + 5  # a new mtime even where the clock's resolution is coarse
+    os.utime(checkpoint, (later, later))
+    assert encoder_identity(str(checkpoint), 32) != first

@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cirweb import storage
-from retrieval.store import load_version, write_version
+from cirweb.files import storage
+from retrieval.index.versions import load_version, write_version
 
 
 @pytest.fixture(params=["file", "s3"])
 def store_kind(request: pytest.FixtureRequest, settings: Any) -> Iterator[str]:
-    """Each kind of shared store behind cirweb.storage (file: a folder, the settings' default), and a cache
+    """Each kind of shared store behind cirweb.files.storage (file: a folder, the settings' default), and a cache
     that starts empty."""
     if request.param == "s3":
         settings.CIR_STORE_URL = f"s3://{request.getfixturevalue('new_bucket')()}/cir"

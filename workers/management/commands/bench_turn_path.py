@@ -16,14 +16,15 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from cirweb import queueing
 from cirweb.catalog.models import Collection, Image
-from cirweb.commandline import DocumentedCommand
 from cirweb.conversations import selectors, states
 from cirweb.conversations import services as turns
 from cirweb.conversations.models import Conversation
-from cirweb.liveness import process_identity
-from cirweb.owners import Owner
+from cirweb.processes.commandline import DocumentedCommand
+from cirweb.processes.liveness import process_identity
+from cirweb.transport import queueing
+from cirweb.transport.owners import Owner
+from cirweb.transport.protocol import conversation_group, progress_frame
 from workers.app import app
 from workers.publish import publish, publisher
 from workers.search import collection_of, run_search
@@ -70,7 +71,7 @@ def one_turn(conversation: Conversation, owner: Owner, collection_id: int, image
         turn=begun, ranked=outcome.ranked, timings_ms=outcome.timings_ms, version_id=outcome.version.pk
     )
     t_complete = clock.lap()
-    publish(Conversation.group_for(conversation.pk), {"type": "turn.progress", "turn": turn.pk, "stage": "searching"})
+    publish(conversation_group(conversation.pk), progress_frame(turn_id=turn.pk, stage="searching"))
     publisher.flush()
     t_publish = clock.lap()
     return {

@@ -24,10 +24,10 @@ from django.core.management.base import CommandError
 
 from cirweb.catalog.models import Collection, ReindexJob
 from cirweb.catalog.services import collection_combiner, collection_encoder, reindex_job_start
-from cirweb.commandline import DocumentedCommand
-from cirweb.devservers import port_open
-from cirweb.locations import source_stored
-from cirweb.storage import index_version_exists
+from cirweb.files.locations import source_stored
+from cirweb.files.storage import index_version_exists
+from cirweb.processes.commandline import DocumentedCommand
+from cirweb.processes.devservers import port_open
 from retrieval.datasets.shapes_world import generate_world, start_grid_coverage
 from retrieval.training import recipe
 from workers.indexing import reindex_run

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from cirweb.catalog.models import Collection, ReindexJob
 from cirweb.catalog.services import CatalogError, reindex_job_start
-from cirweb.commandline import DocumentedCommand
+from cirweb.processes.commandline import DocumentedCommand
 from workers.indexing import reindex_run
 from workers.publish import publisher
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.conf import settings
 
-from cirweb.commandline import DocumentedCommand, require_migrated_database
+from cirweb.processes.commandline import DocumentedCommand, require_migrated_database
 from workers.supervisor import Supervisor, build_children
 
 

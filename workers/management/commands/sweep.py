@@ -6,7 +6,7 @@ import signal
 import threading
 from typing import Any
 
-from cirweb.commandline import DocumentedCommand
+from cirweb.processes.commandline import DocumentedCommand
 from workers.sweep import sweep_forever, sweep_once
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cirweb.catalog.retention import data_prune
-from cirweb.commandline import DocumentedCommand
+from cirweb.processes.commandline import DocumentedCommand
 
 
 class Command(DocumentedCommand):

@@ -1,0 +1,1 @@
+"""Features of a collection's pictures: safe decoding, and the resumable reader -> encoder -> writer pipeline."""
