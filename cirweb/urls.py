@@ -4,6 +4,7 @@ from django.urls import path
 from cirweb.api.api import api
 from cirweb.catalog import views as catalog_views
 from cirweb.conversations import views as chat_views
+from cirweb.pages import favicon
 from cirweb.processes.health import healthz, livez
 
 urlpatterns = [
@@ -14,6 +15,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", healthz, name="readyz"),
     path("livez", livez, name="livez"),
+    path("favicon.ico", favicon, name="favicon"),
     path("images/<int:image_id>", catalog_views.image_file, name="image"),
     path("images/<int:image_id>/thumb", catalog_views.image_thumb, name="image-thumb"),
     path("uploads/<int:upload_id>", catalog_views.upload_file, name="upload"),

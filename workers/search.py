@@ -256,11 +256,16 @@ def answer_turn(turn_id: int) -> str:
     page = outcome.ranked
     progress.close()
     timings = {**outcome.timings_ms, "queue_wait": waited_ms}
-    if not turns.turn_complete(turn=turn, ranked=page, timings_ms=timings, version_id=outcome.version.pk):
+    stored = turns.turn_complete(
+        turn=turn, ranked=page, timings_ms=timings, version_id=outcome.version.pk, memory_summary=outcome.remembered
+    )
+    if not stored:
         return "dropped (the turn was failed or taken over meanwhile)"
     fault_point("turn.committed")
-    frame = protocol.results_frame(turn_id=turn.pk, offset=offset, ranked=page, timings_ms=timings)
-    publish(group, {**frame, "memory": outcome.remembered})
+    frame = protocol.results_frame(
+        turn_id=turn.pk, offset=offset, ranked=page, timings_ms=timings, memory=outcome.remembered
+    )
+    publish(group, frame)
     return f"done: {len(page)} results in {outcome.timings_ms['total']:.1f} ms"
 
 

@@ -64,6 +64,9 @@ class Turn(models.Model):
     memory = models.BooleanField(
         default=False, help_text="Steer the query by the conversation: earlier requests and rejected images."
     )
+    memory_summary = models.TextField(
+        blank=True, help_text="What the conversation memory used, in words, as the page showed it ('' without memory)."
+    )
     pages = models.PositiveSmallIntegerField(default=1, help_text="Pages of k results asked for so far.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error_code = models.CharField(max_length=64, blank=True)

@@ -117,11 +117,11 @@ def turn_outcomes_since(
     those whose `outcome_key` is in `skip` (already sent)."""
     rows = (
         Turn.objects.filter(conversation_id=conversation_id, finished__gte=since, status__in=Turn.FINISHED)
-        .values_list("pk", "status", "pages", "k", "timings_ms", "error_code", "error")
+        .values_list("pk", "status", "pages", "k", "timings_ms", "error_code", "error", "memory_summary")
         .order_by("finished", "pk")
     )
     frames = []
-    for pk, status, pages, k, timings, code, error in rows:
+    for pk, status, pages, k, timings, code, error, memory in rows:
         offset = -1 if status == Turn.Status.FAILED else page_offset(pages=pages, k=k)
         if (pk, offset) in skip:
             continue
@@ -129,5 +129,5 @@ def turn_outcomes_since(
             frames.append(failed_frame(turn_id=pk, code=code, error=error))
             continue
         ranked = list(TurnResult.objects.filter(turn_id=pk, rank__gte=offset).values_list("image_id", "score"))
-        frames.append(results_frame(turn_id=pk, offset=offset, ranked=ranked, timings_ms=timings))
+        frames.append(results_frame(turn_id=pk, offset=offset, ranked=ranked, timings_ms=timings, memory=memory))
     return frames

@@ -67,6 +67,8 @@ def turn_json(turn: Turn) -> dict[str, Any]:
         "k": turn.k,
         "pages": turn.pages,
         "exclude_seen": turn.exclude_seen,
+        "uses_memory": turn.memory,
+        "memory": turn.memory_summary,
         "status": turn.status,
         "code": turn.error_code,
         "error": turn.error,

@@ -128,10 +128,16 @@ def _queued_turn_claim(*, turn_id: int, worker: str) -> Turn | None:
 
 
 def turn_complete(
-    *, turn: Turn, ranked: list[tuple[int, float]], timings_ms: dict[str, float], version_id: int | None
+    *,
+    turn: Turn,
+    ranked: list[tuple[int, float]],
+    timings_ms: dict[str, float],
+    version_id: int | None,
+    memory_summary: str = "",
 ) -> bool:
-    """Store the newest page's ranked results (image id, score) at ranks from (pages - 1) * k, if the turn is
-    still this claim's. False (and nothing written) when it is not: failed by the sweep, or taken over."""
+    """Store the newest page's ranked results (image id, score) at ranks from (pages - 1) * k, with what the
+    conversation memory used (`memory_summary`), if the turn is still this claim's. False (and nothing
+    written) when it is not: failed by the sweep, or taken over."""
     offset = page_offset(pages=turn.pages, k=turn.k)
     now = timezone.now()
     with transaction.atomic():
@@ -143,6 +149,7 @@ def turn_complete(
             finished=now,
             index_version_id=version_id,
             latency_ms=(now - turn.queued_at).total_seconds() * 1000,
+            memory_summary=memory_summary,
             error="",
             error_code="",
         )

@@ -111,14 +111,16 @@ def result_payload(image_id: int, score: float) -> dict[str, Any]:
 
 
 def results_frame(
-    *, turn_id: int, offset: int, ranked: list[tuple[int, float]], timings_ms: dict[str, float]
+    *, turn_id: int, offset: int, ranked: list[tuple[int, float]], timings_ms: dict[str, float], memory: str = ""
 ) -> dict[str, Any]:
+    """A page of results; `memory`: what the conversation memory used, in words ("" when the turn did not use it)."""
     return {
         "type": "turn.results",
         "turn": turn_id,
         "offset": offset,
         "results": [result_payload(i, s) for i, s in ranked],
         "timings_ms": timings_ms,
+        "memory": memory,
     }
 
 

@@ -131,12 +131,24 @@ def push_away(
     return out - strength * np.clip((likeness - floor) / (1 - floor), 0.0, None)
 
 
+SUMMARY_REQUEST_CHARS = 60  # each earlier request, shortened: the turns above show them whole
+
+
+def shortened(text: str, limit: int = SUMMARY_REQUEST_CHARS) -> str:
+    """`text` on one line, cut at a word boundary to at most `limit` characters, with "…" when cut."""
+    line = " ".join(text.split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1].rsplit(" ", 1)[0] or line[: limit - 1]
+    return cut.rstrip(" ,;.") + "…"
+
+
 def summary(texts: list[str], rejected: int, chosen: int = 0, seen: int = 0) -> str:
     """What the page says is remembered: 'remembering: make it red; no star · steering away from 3 rejected
-    · 20 seen give way'."""
+    · 20 seen give way'. Each request is shortened to SUMMARY_REQUEST_CHARS (a pasted page stays one line)."""
     parts = []
     if texts:
-        parts.append("remembering: " + "; ".join(t.strip() for t in texts if t.strip()))
+        parts.append("remembering: " + "; ".join(shortened(t) for t in texts if t.strip()))
     if chosen:
         parts.append(f"following {chosen} chosen")
     if rejected:

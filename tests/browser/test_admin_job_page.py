@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_chat import ARTIFACTS, browser  # noqa: F401  (the Chromium fixture)
+from tests.browser.conftest import ARTIFACTS
 from tests.integration.test_admin_jobs import Staff, new_collection
 from tests.live import LiveServices
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
 def test_the_job_page_title_and_fields_follow_the_live_status(
-    browser: Any,  # noqa: F811
+    browser: Any,
     live_services: LiveServices,
     shapes_world: Path,
     django_db_blocker: Any,

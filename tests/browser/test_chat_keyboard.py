@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_chat import browser, page, send, snap, start  # noqa: F401  (fixtures)
-from tests.live import LiveServices, ShapesCollection
+from tests.browser.conftest import snap
+from tests.browser.test_chat import send, start
+from tests.live import ShapesCollection
 
 pytestmark = pytest.mark.browser
 
@@ -27,7 +27,7 @@ def snap_loaded(tab: Any, name: str) -> None:
     snap(tab, name)
 
 
-def first_turn(page: Any, shapes: ShapesCollection, nth: int) -> Any:  # noqa: F811  (not the fixture)
+def first_turn(page: Any, shapes: ShapesCollection, nth: int) -> Any:
     """A first turn from the nth picture of the starting grid."""
     start(page, shapes)
     page.locator("#browse-grid img").nth(nth).click()
@@ -35,7 +35,7 @@ def first_turn(page: Any, shapes: ShapesCollection, nth: int) -> Any:  # noqa: F
     return page.locator("article.turn").first
 
 
-def test_not_this_and_more_keep_the_keyboard(page: Any, shapes: ShapesCollection) -> None:  # noqa: F811
+def test_not_this_and_more_keep_the_keyboard(page: Any, shapes: ShapesCollection) -> None:
     turn = first_turn(page, shapes, 3)
     third = turn.locator("figure.card").nth(2)
     button = third.get_by_role("button", name=re.compile("^Not this"))
@@ -58,7 +58,7 @@ def test_not_this_and_more_keep_the_keyboard(page: Any, shapes: ShapesCollection
     snap(page, "keyboard-more")
 
 
-def test_a_result_replaces_only_its_own_turn(page: Any, shapes: ShapesCollection) -> None:  # noqa: F811
+def test_a_result_replaces_only_its_own_turn(page: Any, shapes: ShapesCollection) -> None:
     turn = first_turn(page, shapes, 4)
     expect(page.locator("#announcer")).to_have_text("Turn 1: 24 results.")
     # a mark that only survives if the element is kept (a redraw makes new elements without it)
@@ -80,21 +80,6 @@ def test_a_result_replaces_only_its_own_turn(page: Any, shapes: ShapesCollection
     assert second.evaluate("node => node.cirMark") == "second"
     assert turn.evaluate("node => node.cirMark") == "kept"
     snap_loaded(page, "desktop")
-
-
-@pytest.fixture
-def phone(browser: Any, live_services: LiveServices) -> Iterator[Any]:  # noqa: F811
-    context = browser.new_context(
-        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, base_url=live_services.base_url
-    )
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    tab.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
-    tab.set_default_timeout(30_000)
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def test_history_is_a_drawer_on_a_phone(phone: Any, shapes: ShapesCollection) -> None:

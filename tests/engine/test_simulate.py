@@ -90,6 +90,9 @@ def test_memory_steers_away_from_a_rejected_look() -> None:
     assert summary(["make it red", "no star"], rejected=3) == (
         "remembering: make it red; no star · steering away from 3 rejected"
     )
+    pasted = "make the star red " * 300  # a 5,400-character paste stays one short line
+    line = summary([pasted], rejected=0)
+    assert line == "remembering: make the star red make the star red make the star red make…"
 
 
 def test_the_anchor_weighs_more_as_the_conversation_grows() -> None:

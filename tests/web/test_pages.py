@@ -42,3 +42,11 @@ def test_api_docs_work_offline_from_our_own_static_files() -> None:
     sources = re.findall(r'(?:src|href)="([^"]+)"', page.content.decode())
     assert any("swagger-ui-bundle.js" in s for s in sources)
     assert all(s.startswith("/") for s in sources), f"assets must come from this server: {sources}"
+
+
+def test_the_favicon_is_served_to_get_and_head(client: Client) -> None:
+    """Browsers ask every page for /favicon.ico: a 404 there is an error in every console (the admin's)."""
+    got = client.get("/favicon.ico")
+    assert got.status_code == 200 and got["Content-Type"] == "image/svg+xml" and b"<svg" in got.content
+    assert client.head("/favicon.ico").status_code == 200
+    assert client.post("/favicon.ico").status_code == 405

@@ -60,6 +60,20 @@ def test_a_turn_is_claimed_once_and_only_its_claimant_stores_the_outcome(turn: T
     assert TurnResult.objects.filter(turn=turn).count() == len(ranked)
 
 
+def test_what_memory_used_is_stored_with_the_turn_and_comes_back_after_a_reload(turn: Turn) -> None:
+    """The "remembering: ..." line survives a reload: in the turn's JSON and in the catch-up frame."""
+    from cirweb.conversations import selectors, shaping
+
+    claimed = states.turn_claim(turn_id=turn.pk, worker=process_identity())
+    said = "remembering: make it red · steering away from 1 rejected"
+    ranked = [(i, 0.5) for i in image_ids(turn)]
+    assert states.turn_complete(turn=claimed, ranked=ranked, timings_ms={}, version_id=None, memory_summary=said)
+    assert shaping.turn_json(Turn.objects.get(pk=turn.pk))["memory"] == said
+    since = timezone.now() - timedelta(minutes=1)
+    (frame,) = selectors.turn_outcomes_since(conversation_id=turn.conversation_id, since=since)
+    assert frame["type"] == "turn.results" and frame["memory"] == said
+
+
 def test_a_queued_turn_is_claimed_in_one_statement_and_read_back_whole(turn: Turn) -> None:
     with CaptureQueriesContext(connection) as queries:
         claimed = states.turn_claim(turn_id=turn.pk, worker="elsewhere:1")
