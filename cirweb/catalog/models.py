@@ -5,6 +5,8 @@ Image primary keys are the ids stored in the Faiss index: one id space from the 
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from django.conf import settings
 from django.db import models
 
@@ -63,6 +65,12 @@ class Image(models.Model):
     width = models.IntegerField(null=True, blank=True)
     height = models.IntegerField(null=True, blank=True)
     attributes = models.JSONField(default=dict, blank=True, help_text="Dataset metadata (shapes: scene graph).")
+    description = models.TextField(
+        blank=True, help_text="The picture in words, its alt text (shapes: the scene; else the file's name)."
+    )
+    suggestions = models.JSONField(
+        default=list, blank=True, help_text="Requests worth suggesting with this picture as the reference."
+    )
     indexed = models.BooleanField(default=False)
     skip_reason = models.CharField(max_length=500, blank=True)
     removed = models.BooleanField(default=False, help_text="Gone from the source; kept while old versions use it.")
@@ -74,6 +82,21 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return f"{self.collection.slug}/{self.relpath}"
+
+    @property
+    def alt(self) -> str:
+        return image_alt(description=self.description, relpath=self.relpath)
+
+
+def file_alt(path: str) -> str:
+    """A file's name for people: without its folders and its extension ("photos/Sea at dusk.jpg" -> "Sea at dusk")."""
+    return PurePosixPath(path).stem
+
+
+def image_alt(*, description: str, relpath: str) -> str:
+    """A picture's alt text: its description, made by the workers at the last reindex (a shapes scene in words,
+    a file's name), or the name of a row no reindex has described yet."""
+    return description or file_alt(relpath)
 
 
 class IndexVersion(models.Model):

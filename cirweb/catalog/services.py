@@ -37,6 +37,8 @@ class SourceImage:
     size: int
     mtime_ns: int
     attributes: dict[str, Any] = field(default_factory=dict)
+    description: str = ""  # the picture in words (its alt text), made by the worker that lists the source
+    suggestions: list[str] = field(default_factory=list)  # requests worth suggesting with it as the reference
 
 
 @dataclass
@@ -80,7 +82,7 @@ def collection_apply_scan(
         rows = {img.relpath: img for img in Image.objects.select_for_update().filter(collection=collection)}
         seen: set[str] = set()
         to_create, to_update, extract_rel = [], [], []
-        added = changed = 0
+        added = changed = source_changes = 0
         for src in listing:
             seen.add(src.relpath)
             row = rows.get(src.relpath)
@@ -93,27 +95,37 @@ def collection_apply_scan(
                         size=src.size,
                         mtime_ns=src.mtime_ns,
                         attributes=src.attributes,
+                        description=src.description,
+                        suggestions=src.suggestions,
                     )
                 )
-            elif (row.size, row.mtime_ns, row.path, row.removed) != (src.size, src.mtime_ns, src.path, False) or (
-                row.attributes != src.attributes
-            ):
-                row.size, row.mtime_ns, row.path, row.removed, row.attributes = (
-                    src.size, src.mtime_ns, src.path, False, src.attributes)  # fmt: skip
-                to_update.append(row)
+            else:
+                moved = (row.size, row.mtime_ns, row.path, row.removed) != (src.size, src.mtime_ns, src.path, False)
+                moved = moved or row.attributes != src.attributes
+                # new words for the same file (a catalog older than them, a neighbour added) are no source change
+                if moved or (row.description, row.suggestions) != (src.description, src.suggestions):
+                    row.size, row.mtime_ns, row.path, row.removed, row.attributes = (
+                        src.size, src.mtime_ns, src.path, False, src.attributes)  # fmt: skip
+                    row.description, row.suggestions = src.description, src.suggestions
+                    to_update.append(row)
+                    source_changes += moved
             before = indexed.get(src.relpath) if indexed is not None else None
             if indexed is None or before != (src.size, src.mtime_ns):
                 extract_rel.append(src.relpath)
                 if indexed is not None:
                     added, changed = (added + 1, changed) if before is None else (added, changed + 1)
         Image.objects.bulk_create(to_create, batch_size=1000)
-        Image.objects.bulk_update(to_update, ["size", "mtime_ns", "path", "removed", "attributes"], batch_size=1000)
+        Image.objects.bulk_update(
+            to_update,
+            ["size", "mtime_ns", "path", "removed", "attributes", "description", "suggestions"],
+            batch_size=1000,
+        )
         gone = [r for rel, r in rows.items() if rel not in seen and not r.removed]
         ids = dict(Image.objects.filter(collection=collection).values_list("relpath", "pk"))
     deleted_rel = [rel for rel in (indexed or {}) if rel not in seen]
     deleted = len(deleted_rel)
     if indexed is None:  # a full reindex reports what changed in the source since the catalog last saw it
-        added, changed, deleted = len(to_create), len(to_update), len(gone)
+        added, changed, deleted = len(to_create), source_changes, len(gone)
     return ScanResult(
         [ids[r] for r in extract_rel],
         [ids[r] for r in deleted_rel if r in ids],

@@ -24,7 +24,16 @@ def collection_json(c: Collection, images: int) -> dict[str, Any]:
 
 
 def image_json(img: Image) -> dict[str, Any]:
-    return {"id": img.pk, "name": img.relpath, "thumb": image_thumb_url(img.pk), "url": image_url(img.pk)}
+    """A collection's picture; `alt`: it in words; `suggestions`: requests whose exact result the collection
+    holds, with it as the reference (shapes collections; [] elsewhere: the page offers general ones)."""
+    return {
+        "id": img.pk,
+        "name": img.relpath,
+        "thumb": image_thumb_url(img.pk),
+        "url": image_url(img.pk),
+        "alt": img.alt,
+        "suggestions": list(img.suggestions),
+    }
 
 
 def upload_json(u: Upload) -> dict[str, Any]:
