@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet, Sum
 
-from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexChunk, ReindexJob, Upload
+from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexChunk, ReindexJob, Upload, image_alt
 from cirweb.files.locations import image_file, source_folder
 
 # ids per `pk__in` query: a whole collection's ids in one query would pass PostgreSQL's 65,535 parameters
@@ -92,6 +92,15 @@ def image_sources(*, ids: Iterable[int]) -> dict[int, tuple[str, int, int]]:
         pk: (rel, size, mtime)
         for batch in id_batches(ids)
         for pk, rel, size, mtime in Image.objects.filter(pk__in=batch).values_list("pk", "relpath", "size", "mtime_ns")
+    }
+
+
+def image_alts(*, ids: Iterable[int]) -> dict[int, str]:
+    """id -> the picture in words (`image_alt`), for a page of results: one query."""
+    return {
+        pk: image_alt(description=words, relpath=rel)
+        for batch in id_batches(ids)
+        for pk, words, rel in Image.objects.filter(pk__in=batch).values_list("pk", "description", "relpath")
     }
 
 

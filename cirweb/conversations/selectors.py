@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models import QuerySet, Value
 
+from cirweb.catalog.models import image_alt
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
 from cirweb.transport.owners import Owner
 from cirweb.transport.protocol import failed_frame, page_offset, results_frame
@@ -128,6 +129,14 @@ def turn_outcomes_since(
         if status == Turn.Status.FAILED:
             frames.append(failed_frame(turn_id=pk, code=code, error=error))
             continue
-        ranked = list(TurnResult.objects.filter(turn_id=pk, rank__gte=offset).values_list("image_id", "score"))
-        frames.append(results_frame(turn_id=pk, offset=offset, ranked=ranked, timings_ms=timings, memory=memory))
+        results = list(
+            TurnResult.objects.filter(turn_id=pk, rank__gte=offset).values_list(
+                "image_id", "score", "image__description", "image__relpath"
+            )
+        )  # the results with their alt text: one query
+        ranked = [(image, score) for image, score, _, _ in results]
+        alts = {image: image_alt(description=words, relpath=rel) for image, _, words, rel in results}
+        frames.append(
+            results_frame(turn_id=pk, offset=offset, ranked=ranked, alts=alts, timings_ms=timings, memory=memory)
+        )
     return frames

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Prefetch
 
-from cirweb.catalog.models import Collection, Image, Upload
+from cirweb.catalog.models import Collection, Image, Upload, file_alt
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
 from cirweb.conversations.queries import query_validate
 from cirweb.transport.owners import Owner
@@ -58,10 +58,13 @@ def conversation_summary(c: Conversation) -> dict[str, Any]:
 
 
 def reference_json(turn: Turn) -> dict[str, Any] | None:
-    if turn.reference_image_id:
-        return {"image": turn.reference_image_id, "thumb": image_thumb_url(turn.reference_image_id)}
-    if turn.reference_upload_id:
-        return {"upload": turn.reference_upload_id, "thumb": upload_thumb_url(turn.reference_upload_id)}
+    """The picture a turn refined from, with its alt text (an upload's: the name it was sent with)."""
+    image, upload = turn.reference_image, turn.reference_upload
+    if image is not None:
+        return {"image": image.pk, "thumb": image_thumb_url(image.pk), "alt": image.alt}
+    if upload is not None:
+        alt = file_alt(upload.original_name) or "your picture"
+        return {"upload": upload.pk, "thumb": upload_thumb_url(upload.pk), "alt": alt}
     return None
 
 
@@ -88,15 +91,20 @@ def turn_json(turn: Turn) -> dict[str, Any]:
         "index_version": turn.index_version.number if turn.index_version else None,
         "rejected": [i for i, v in feedback.items() if v == Feedback.Value.REJECTED],
         "created": turn.created.isoformat(),
-        "results": [result_payload(r.image_id, r.score) for r in turn.results.all()],
+        "results": [result_payload(r.image_id, r.score, r.image.alt) for r in turn.results.all()],
     }
 
 
 def conversation_json(c: Conversation) -> dict[str, Any]:
+    results = (  # each result with what its alt text needs, in one query
+        TurnResult.objects.order_by("rank")
+        .select_related("image")
+        .only("turn_id", "rank", "score", "image__description", "image__relpath")
+    )
     turns = (
         c.turns.order_by("created", "id")
-        .select_related("index_version")
-        .prefetch_related(Prefetch("results", queryset=TurnResult.objects.order_by("rank")), "feedback")
+        .select_related("index_version", "reference_image", "reference_upload")
+        .prefetch_related(Prefetch("results", queryset=results), "feedback")
     )
     return {
         **conversation_summary(c),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
@@ -100,25 +101,33 @@ def progress_frame(*, turn_id: int, stage: str) -> dict[str, Any]:
     return {"type": "turn.progress", "turn": turn_id, "stage": stage}
 
 
-def result_payload(image_id: int, score: float) -> dict[str, Any]:
-    """One result as the protocol sends it."""
+def result_payload(image_id: int, score: float, alt: str) -> dict[str, Any]:
+    """One result as the protocol sends it; `alt`: the picture in words (catalog.models.image_alt)."""
     return {
         "image": image_id,
         "score": round(float(score), 4),
         "thumb": image_thumb_url(image_id),
         "url": image_url(image_id),
+        "alt": alt,
     }
 
 
 def results_frame(
-    *, turn_id: int, offset: int, ranked: list[tuple[int, float]], timings_ms: dict[str, float], memory: str = ""
+    *,
+    turn_id: int,
+    offset: int,
+    ranked: list[tuple[int, float]],
+    alts: Mapping[int, str],
+    timings_ms: dict[str, float],
+    memory: str = "",
 ) -> dict[str, Any]:
-    """A page of results; `memory`: what the conversation memory used, in words ("" when the turn did not use it)."""
+    """A page of results, each with its alt text from `alts` (image id -> words); `memory`: what the
+    conversation memory used, in words ("" when the turn did not use it)."""
     return {
         "type": "turn.results",
         "turn": turn_id,
         "offset": offset,
-        "results": [result_payload(i, s) for i, s in ranked],
+        "results": [result_payload(i, s, alts.get(i, "")) for i, s in ranked],
         "timings_ms": timings_ms,
         "memory": memory,
     }

@@ -275,13 +275,15 @@ async def test_an_outcome_whose_publish_was_lost_arrives_once_and_late_progress_
     frame = await ws.receive_json_from(timeout=5)  # no publish at all: found by the reconciler
     assert frame["type"] == "turn.results" and frame["turn"] == turn_id and frame["offset"] == 0
     assert [r["image"] for r in frame["results"]] == [i for i, _ in ranked]
+    assert [r["alt"] for r in frame["results"]] == ["img0", "img1", "img2"]  # in words, as the worker sends them
     layer = get_channel_layer()
     await layer.group_send(
         conversation_group(conversation.pk),
         {"type": "turn.progress", "turn": turn_id, "stage": "searching", "offset": 0},
     )
     await layer.group_send(
-        conversation_group(conversation.pk), results_frame(turn_id=turn_id, offset=0, ranked=ranked, timings_ms={})
+        conversation_group(conversation.pk),
+        results_frame(turn_id=turn_id, offset=0, ranked=ranked, alts={}, timings_ms={}),
     )
     assert await ws.receive_nothing(timeout=1.0)
     await ws.disconnect()

@@ -1,5 +1,5 @@
 """Pictures in words: every picture's alt text and, on a shapes collection, requests worth suggesting, made by
-the worker at a reindex and stored; sent with every image."""
+the worker at a reindex and stored; sent with every image, every result and every turn."""
 
 from __future__ import annotations
 
@@ -12,10 +12,15 @@ from django.test import Client
 
 from cirweb.catalog.models import Collection, Image
 from cirweb.catalog.services import SourceImage, collection_apply_scan
+from cirweb.conversations import services, shaping
+from cirweb.conversations.models import TurnResult
+from cirweb.conversations.selectors import turn_outcomes_since
+from cirweb.transport.protocol import results_frame
 from retrieval.datasets.shapes import Edit, Scene, describe, scene_diff
 from retrieval.datasets.shapes_text import phrase
 from retrieval.datasets.shapes_world import generate_world, load_scenes
-from tests.web.factories import png_bytes
+from tests.web.factories import make_collection, png_bytes, visitor
+from workers.search import result_alts
 from workers.sources import source_listing
 
 pytestmark = pytest.mark.django_db
@@ -91,3 +96,31 @@ def test_a_folder_image_is_described_by_its_file_name_and_gets_no_suggestions(se
     assert stored == {"beach/sea at dusk.png": ("sea at dusk", []), "boat.v2.png": ("boat.v2", [])}
     page = Client().get("/api/collections/photos/images").json()["images"]
     assert {i["name"]: (i["alt"], i["suggestions"]) for i in page} == stored
+
+
+def test_every_result_carries_its_alt_text_in_the_frame_the_catch_up_and_the_turn_json(
+    django_assert_num_queries: Any,
+) -> None:
+    collection = make_collection(images=3)
+    a, b, c = collection.images.order_by("pk")
+    Image.objects.filter(pk=b.pk).update(description="a large red square in the centre")
+    owner = visitor()
+    conversation = services.conversation_create(owner=owner, collection_slug=collection.slug)
+    turn = services.turn_create(conversation=conversation, owner=owner, text="bigger", reference={"image": a.pk})
+    TurnResult.objects.bulk_create([TurnResult(turn=turn, rank=r, image=i, score=0.5) for r, i in enumerate([b, c])])
+    expected = ["a large red square in the centre", "img2"]  # a row no reindex described yet: its file's name
+
+    with django_assert_num_queries(1):  # the worker's hot path: one query for the page ...
+        alts = result_alts(version_id=1, image_ids=[b.pk, c.pk])
+    with django_assert_num_queries(0):  # ... and none for pictures it has already described
+        assert result_alts(version_id=1, image_ids=[c.pk, b.pk]) == alts
+    frame = results_frame(turn_id=turn.pk, offset=0, ranked=[(b.pk, 0.5), (c.pk, 0.4)], alts=alts, timings_ms={})
+    assert [r["alt"] for r in frame["results"]] == expected
+
+    turn.status, turn.finished = "done", turn.created
+    turn.save()
+    (caught_up,) = turn_outcomes_since(conversation_id=conversation.pk, since=turn.created)
+    assert [r["alt"] for r in caught_up["results"]] == expected
+    (turn_json,) = shaping.conversation_json(conversation)["turns"]
+    assert [r["alt"] for r in turn_json["results"]] == expected
+    assert turn_json["reference"]["alt"] == "img0"
