@@ -19,7 +19,7 @@ from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
 from cirweb.conversations.queries import TurnRejected, query_validate
 from cirweb.conversations.states import turn_request_more, turn_send
 from cirweb.transport.owners import Owner
-from cirweb.transport.protocol import DEFAULT_K, DEFAULT_MODE
+from cirweb.transport.protocol import DEFAULT_K, DEFAULT_MODE, FEEDBACK_NONE
 
 # shaping, the scripting API and the consumer import these from here
 
@@ -154,11 +154,21 @@ def turn_more(*, turn: Turn) -> Turn:
     return turn
 
 
-def feedback_set(*, turn: Turn, image_id: Any, value: Any) -> Feedback:
-    if value not in Feedback.Value.values:
-        raise TurnRejected("bad_message", "value must be 'chosen' or 'rejected'")
+def feedback_set(*, turn: Turn, image_id: Any, value: Any) -> Feedback | None:
+    """A person's word on one result of `turn`: "chosen", "rejected" ("Not this": kept out of later turns and
+    its look-alikes pushed down), or "none", which takes back what the turn said of the image (None is
+    returned): a rejected picture may come back, and a chosen one is no longer the turn's choice."""
+    if value != FEEDBACK_NONE and value not in Feedback.Value.values:
+        raise TurnRejected(
+            "bad_message", "The value must be 'chosen', 'rejected' or 'none' ('none' takes back the feedback)."
+        )
     if not isinstance(image_id, int) or not turn.results.filter(image_id=image_id).exists():
         raise TurnRejected("not_found", f"Image {image_id} is not a result of turn {turn.pk}.")
+    if value == FEEDBACK_NONE:
+        with transaction.atomic():
+            Feedback.objects.filter(turn=turn, image_id=image_id).delete()
+            Turn.objects.filter(pk=turn.pk, chosen_image_id=image_id).update(chosen_image_id=None)
+        return None
     feedback, _ = Feedback.objects.update_or_create(turn=turn, image_id=image_id, defaults={"value": value})
     if value == Feedback.Value.CHOSEN:
         Turn.objects.filter(pk=turn.pk).update(chosen_image_id=image_id)

@@ -21,6 +21,7 @@ DEFAULT_K = 24  # results per page when a turn does not say
 DEFAULT_MODE = "combiner"  # conversations.models.Turn.Mode.COMBINER
 CLOSE_REFUSED = 4403  # a socket closed before it opened: not the owner, or no such conversation or job
 CLIENT_ID_MAX = 64  # a client's id of its own frame, echoed back; longer ones (or booleans) are not echoed
+FEEDBACK_NONE = "none"  # a `feedback` frame's value that takes back the turn's feedback on the image
 
 
 # -- groups the workers publish to ----------------------------------------------------------------------------

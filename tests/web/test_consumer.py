@@ -301,3 +301,31 @@ async def test_the_sockets_keep_their_database_connection_where_the_web_process_
 
     first = await opened(True)
     assert await opened(False) is first
+
+
+async def test_a_feedback_frame_takes_not_this_back_with_none_and_refuses_other_values(conversation: Any) -> None:
+    from channels.db import database_sync_to_async
+
+    from cirweb.conversations.models import Feedback, TurnResult
+
+    def shown() -> tuple[int, int]:
+        image = conversation.collection.images.first()
+        turn = services.turn_create(conversation=conversation, owner=visitor("alice"), text="red", reference=None)
+        TurnResult.objects.create(turn=turn, rank=0, image=image, score=0.5)
+        return turn.pk, image.pk
+
+    def said() -> list[str]:
+        return list(Feedback.objects.values_list("value", flat=True))
+
+    turn_id, image_id = await database_sync_to_async(shown)()
+    ws = await connect(conversation.id, "alice")
+    await ws.connect()
+    frame = {"type": "feedback", "turn": turn_id, "image": image_id}
+    await ws.send_json_to({**frame, "value": "rejected"})
+    assert await ws.receive_nothing(timeout=0.5) and await database_sync_to_async(said)() == ["rejected"]
+    await ws.send_json_to({**frame, "value": "none"})
+    assert await ws.receive_nothing(timeout=0.5) and await database_sync_to_async(said)() == []
+    await ws.send_json_to({**frame, "value": "undo", "client_id": "f1"})
+    refused = await ws.receive_json_from(timeout=5)
+    assert refused["code"] == "bad_message" and refused["client_id"] == "f1" and "'none'" in refused["error"]
+    await ws.disconnect()

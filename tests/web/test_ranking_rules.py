@@ -1,5 +1,5 @@
 """A conversation's ranking rules, in every mode: no picture of the branch refined from comes back, a rejected
-picture never returns, and its look-alikes are pushed out of the page."""
+picture never returns (until "Not this" is taken back), and its look-alikes are pushed out of the page."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cirweb.conversations import services
-from cirweb.conversations.models import Turn, TurnResult
-from cirweb.conversations.selectors import turn_excluded_images
+from cirweb.conversations import services, shaping
+from cirweb.conversations.models import Feedback, Turn, TurnResult
+from cirweb.conversations.queries import TurnRejected
+from cirweb.conversations.selectors import turn_excluded_images, turn_history
 from retrieval.fusion.memory import LOOK_ALIKE, push_away, rerank
 from retrieval.index.versions import write_version
 from retrieval.vectors import normalize
@@ -55,6 +56,42 @@ def test_every_reference_of_the_branch_is_excluded_with_or_without_hiding_seen(s
         assert e not in got.images, "another branch's reference is a fair answer here"
         assert (b in got.images) and ((f in got.images) is False)
     assert turn_excluded_images(turn=side).images == {a, c, e}
+
+
+def test_not_this_can_be_taken_back_and_the_picture_may_come_back(settings: Any) -> None:
+    settings.CIR_TURNS_IN_FLIGHT = 10
+    collection = make_collection(images=4)
+    a, b, c, d = collection.images.order_by("pk").values_list("pk", flat=True)
+    owner = visitor()
+    conversation = services.conversation_create(owner=owner, collection_slug=collection.slug)
+    first = services.turn_create(conversation=conversation, owner=owner, text="red", reference={"image": a})
+    TurnResult.objects.bulk_create(
+        [TurnResult(turn=first, rank=r, image_id=i, score=1.0) for r, i in enumerate([b, c])]
+    )
+    services.feedback_set(turn=first, image_id=c, value="rejected")
+    services.feedback_set(turn=first, image_id=b, value="chosen")
+    again = services.turn_create(
+        conversation=conversation, owner=owner, text="red", reference={"image": a}, exclude_seen=False, memory=True
+    )
+    assert c in turn_excluded_images(turn=again).images and turn_history(turn=again).rejected == [c]
+
+    for image in (c, b):
+        assert services.feedback_set(turn=first, image_id=image, value="none") is None
+    services.feedback_set(turn=first, image_id=c, value="none")  # twice: still nothing to take back, no error
+    excluded = turn_excluded_images(turn=again)
+    assert c not in excluded.images and excluded.rejected == [], "the picture may come back in the next turn"
+    assert turn_history(turn=again).rejected == [] and turn_history(turn=again).chosen == []
+    assert not Feedback.objects.filter(turn=first).exists()
+    (shown, _) = shaping.conversation_json(conversation)["turns"]
+    assert shown["rejected"] == [] and shown["chosen_image"] is None
+
+    for bad in ("undo", "", None, ["none"], "NONE"):
+        with pytest.raises(TurnRejected) as refused:
+            services.feedback_set(turn=first, image_id=c, value=bad)
+        assert refused.value.code == "bad_message" and "'none'" in refused.value.message
+    with pytest.raises(TurnRejected) as refused:
+        services.feedback_set(turn=first, image_id=d, value="none")
+    assert refused.value.code == "not_found"
 
 
 def test_not_this_pushes_the_rejected_pictures_look_alikes_out_of_the_page(tmp_path: Path) -> None:
