@@ -4,9 +4,11 @@ in services)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexChunk, ReindexJob, Upload, image_alt
@@ -96,12 +98,25 @@ def image_sources(*, ids: Iterable[int]) -> dict[int, tuple[str, int, int]]:
 
 
 def image_alts(*, ids: Iterable[int]) -> dict[int, str]:
-    """id -> the picture in words (`image_alt`), for a page of results: one query."""
-    return {
-        pk: image_alt(description=words, relpath=rel)
-        for batch in id_batches(ids)
-        for pk, words, rel in Image.objects.filter(pk__in=batch).values_list("pk", "description", "relpath")
-    }
+    """id -> the picture in words (`image_alt`), for a page of results: one query. On every turn's path (for
+    the pictures a search worker has not described yet), in SQL written once: the ORM would spend about 0.7 ms
+    of Python building the query that SQLite answers in 0.1 (measured on a page of 24)."""
+    alts: dict[int, str] = {}
+    with connection.cursor() as cursor:
+        for batch in id_batches(ids):
+            cursor.execute(_image_alts_sql(len(batch)), batch)
+            alts.update((pk, image_alt(description=words, relpath=rel)) for pk, words, rel in cursor.fetchall())
+    return alts
+
+
+@functools.lru_cache(maxsize=32)
+def _image_alts_sql(count: int) -> str:
+    quote = connection.ops.quote_name
+    column = {field.attname: quote(field.column) for field in Image._meta.concrete_fields}
+    return (
+        f"SELECT {column['id']}, {column['description']}, {column['relpath']} FROM {quote(Image._meta.db_table)} "
+        f"WHERE {column['id']} IN ({', '.join(['%s'] * count)})"
+    )
 
 
 def image_relpaths(*, ids: Iterable[int]) -> dict[int, str]:

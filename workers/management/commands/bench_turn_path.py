@@ -27,7 +27,7 @@ from cirweb.transport.owners import Owner
 from cirweb.transport.protocol import conversation_group, progress_frame
 from workers.app import app
 from workers.publish import publish, publisher
-from workers.search import collection_of, run_search
+from workers.search import collection_of, result_alts, run_search
 
 
 class Clock:
@@ -71,6 +71,8 @@ def one_turn(conversation: Conversation, owner: Owner, collection_id: int, image
         turn=begun, ranked=outcome.ranked, timings_ms=outcome.timings_ms, version_id=outcome.version.pk
     )
     t_complete = clock.lap()
+    result_alts(version_id=outcome.version.pk, image_ids=[i for i, _ in outcome.ranked])
+    t_alts = clock.lap()
     publish(conversation_group(conversation.pk), progress_frame(turn_id=turn.pk, stage="searching"))
     publisher.flush()
     t_publish = clock.lap()
@@ -83,6 +85,7 @@ def one_turn(conversation: Conversation, owner: Owner, collection_id: int, image
         "worker run_search (active version read + compute)": t_search,
         "worker compute as timed inside run_search": outcome.timings_ms["total"],
         "worker turn_complete (result insert + update)": t_complete,
+        "worker results' alt text (one query for pictures not yet in its rows)": t_alts,
         "worker publish one event + flush (channel layer)": t_publish,
     }
 
