@@ -75,6 +75,11 @@ def test_three_turn_refinement_by_clicking_results(page: Any, shapes: ShapesColl
     send(page, words(shapes, names[chosen], "dev-1-5"))
     chosen = click_result(page, 1, shapes.ids["dev-1-5"])
     send(page, words(shapes, names[chosen], "dev-1-2"))
+    # the newest request at the top of the thread, its best result on screen; the page itself never scrolls
+    thread_top = page.locator("#thread").bounding_box()["y"]
+    assert 0 <= page.locator("article.turn").nth(2).bounding_box()["y"] - thread_top <= 20
+    assert page.evaluate("document.scrollingElement.scrollTop") == 0
+    page.mouse.move(0, 0)  # the picture for the README without a hovered result
     snap(page, "chat-three-turns", docs="chat.png")
     turns = page.locator("article.turn")
     assert turns.count() == 3

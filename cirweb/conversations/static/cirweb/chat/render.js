@@ -96,6 +96,14 @@ function updateView(view, turn, previousId, quiet) {
   }
   updateMemory(view, turn);
   updateMeta(view, turn, count);
+  // the newest turn's first results: its request goes to the top, so the best result is on screen
+  if (!quiet && !previous && count && turn.id === sortedIds().at(-1)) scrollToTop(view.node);
+}
+
+/** Scroll the thread (and nothing else: the page itself never scrolls) so that `node` starts at its top. */
+function scrollToTop(node) {
+  const thread = $("thread");
+  thread.scrollTop += node.getBoundingClientRect().top - thread.getBoundingClientRect().top - 12;
 }
 
 function buildAsk(turn, branch) {
