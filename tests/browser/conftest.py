@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,18 +72,23 @@ def open_page(browser: Any, base_url: str, viewport: dict[str, int], **options: 
     return context, page, Watched(page)
 
 
-def close_page(context: Any, page: Any, watched: Watched, name: str) -> None:
+def close_page(context: Any, page: Any, watched: Watched, request: pytest.FixtureRequest) -> None:
+    """Close the page; fail the test on a console error, but for those its `console_errors` marker expects
+    (a server restarted on purpose refuses the socket; a file refused on purpose answers 400)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}-final.png"))
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-final.png"))
     context.close()
-    assert not watched.errors, f"browser console errors on the page: {watched.errors}"
+    marker = request.node.get_closest_marker("console_errors")
+    expected = re.compile(marker.args[0]) if marker else None
+    errors = [e for e in watched.errors if not (expected and expected.search(e))]
+    assert not errors, f"browser console errors on the page: {errors}"
 
 
 @pytest.fixture
 def page(browser: Any, live_services: LiveServices, request: pytest.FixtureRequest) -> Iterator[Any]:
     context, page, watched = open_page(browser, live_services.base_url, DESKTOP)
     yield page
-    close_page(context, page, watched, request.node.name)
+    close_page(context, page, watched, request)
 
 
 @pytest.fixture
@@ -89,12 +97,20 @@ def phone(browser: Any, live_services: LiveServices, request: pytest.FixtureRequ
         browser, live_services.base_url, PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
     )
     yield page
-    close_page(context, page, watched, request.node.name)
+    close_page(context, page, watched, request)
 
 
-def snap(page: Any, name: str) -> None:
+def snap(page: Any, name: str, *, docs: str | None = None) -> None:
+    """A screenshot once the pictures on screen have loaded (they load lazily), under test-artifacts/browser/.
+    `docs`: with CIR_DOCS_SCREENSHOTS=1 in the environment, also written to docs/<docs> (the README's pictures)."""
+    on_screen = "[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight && i.offsetParent)"
+    deadline = time.monotonic() + 10
+    while not page.evaluate(f"{on_screen}.every(i => i.complete)") and time.monotonic() < deadline:
+        time.sleep(0.1)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    if docs and os.environ.get("CIR_DOCS_SCREENSHOTS") == "1":
+        shutil.copyfile(ARTIFACTS / f"{name}.png", REPO / "docs" / docs)
 
 
 def axe_violations(page: Any, *, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict[str, Any]]:

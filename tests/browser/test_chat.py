@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from retrieval.datasets.shapes import scene_diff
 from retrieval.datasets.shapes_text import phrase_all
-from tests.browser.conftest import snap
+from tests.browser.conftest import assert_accessible, snap
 from tests.live import LiveServices, ShapesCollection
 
 pytestmark = pytest.mark.browser
@@ -30,6 +30,17 @@ def start(page: Any, shapes: ShapesCollection) -> None:
     page.goto("/")
     page.select_option("#collection", shapes.slug)
     page.wait_for_selector("#browse-grid img")
+
+
+def pick_start(page: Any, name: str) -> None:
+    """Choose the start picture named `name` (its file name, without the extension) as the reference."""
+    page.locator(f'#browse-grid figure[data-name="{name}"] button.pick').click()
+
+
+def refine_from(card: Any) -> None:
+    """Refine from a result with the mouse: its "Refine" button shows over the picture on hover."""
+    card.hover()
+    card.locator("button.refine").click()
 
 
 def send(page: Any, text: str) -> None:
@@ -47,24 +58,29 @@ def click_result(page: Any, turn_index: int, image_id: int | None) -> int:
     if card.count() == 0:
         card = cards.first
     chosen = int(card.first.get_attribute("data-image"))
-    card.first.locator("button.pick").click()
+    refine_from(card.first)
     return chosen
 
 
 def test_three_turn_refinement_by_clicking_results(page: Any, shapes: ShapesCollection) -> None:
     start(page, shapes)
-    page.locator('#browse-grid img[alt="dev-1-0"]').click()
+    pick_start(page, "dev-1-0")
     assert "dev-1-0" in page.locator("#reference-label").inner_text()
     send(page, words(shapes, "dev-1-0", "dev-1-1"))
     assert re.search(r"/c/[0-9a-f-]{36}$", page.url)
-    snap(page, "refine-1")
+    snap(page, "chat-refine-1")
     chosen = click_result(page, 0, shapes.ids["dev-1-1"])
     assert "turn 1" in page.locator("#reference-label").inner_text()
     names = {v: k for k, v in shapes.ids.items()}
     send(page, words(shapes, names[chosen], "dev-1-5"))
     chosen = click_result(page, 1, shapes.ids["dev-1-5"])
     send(page, words(shapes, names[chosen], "dev-1-2"))
-    snap(page, "refine-3")
+    # the newest request at the top of the thread, its best result on screen; the page itself never scrolls
+    thread_top = page.locator("#thread").bounding_box()["y"]
+    assert 0 <= page.locator("article.turn").nth(2).bounding_box()["y"] - thread_top <= 20
+    assert page.evaluate("document.scrollingElement.scrollTop") == 0
+    page.mouse.move(0, 0)  # the picture for the README without a hovered result
+    snap(page, "chat-three-turns", docs="chat.png")
     turns = page.locator("article.turn")
     assert turns.count() == 3
     for i in range(3):
@@ -74,6 +90,7 @@ def test_three_turn_refinement_by_clicking_results(page: Any, shapes: ShapesColl
     second_ref = turns.nth(1).locator(".ask img").get_attribute("src")
     assert second_ref and second_ref.startswith("/images/")
     assert page.locator("#history li.current").count() == 1
+    assert_accessible(page, "the chat page with three turns")
 
 
 def test_start_from_an_upload(page: Any, shapes: ShapesCollection) -> None:
@@ -83,17 +100,18 @@ def test_start_from_an_upload(page: Any, shapes: ShapesCollection) -> None:
     page.wait_for_selector("#reference:not([hidden])")
     assert "upload" in page.locator("#reference-label").inner_text()
     send(page, words(shapes, "dev-2-0", "dev-2-3"))
-    snap(page, "upload")
+    snap(page, "chat-upload")
     ask = page.locator("article.turn .ask img").first
     assert ask.get_attribute("src").startswith("/uploads/")
     assert page.locator("article.turn figure.card").count() == 24
 
 
+@pytest.mark.console_errors(r"WebSocket connection to .* failed")  # while the web server restarts
 def test_reload_resumes_and_a_dropped_socket_catches_up(
     page: Any, shapes: ShapesCollection, live_services: LiveServices
 ) -> None:
     start(page, shapes)
-    page.locator('#browse-grid img[alt="dev-10-0"]').click()
+    pick_start(page, "dev-10-0")
     send(page, words(shapes, "dev-10-0", "dev-10-4"))
     url = page.url
     page.reload()
@@ -112,18 +130,19 @@ def test_reload_resumes_and_a_dropped_socket_catches_up(
 
 def test_branch_from_the_first_turn(page: Any, shapes: ShapesCollection) -> None:
     start(page, shapes)
-    page.locator('#browse-grid img[alt="dev-11-0"]').click()
+    pick_start(page, "dev-11-0")
     send(page, words(shapes, "dev-11-0", "dev-11-1"))
     click_result(page, 0, None)
     send(page, "make it smaller")
     click_result(page, 0, shapes.ids["dev-11-1"])  # back to turn 1: a new branch
     assert "new branch" in page.locator("#reference-label").inner_text()
     send(page, "remove the square")
-    snap(page, "branch")
+    snap(page, "chat-branch")
     third = page.locator("article.turn").nth(2)
     assert "refining from turn 1" in third.locator(".branch").inner_text()
 
 
+@pytest.mark.console_errors(r"status of 400 .*/api/uploads")  # the file that is not an image
 def test_bad_input_is_refused_inline_and_html_stays_text(page: Any, shapes: ShapesCollection, tmp_path: Path) -> None:
     start(page, shapes)
     page.locator("#send").click()
@@ -141,8 +160,8 @@ def test_bad_input_is_refused_inline_and_html_stays_text(page: Any, shapes: Shap
     assert page.locator("article.turn .words b").count() == 0
     # the history is fetched again once the first turn arrives (it is named after it): wait for that fetch
     expect(page.locator("#history")).to_contain_text("<b>bold</b>", timeout=10_000)
-    snap(page, "bad-input")
-    page.locator("article.turn figure.card .link", has_text="Open").first.click()
+    snap(page, "chat-bad-input")
+    page.locator("article.turn figure.card button.pick").first.click()  # the picture opens the lightbox
     assert page.locator("#lightbox").is_visible()
     page.keyboard.press("Escape")
     assert page.locator("#lightbox").is_hidden()

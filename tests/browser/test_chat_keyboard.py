@@ -5,26 +5,16 @@ drawer on a phone. Same live stack and Content-Security-Policy as test_chat.py."
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import snap
-from tests.browser.test_chat import send, start
+from tests.browser.test_chat import refine_from, send, start
 from tests.live import ShapesCollection
 
 pytestmark = pytest.mark.browser
-
-
-def snap_loaded(tab: Any, name: str) -> None:
-    """A screenshot once the pictures on screen have loaded (they load lazily)."""
-    deadline = time.monotonic() + 10
-    on_screen = "[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight && i.offsetParent)"
-    while not tab.evaluate(f"{on_screen}.every(i => i.complete)") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    snap(tab, name)
 
 
 def first_turn(page: Any, shapes: ShapesCollection, nth: int) -> Any:
@@ -38,14 +28,13 @@ def first_turn(page: Any, shapes: ShapesCollection, nth: int) -> Any:
 def test_not_this_and_more_keep_the_keyboard(page: Any, shapes: ShapesCollection) -> None:
     turn = first_turn(page, shapes, 3)
     third = turn.locator("figure.card").nth(2)
-    button = third.get_by_role("button", name=re.compile("^Not this"))
-    button.focus()
-    page.keyboard.press("Enter")
+    picture = third.locator("button.pick")  # the result's one tab stop
+    picture.focus()
+    page.keyboard.press("x")  # "Not this", from the keyboard
     expect(third).to_have_class(re.compile(r"\brejected\b"))
-    expect(button).to_have_text("Rejected")
-    expect(button).to_be_focused()  # the same result's button, not the page
-    page.keyboard.press("Enter")  # pressed again: nothing happens, nothing is lost
-    expect(button).to_be_focused()
+    expect(third.locator("button.reject")).to_have_text("Undo")
+    expect(picture).to_be_focused()  # the same result, not the page
+    expect(picture).to_have_attribute("aria-label", re.compile("marked “Not this”"))
 
     more = turn.locator(".meta button.more")
     more.focus()
@@ -54,8 +43,8 @@ def test_not_this_and_more_keep_the_keyboard(page: Any, shapes: ShapesCollection
     # the keyboard goes on to the first new result, where reading continues
     expect(turn.locator("figure.card").nth(24).locator("button.pick")).to_be_focused()
     expect(page.locator("#announcer")).to_have_text("Turn 1: 24 more results.")
-    assert "Rejected" in third.inner_text()  # the earlier cards were kept, not redrawn
-    snap(page, "keyboard-more")
+    expect(third.locator("button.reject")).to_have_text("Undo")  # the earlier cards were kept, not redrawn
+    snap(page, "chat-keyboard-more")
 
 
 def test_a_result_replaces_only_its_own_turn(page: Any, shapes: ShapesCollection) -> None:
@@ -64,7 +53,7 @@ def test_a_result_replaces_only_its_own_turn(page: Any, shapes: ShapesCollection
     # a mark that only survives if the element is kept (a redraw makes new elements without it)
     turn.evaluate("node => { node.cirMark = 'kept'; }")
     turn.locator("figure.card").first.evaluate("node => { node.cirMark = 'kept'; }")
-    turn.locator("figure.card button.pick").first.click()
+    refine_from(turn.locator("figure.card").first)
     send(page, "make it larger")
     second = page.locator("article.turn").nth(1)
     expect(second.locator("figure.card")).to_have_count(24)
@@ -75,11 +64,12 @@ def test_a_result_replaces_only_its_own_turn(page: Any, shapes: ShapesCollection
     assert page.locator("#thread").get_attribute("aria-live") is None
     # a change to the second turn leaves the first alone too
     second.evaluate("node => { node.cirMark = 'second'; }")
+    second.locator("figure.card").first.hover()
     second.locator("figure.card").first.get_by_role("button", name=re.compile("^Not this")).click()
     expect(second.locator("figure.card").first).to_have_class(re.compile(r"\brejected\b"))
     assert second.evaluate("node => node.cirMark") == "second"
     assert turn.evaluate("node => node.cirMark") == "kept"
-    snap_loaded(page, "desktop")
+    snap(page, "chat-desktop")
 
 
 def test_history_is_a_drawer_on_a_phone(phone: Any, shapes: ShapesCollection) -> None:
@@ -87,7 +77,7 @@ def test_history_is_a_drawer_on_a_phone(phone: Any, shapes: ShapesCollection) ->
     # the conversation is named after its first turn a moment after it is accepted
     expect(phone.locator("#title")).not_to_have_text("New conversation")
     title = phone.locator("#title").inner_text()
-    snap_loaded(phone, "phone")
+    snap(phone, "chat-phone")
     toggle = phone.locator("#history-toggle")
     sidebar = phone.locator("#sidebar")
     expect(sidebar).to_be_hidden()
@@ -99,7 +89,7 @@ def test_history_is_a_drawer_on_a_phone(phone: Any, shapes: ShapesCollection) ->
     expect(sidebar).to_be_visible()
     expect(phone.locator("#new-conversation")).to_be_focused()  # focus goes into the drawer
     expect(sidebar.locator("#history li.current a")).to_have_text(title)
-    snap(phone, "phone-drawer")
+    snap(phone, "chat-phone-drawer")
     phone.keyboard.press("Escape")
     expect(sidebar).to_be_hidden()
     expect(toggle).to_have_attribute("aria-expanded", "false")

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_chat import ARTIFACTS, browser  # noqa: F401  (the Chromium fixture)
+from tests.browser.conftest import ARTIFACTS, browser  # noqa: F401  (the Chromium fixture)
+from tests.browser.test_chat import refine_from
 from tests.faults.conftest import SLUG, FaultStack, record
 
 pytestmark = [pytest.mark.faults, pytest.mark.browser]
@@ -38,13 +39,13 @@ def finished_turns(page: Any) -> int:
 def test_web_server_restarted_with_the_page_open(page: Any, stack: FaultStack) -> None:
     page.goto("/")
     page.select_option("#collection", SLUG)
-    page.locator('#browse-grid img[alt="dev-15-0"]').click()
+    page.locator('#browse-grid figure[data-name="dev-15-0"] button.pick').click()
     page.fill("#composer-text", "make the circle red")
     page.keyboard.press("Enter")
     # locators, not wait_for_function: a string predicate is eval(), which the page's CSP forbids
     expect(page.locator("article.turn .answer .meta")).to_have_count(1, timeout=30_000)
     stack.faults(turn_claimed="sleep:3")  # the next turn is on its way while the server restarts
-    page.locator("article.turn figure.card button.pick").first.click()
+    refine_from(page.locator("article.turn figure.card").first)
     page.fill("#composer-text", "make it larger")
     sent = time.monotonic()
     page.keyboard.press("Enter")
@@ -74,12 +75,12 @@ def test_a_turn_sent_as_the_web_server_dies_ends_in_results_or_a_sentence(page: 
     """The frame may reach the server or die with it: either way the page must not keep "Sending…"."""
     page.goto("/")
     page.select_option("#collection", SLUG)
-    page.locator('#browse-grid img[alt="dev-15-0"]').click()
+    page.locator('#browse-grid figure[data-name="dev-15-0"] button.pick').click()
     page.fill("#composer-text", "make the circle red")
     page.keyboard.press("Enter")
     done = page.locator("article.turn .answer .meta")
     expect(done).to_have_count(1, timeout=30_000)  # the conversation and its socket are up
-    page.locator("article.turn figure.card button.pick").first.click()
+    refine_from(page.locator("article.turn figure.card").first)
     page.fill("#composer-text", "make the circle green")
     page.keyboard.press("Enter")
     stack.kill("web")  # at once: the frame may or may not have been taken

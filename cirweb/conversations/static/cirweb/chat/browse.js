@@ -1,9 +1,21 @@
-// The grid of collection images to start from (shuffle, show more) before the first turn.
+// The grid of collection images to start from (shuffle, show more) before the first turn. Each picture is
+// one button, described by the server's `alt` (or its file name without the extension).
 import { api } from "./api.js";
+import { describe } from "./cards.js";
 import { chooseReference } from "./composer.js";
 import { $, el, showError, state } from "./state.js";
 
 const PAGE = 48;
+
+function startCard(image) {
+  const name = describe({ name: image.name }, `Image ${image.id}`);
+  const alt = describe(image, name);
+  const choose = () => chooseReference({ image: image.id, thumb: image.thumb, parent: null, label: name, alt,
+    suggestions: image.suggestions });
+  return el("figure", { class: "card", "data-name": image.name },
+    el("button", { type: "button", class: "pick", "aria-label": alt === name ? `Start from ${name}` : `Start from ${name}: ${alt}`,
+      onclick: choose }, el("img", { src: image.thumb, alt, loading: "lazy", width: 128, height: 128 })));
+}
 
 export async function browse(reset) {
   if (!state.collection) return;
@@ -15,12 +27,7 @@ export async function browse(reset) {
     if (asked !== state.browse.asked) return; // two at once (page load and a collection change): one grid
     state.browse.total = page.total;
     state.browse.offset += page.images.length;
-    for (const image of page.images) {
-      $("browse-grid").append(el("figure", { class: "card" },
-        el("button", { type: "button", class: "pick", title: `Use ${image.name} as the reference`,
-          onclick: () => chooseReference({ image: image.id, thumb: image.thumb, parent: null, label: image.name }) },
-        el("img", { src: image.thumb, alt: image.name, loading: "lazy", width: 128, height: 128 }))));
-    }
+    $("browse-grid").append(...page.images.map(startCard));
     $("browse-more").hidden = state.browse.offset >= page.total;
     if (!page.total) $("browse-grid").append(el("p", { class: "hint", text: "This collection has no indexed images yet." }));
   } catch (error) {

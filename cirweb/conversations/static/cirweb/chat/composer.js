@@ -3,7 +3,8 @@
 import { api } from "./api.js";
 import { expectMore, placeholderNode, renderTurn } from "./render.js";
 import { connect, send as sendFrame, socketReady } from "./socket.js";
-import { $, limits, showError, state } from "./state.js";
+import { $, announce, limits, showError, state } from "./state.js";
+import { showSuggestions } from "./suggestions.js";
 
 const UPLOAD_TYPES = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp"];
 
@@ -11,10 +12,11 @@ export function chooseReference(reference) {
   state.reference = reference;
   $("reference").hidden = false;
   $("reference-thumb").src = reference.thumb;
-  $("reference-thumb").alt = reference.label;
+  $("reference-thumb").alt = reference.alt || reference.label;
   const latest = Math.max(0, ...state.turns.keys());
   const branch = reference.parent && reference.parent !== latest ? " (a new branch)" : "";
   $("reference-label").textContent = `Reference: ${reference.label}${branch}`;
+  showSuggestions(reference);
   showError("");
   $("composer-text").focus();
 }
@@ -22,6 +24,28 @@ export function chooseReference(reference) {
 export function clearReference() {
   state.reference = null;
   $("reference").hidden = true;
+  showSuggestions(null);
+}
+
+// -- the counter: the limit is visible, and a longer text is kept whole (not cut) and refused before sending --
+
+const number = (n) => n.toLocaleString("en");
+let overLimit = false;
+
+function updateCounter() {
+  const box = $("composer-text");
+  const length = box.value.trim().length;
+  const over = length - limits.text;
+  $("counter").textContent = `${number(length)} / ${number(limits.text)}${over > 0 ? ` · ${number(over)} too many` : ""}`;
+  $("counter").classList.toggle("over", over > 0);
+  box.classList.toggle("over", over > 0);
+  box.setAttribute("aria-invalid", String(over > 0));
+  if (over > 0) $("send").setAttribute("aria-disabled", "true");
+  else $("send").removeAttribute("aria-disabled");
+  if (over > 0 !== overLimit) { // said once when it crosses the limit, not at every key
+    overLimit = over > 0;
+    showError(overLimit ? `This request is longer than the limit of ${number(limits.text)} characters; shorten it to send it.` : "");
+  }
 }
 
 function ensureConversation() {
@@ -41,7 +65,9 @@ async function send(event) {
   if (state.sending) return; // a second Enter while the first is on its way
   const text = $("composer-text").value.trim();
   if (!text && !state.reference) return showError("Type what you are looking for, or pick a reference image first.");
-  if (text.length > limits.text) return showError(`The text is ${text.length} characters; the limit is ${limits.text}.`);
+  if (text.length > limits.text) {
+    return showError(`This request has ${number(text.length)} characters; the limit is ${number(limits.text)}. Shorten it to send it.`);
+  }
   if (!state.collection) return showError("There is no collection to search yet.");
   showError("");
   const mode = document.querySelector('input[name="mode"]:checked').value;
@@ -62,6 +88,7 @@ async function send(event) {
       parent: state.reference?.parent ?? null, mode, k: limits.page, exclude_seen: $("exclude-seen").checked,
       memory: $("memory").checked }));
     $("composer-text").value = "";
+    updateCounter();
     clearReference();
   } catch (error) {
     showError(error.message);
@@ -81,12 +108,25 @@ export async function more(turnId) {
   await sendFrame({ type: "turn.more", turn: turnId }).catch((error) => showError(error.message));
 }
 
-export async function reject(turnId, image) {
-  await sendFrame({ type: "feedback", turn: turnId, image, value: "rejected" }).catch((error) => showError(error.message));
-  const turn = state.turns.get(turnId); // the server answers only if something is wrong
+/** "Not this" (`rejected` true) or its undo: shown at once; the server answers only if something is wrong. */
+export async function setRejected(turnId, image, rejected) {
+  const turn = state.turns.get(turnId);
   if (!turn) return;
-  turn.rejected = [...(turn.rejected || []), image];
+  const marked = new Set(turn.rejected || []);
+  if (marked.has(image) === rejected) return;
+  if (rejected) marked.add(image);
+  else marked.delete(image);
+  turn.rejected = [...marked];
   renderTurn(turn);
+  state.undoing = rejected ? null : { turn: turnId, image, at: Date.now() }; // a server without undo says no
+  announce(rejected ? "Marked “Not this”: it stays out of later turns. X or Undo takes it back." : "“Not this” taken back.");
+  await sendFrame({ type: "feedback", turn: turnId, image, value: rejected ? "rejected" : "none" })
+    .catch((error) => showError(error.message));
+}
+
+export function toggleRejected(turnId, image) {
+  const turn = state.turns.get(turnId);
+  if (turn) return setRejected(turnId, image, !(turn.rejected || []).includes(image));
 }
 
 async function upload(file) {
@@ -107,7 +147,11 @@ async function upload(file) {
 
 /** Listeners of the composer: Enter sends, Shift+Enter is a new line; picker, paste and drop upload. */
 export function wireComposer() {
-  $("composer-text").maxLength = limits.text;
+  // no maxlength: a paste past the limit is kept whole and the counter says so, rather than cut in silence
+  $("composer-text").removeAttribute("maxlength");
+  $("composer-text").addEventListener("input", updateCounter);
+  updateCounter();
+  showSuggestions(null);
   $("composer").addEventListener("submit", send);
   $("composer-text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) send(event);

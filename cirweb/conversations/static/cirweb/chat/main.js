@@ -4,12 +4,16 @@
 // textContent, never as HTML.
 //   state.js    the one state, limits from the boot data, small DOM helpers
 //   api.js      HTTP       socket.js  the websocket: reconnect, catch-up, dedupe, stalls
-//   render.js   the thread, updated by key     composer.js  reference, words, uploads, "Not this", "More"
-//   browse.js   the starting grid              sidebar.js   history, rename, delete, the phone drawer
+//   render.js   the thread, updated by key     composer.js  reference, words, counter, uploads, "Not this", "More"
+//   cards.js    one result (one tab stop)      lightbox.js  a result at full size, its actions, arrows
+//   browse.js   the starting grid              sidebar.js   history, rename, delete (in place), the phone drawer
+//   settings.js the settings behind one button suggestions.js  the suggested requests and the placeholder
 import { api } from "./api.js";
 import { browse, wireBrowse } from "./browse.js";
-import { chooseReference, clearReference, more, reject, wireComposer } from "./composer.js";
+import { chooseReference, clearReference, more, toggleRejected, wireComposer } from "./composer.js";
+import { openLightbox, wireLightbox } from "./lightbox.js";
 import { renderThread, setActions } from "./render.js";
+import { wireSettings } from "./settings.js";
 import { connect, disconnect, watchForStalls } from "./socket.js";
 import { refreshHistory, setTitle, wireSidebar } from "./sidebar.js";
 import { $, boot, el, showError, state } from "./state.js";
@@ -45,7 +49,7 @@ async function loadFromLocation() {
 }
 
 function init() {
-  setActions({ choose: chooseReference, more, reject });
+  setActions({ choose: chooseReference, more, toggle: toggleRejected, open: openLightbox });
   const select = $("collection");
   for (const c of boot.collections) select.append(el("option", { value: c.slug, text: `${c.name} (${c.images})` }));
   state.collection = boot.collections.length ? boot.collections[0].slug : null;
@@ -54,6 +58,8 @@ function init() {
   wireComposer();
   wireBrowse();
   wireSidebar();
+  wireSettings();
+  wireLightbox();
   window.addEventListener("popstate", loadFromLocation);
   load(boot.conversation);
   watchForStalls();

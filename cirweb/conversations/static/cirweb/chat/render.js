@@ -1,10 +1,13 @@
 // The thread, drawn by key: one <article> per turn id that lives as long as the turn is shown, updated in
 // place when its turn changes (status line, new result cards keyed by offset and image, rejections, the
 // footer), so an event touches only its own turn and keyboard focus inside the thread survives updates.
+import { markRejected, resultCard } from "./cards.js";
 import { $, STAGES, announce, el, state } from "./state.js";
 
 const views = new Map(); // turn id -> the turn's elements and what they show now
-let actions = { choose() {}, more() {}, reject() {} }; // given by main.js (avoids an import cycle)
+// given by main.js (avoids an import cycle): choose(reference), more(turnId), toggle(turnId, image), open(turnId, rank)
+let actions = { choose() {}, more() {}, toggle() {}, open() {} };
+const LONG = 240; // a request longer than this (or of more than three lines) is shown shortened, with "Show all"
 
 export function setActions(given) { actions = given; }
 
@@ -57,6 +60,11 @@ export function expectMore(turnId, from) {
   if (view) view.focusFrom = from;
 }
 
+/** Put the keyboard on a result's picture (the lightbox closed on it). */
+export function focusResult(turnId, rank) {
+  views.get(turnId)?.cards[rank]?.pick.focus();
+}
+
 function createView() {
   const answer = el("div", { class: "answer" });
   const grid = el("div", { class: "grid" });
@@ -88,13 +96,36 @@ function updateView(view, turn, previousId, quiet) {
   }
   updateMemory(view, turn);
   updateMeta(view, turn, count);
+  // the newest turn's first results: its request goes to the top, so the best result is on screen
+  if (!quiet && !previous && count && turn.id === sortedIds().at(-1)) scrollToTop(view.node);
+}
+
+/** Scroll the thread (and nothing else: the page itself never scrolls) so that `node` starts at its top. */
+function scrollToTop(node) {
+  const thread = $("thread");
+  thread.scrollTop += node.getBoundingClientRect().top - thread.getBoundingClientRect().top - 12;
 }
 
 function buildAsk(turn, branch) {
+  const text = turn.text || (turn.reference ? "More like this" : "");
+  const words = el("p", { class: "words", text });
+  const long = text.length > LONG || text.split("\n").length > 3;
   const ask = el("div", { class: "ask" }, referenceThumb(turn.reference),
-    el("p", { class: "words", text: turn.text || (turn.reference ? "More like this" : "") }));
+    el("div", { class: "request" }, words, long ? expander(words, `Show all ${text.length.toLocaleString("en")} characters`) : null));
   if (branch) ask.prepend(el("p", { class: "branch", text: `↳ refining from turn ${branch}` }));
   return ask;
+}
+
+/** Shorten `node` to a few lines, with a button that shows all of it and shortens it again. */
+function expander(node, more) {
+  node.classList.add("clamped");
+  const button = el("button", { type: "button", class: "expand", "aria-expanded": "false", text: more });
+  button.addEventListener("click", () => {
+    const open = node.classList.toggle("clamped") === false;
+    button.setAttribute("aria-expanded", String(open));
+    button.textContent = open ? "Show less" : more;
+  });
+  return button;
 }
 
 function referenceThumb(reference) {
@@ -126,7 +157,14 @@ function updateGrid(view, turn) {
   for (const card of view.cards.splice(same)) card.node.remove();
   const number = turnNumber(turn.id);
   for (let rank = same; rank < results.length; rank += 1) {
-    const card = resultCard(turn.id, number, results[rank], rank);
+    const result = results[rank];
+    const name = `Result ${rank + 1} of turn ${number}`;
+    const card = resultCard({ name, result, rank, actions: {
+      open: () => actions.open(turn.id, rank),
+      choose: () => actions.choose({ image: result.image, thumb: result.thumb, parent: turn.id, label: name,
+        alt: result.alt, suggestions: result.suggestions }),
+      toggle: () => actions.toggle(turn.id, result.image),
+    } });
     view.cards.push(card);
     view.grid.append(card.node);
   }
@@ -144,36 +182,15 @@ function updateGrid(view, turn) {
   return results.length;
 }
 
-function resultCard(turnId, number, result, rank) {
-  const name = `Result ${rank + 1} of turn ${number}`;
-  const pick = el("button", { type: "button", class: "pick", title: "Refine from this image",
-    onclick: () => actions.choose({ image: result.image, thumb: result.thumb, parent: turnId, label: name }) },
-  el("img", { src: result.thumb, alt: name, loading: "lazy", width: 128, height: 128 }));
-  // aria-disabled, not disabled: a disabled button drops the keyboard focus that just pressed it
-  const reject = el("button", { type: "button", class: "link reject", text: "Not this", "aria-label": `Not this: ${name}`,
-    onclick: () => { if (reject.getAttribute("aria-disabled") !== "true") actions.reject(turnId, result.image); } });
-  const actionsRow = el("div", { class: "actions" },
-    el("button", { type: "button", class: "link", text: "Open", "aria-label": `Open ${name}`,
-      onclick: () => openLightbox(result.url, name) }), reject);
-  const node = el("figure", { class: "card", "data-image": result.image }, pick, actionsRow,
-    el("figcaption", { class: "score", text: result.score.toFixed(3) }));
-  return { node, pick, reject, image: result.image, rejected: false };
-}
-
-function markRejected(card, rejected) {
-  if (card.rejected === rejected) return;
-  card.rejected = rejected;
-  card.node.classList.toggle("rejected", rejected);
-  card.reject.textContent = rejected ? "Rejected" : "Not this";
-  if (rejected) card.reject.setAttribute("aria-disabled", "true");
-  else card.reject.removeAttribute("aria-disabled");
-}
-
 function updateMemory(view, turn) {
   const text = turn.status === "done" ? turn.memory || "" : "";
   if (!changed(view, "memory", text)) return;
   view.memory?.remove();
-  view.memory = text ? el("p", { class: "memory", text }) : null;
+  view.memory = null;
+  if (text) {
+    const line = el("p", { class: "memory-text", text });
+    view.memory = el("div", { class: "memory" }, line, text.length > 120 ? expander(line, "Show all") : null);
+  }
   if (view.memory) { if (view.meta?.parentNode) view.meta.before(view.memory); else view.answer.append(view.memory); }
 }
 
@@ -199,11 +216,4 @@ function updateMeta(view, turn, count) {
     if (more === "loading") view.more.setAttribute("aria-disabled", "true");
     else view.more.removeAttribute("aria-disabled");
   }
-}
-
-export function openLightbox(url, caption) {
-  $("lightbox-img").src = url;
-  $("lightbox-img").alt = caption;
-  $("lightbox-caption").textContent = caption;
-  $("lightbox").showModal();
 }

@@ -11,13 +11,22 @@ export async function refreshHistory() {
   for (const item of items) {
     const current = state.conversation && item.id === state.conversation.id;
     if (current && item.title !== $("title").textContent) setTitle(item.title);
-    list.append(el("li", { class: current ? "current" : "" },
-      el("a", { href: `/c/${item.id}`, text: item.title, "aria-current": current ? "page" : null }),
-      el("button", { type: "button", class: "link", text: "Rename", "aria-label": `Rename ${item.title}`,
-        onclick: () => rename(item) }),
-      el("button", { type: "button", class: "link danger", text: "Delete", "aria-label": `Delete ${item.title}`,
-        onclick: () => remove(item) })));
+    list.append(historyItem(item, current));
   }
+}
+
+function historyItem(item, current) {
+  const li = el("li", { class: current ? "current" : "", "data-id": item.id });
+  const show = () => {
+    li.classList.remove("editing");
+    li.replaceChildren(el("a", { href: `/c/${item.id}`, text: item.title, "aria-current": current ? "page" : null }),
+      el("button", { type: "button", class: "link rename", text: "Rename", "aria-label": `Rename ${item.title}`,
+        onclick: () => rename(li, item, show) }),
+      el("button", { type: "button", class: "link danger delete", text: "Delete", "aria-label": `Delete ${item.title}`,
+        onclick: () => confirmRemove(li, item, show) }));
+  };
+  show();
+  return li;
 }
 
 export function setTitle(title) {
@@ -25,19 +34,53 @@ export function setTitle(title) {
   document.title = `${title} · cirweb`;
 }
 
-async function rename(item) {
-  const title = prompt("New name for this conversation:", item.title);
-  if (title === null || !title.trim()) return;
-  await api("PATCH", `/api/conversations/${item.id}`, { title: title.trim() }).catch((e) => showError(e.message));
-  if (state.conversation && item.id === state.conversation.id) setTitle(title.trim());
-  refreshHistory();
+/** Rename in place: the title becomes a field; Enter (or Save) keeps it, Escape (or Cancel) gives it up. */
+function rename(li, item, show) {
+  const input = el("input", { type: "text", value: item.title, maxlength: 200, "aria-label": `New name for ${item.title}` });
+  const cancel = () => { show(); li.querySelector(".rename").focus(); };
+  const form = el("form", { class: "rename-form" }, input, el("button", { type: "submit", text: "Save" }),
+    el("button", { type: "button", text: "Cancel", onclick: cancel }));
+  form.addEventListener("keydown", (event) => { if (event.key === "Escape") { event.preventDefault(); event.stopPropagation(); cancel(); } });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const title = input.value.trim();
+    if (!title || title === item.title) return cancel();
+    try {
+      await api("PATCH", `/api/conversations/${item.id}`, { title });
+    } catch (error) {
+      return showError(error.message);
+    }
+    if (state.conversation && item.id === state.conversation.id) setTitle(title);
+    await refreshHistory();
+    $("history").querySelector(`li[data-id="${item.id}"] .rename`)?.focus();
+  });
+  li.classList.add("editing");
+  li.replaceChildren(form);
+  input.focus();
+  input.select();
+}
+
+/** Delete, once confirmed in place (the keyboard starts on Cancel). */
+function confirmRemove(li, item, show) {
+  const cancel = () => { show(); li.querySelector(".delete").focus(); };
+  const keep = el("button", { type: "button", text: "Cancel", onclick: cancel });
+  const box = el("div", { class: "confirm", role: "group", "aria-label": `Delete ${item.title}?` },
+    el("p", { text: `Delete “${item.title}” and all its turns?` }),
+    el("button", { type: "button", class: "danger", text: "Delete", onclick: () => remove(item) }), keep);
+  box.addEventListener("keydown", (event) => { if (event.key === "Escape") { event.preventDefault(); event.stopPropagation(); cancel(); } });
+  li.classList.add("editing");
+  li.replaceChildren(box);
+  keep.focus();
 }
 
 async function remove(item) {
-  if (!confirm(`Delete “${item.title}” and all its turns?`)) return;
-  await api("DELETE", `/api/conversations/${item.id}`).catch((e) => showError(e.message));
+  try {
+    await api("DELETE", `/api/conversations/${item.id}`);
+  } catch (error) {
+    return showError(error.message);
+  }
   if (state.conversation && item.id === state.conversation.id) location.assign("/");
-  else refreshHistory();
+  else { await refreshHistory(); $("new-conversation").focus(); }
 }
 
 // -- the drawer (narrow screens only; on a wide one the sidebar is always shown and the button hidden) ----

@@ -138,6 +138,7 @@ function handleFrame(frame) {
       renderTurn(turn);
       break;
     case "error": {
+      if (undoRefused(frame)) break;
       // refusals (bad input, rate_limited with retry_after, ...) carry a sentence for people
       const placeholder = frame.client_id && state.pending.get(frame.client_id);
       if (placeholder) { placeholder.node?.remove(); state.pending.delete(frame.client_id); }
@@ -145,4 +146,16 @@ function handleFrame(frame) {
       break;
     }
   }
+}
+
+/** A server that cannot take back "Not this" refuses the undo as a bad message: the card is shown as
+ * rejected again, since it still is. */
+function undoRefused(frame) {
+  const undo = state.undoing;
+  state.undoing = null;
+  if (!undo || frame.code !== "bad_message" || frame.client_id || Date.now() - undo.at > 5000) return false;
+  const turn = state.turns.get(undo.turn);
+  if (turn) { turn.rejected = [...new Set([...(turn.rejected || []), undo.image])]; renderTurn(turn); }
+  showError("This server cannot take back “Not this”: the picture stays out of later turns.");
+  return true;
 }

@@ -20,6 +20,7 @@ export const state = {
   collection: null,
   browse: { offset: 0, seed: null, total: 0 },
   catchingUp: null, // the catch-up request on its way, if any
+  undoing: null, // {turn, image, at}: the undo of a "Not this" just sent (a server without undo refuses it)
 };
 
 export const finished = (turn) => turn.status === "done" || turn.status === "failed";
