@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from cirweb.transport import queueing
 
@@ -22,7 +22,7 @@ WORKER_KEY = "health:search_worker"
 ASKING_KEY = "health:search_worker:asking"
 
 
-@require_GET
+@require_safe
 def livez(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
@@ -40,7 +40,7 @@ def search_worker_ready() -> bool:
     return answered
 
 
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     checks: dict[str, bool] = {"web": True}
     try:
