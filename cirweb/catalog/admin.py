@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 from cirweb.catalog import services
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
 from cirweb.catalog.validation import model_problem, source_problem
+from cirweb.display import rounded
 from cirweb.files.locations import collection_locations
 from cirweb.transport.protocol import image_thumb_url
 
@@ -53,7 +54,6 @@ class IndexVersionInline(admin.TabularInline):
     model = IndexVersion
     extra = 0
     can_delete = False
-    fields = ["number", "count", "dim", "index_type", "encoder", "combiner", "build_seconds", "created", "activate"]
     readonly_fields = [
         "number",
         "count",
@@ -61,10 +61,11 @@ class IndexVersionInline(admin.TabularInline):
         "index_type",
         "encoder",
         "combiner",
-        "build_seconds",
+        "build_time",
         "created",
         "activate",
     ]
+    fields = tuple(readonly_fields)
     show_change_link = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[IndexVersion]:
@@ -72,6 +73,10 @@ class IndexVersionInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="Build seconds")
+    def build_time(self, version: IndexVersion) -> str:
+        return rounded(version.build_seconds, 1)
 
     @admin.display(description="")
     def activate(self, version: IndexVersion) -> str:
@@ -93,6 +98,9 @@ class CollectionAdmin(admin.ModelAdmin):
     inlines = [IndexVersionInline]
     actions = ["reindex_incremental", "reindex_full"]
     change_form_template = "admin/catalog/collection/change_form.html"
+
+    class Media:
+        css = {"all": ["cirweb/admin.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Collection]:
         # one query for the whole list: the counts and the last job come as annotations, not per row
