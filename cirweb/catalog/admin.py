@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from cirweb.catalog import services
+from cirweb.catalog.job_fields import JOB_FIELDS, reindex_job_fields
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
 from cirweb.catalog.validation import model_problem, source_problem
 from cirweb.display import rounded
@@ -187,14 +188,35 @@ class CollectionAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:catalog_collection_change", args=[collection.pk]))
 
 
+def _live_field(key: str, label: str) -> Any:
+    @admin.display(description=label)
+    def show(self: Any, job: ReindexJob) -> str:
+        return reindex_job_fields(job)[key]
+
+    return show
+
+
+class LiveJobFields:
+    """A method per field of the job page that follows the job live (catalog/job_fields.py), so the first
+    render and the live updates write the same words."""
+
+
+for _key, _label in JOB_FIELDS.items():
+    setattr(LiveJobFields, _key, _live_field(_key, _label))
+
+
 @admin.register(ReindexJob)
-class ReindexJobAdmin(admin.ModelAdmin):
+class ReindexJobAdmin(LiveJobFields, admin.ModelAdmin):
     list_display = ["id", "collection", "kind", "status", "progress", "skipped", "created_by", "created", "finished"]
     list_filter = ["status", "kind", "collection"]
     list_select_related = ["collection", "created_by"]
     date_hierarchy = "created"
-    readonly_fields = [f.name for f in ReindexJob._meta.fields]
+    readonly_fields = ["collection", "kind", "created_by", "created", *JOB_FIELDS]
+    fields = tuple(readonly_fields)
     change_form_template = "admin/catalog/reindexjob/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ReindexJob]:
+        return super().get_queryset(request).select_related("collection", "version", "created_by")
 
     @admin.display(description="Progress")
     def progress(self, job: ReindexJob) -> str:
