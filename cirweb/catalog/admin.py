@@ -6,6 +6,7 @@ view that changes an index. Job pages show live progress over a websocket, with 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -143,7 +144,7 @@ class CollectionAdmin(admin.ModelAdmin):
     def has_reindex_permission(self, request: HttpRequest) -> bool:
         return can_reindex(request)
 
-    def _start(self, request: HttpRequest, queryset: QuerySet[Collection], kind: str) -> HttpResponse | None:
+    def _start(self, request: HttpRequest, queryset: Iterable[Collection], kind: str) -> HttpResponse | None:
         jobs = []
         for collection in queryset:
             try:
@@ -168,15 +169,27 @@ class CollectionAdmin(admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         versions = IndexVersion.objects.filter(collection_id=object_id) if object_id.isdigit() else []
-        extra = {"switchable_versions": versions if can_reindex(request) else [], **(extra_context or {})}
+        allowed = can_reindex(request)
+        extra = {"switchable_versions": versions if allowed else [], "can_reindex": allowed, **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra)
 
     def get_urls(self) -> list[Any]:
         activate = self.admin_site.admin_view(require_POST(self.activate_view))
+        reindex = self.admin_site.admin_view(require_POST(self.reindex_view))
         return [
             path("<int:collection_id>/activate/<int:version_id>/", activate, name="catalog_collection_activate"),
+            path("<int:collection_id>/reindex/", reindex, name="catalog_collection_reindex"),
             *super().get_urls(),
         ]
+
+    def reindex_view(self, request: HttpRequest, collection_id: int) -> HttpResponse:
+        """The collection page's Reindex buttons: the actions' permission, checked here too (the buttons are
+        hidden without it, and a POST made by hand must not get further)."""
+        if not can_reindex(request):
+            raise PermissionDenied("Reindexing needs the reindex permission.")
+        collection = get_object_or_404(Collection, pk=collection_id)
+        started = self._start(request, [collection], request.POST.get("kind", ""))
+        return started or HttpResponseRedirect(reverse("admin:catalog_collection_change", args=[collection.pk]))
 
     def activate_view(self, request: HttpRequest, collection_id: int, version_id: int) -> HttpResponse:
         if not can_reindex(request):
