@@ -80,7 +80,7 @@ class IndexVersionInline(admin.TabularInline):
     def build_time(self, version: IndexVersion) -> str:
         return rounded(version.build_seconds, 1)
 
-    @admin.display(description="")
+    @admin.display(description="Active")
     def activate(self, version: IndexVersion) -> str:
         if version.collection.active_version_id == version.pk:
             return "active"
@@ -100,9 +100,6 @@ class CollectionAdmin(admin.ModelAdmin):
     inlines = [IndexVersionInline]
     actions = ["reindex_incremental", "reindex_full"]
     change_form_template = "admin/catalog/collection/change_form.html"
-
-    class Media:
-        css = {"all": ["cirweb/admin.css"]}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Collection]:
         # one query for the whole list: the counts and the last job come as annotations, not per row
@@ -224,7 +221,7 @@ class ReindexJobAdmin(LiveJobFields, admin.ModelAdmin):
     list_filter = ["status", "kind", "collection"]
     list_select_related = ["collection", "created_by"]
     date_hierarchy = "created"
-    readonly_fields = ["collection", "kind", "created_by", "created", *JOB_FIELDS]
+    readonly_fields = ["collection", "kind", "created_by", *JOB_FIELDS]
     fields = tuple(readonly_fields)
     change_form_template = "admin/catalog/reindexjob/change_form.html"
 
@@ -288,7 +285,7 @@ class ImageAdmin(admin.ModelAdmin):
     search_fields = ["relpath"]
     readonly_fields = [f.name for f in Image._meta.fields]
 
-    @admin.display(description="")
+    @admin.display(description="Picture")
     def thumb(self, image: Image) -> str:
         return format_html(
             '<img src="{}" width="48" height="48" alt="{}" loading="lazy">', image_thumb_url(image.pk), image.relpath
@@ -319,7 +316,7 @@ class UploadAdmin(admin.ModelAdmin):
     list_select_related = ["owner_user"]
     readonly_fields = [f.name for f in Upload._meta.fields]
 
-    @admin.display(description="")
+    @admin.display(description="Size")
     def picture(self, upload: Upload) -> str:
         # staff see thumbnails through the file path only; the public URL serves owners alone
         return f"{upload.width}x{upload.height}"

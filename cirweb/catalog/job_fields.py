@@ -19,6 +19,7 @@ JOB_FIELDS: dict[str, str] = {  # key -> label, in the page's order
     "live_changed": "Changed",
     "live_deleted": "Deleted",
     "live_version": "Version",
+    "live_created": "Created",
     "live_started": "Started",
     "live_finished": "Finished",
     "live_worker": "Worker",
@@ -45,6 +46,7 @@ def reindex_job_fields(job: ReindexJob) -> dict[str, str]:
         "live_changed": str(job.changed),
         "live_deleted": str(job.deleted),
         "live_version": f"v{job.version.number}" if job.version else EMPTY,
+        "live_created": moment(job.created),  # never changes; here so that every time reads alike
         "live_started": moment(job.started),
         "live_finished": moment(job.finished),
         "live_worker": job.worker or EMPTY,

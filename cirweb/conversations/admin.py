@@ -16,9 +16,7 @@ from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
 from cirweb.display import folded, milliseconds, rounded, strip, thumb
 from cirweb.transport.protocol import image_thumb_url, upload_thumb_url
 
-# the admin's stylesheet (thumbnails, strips, folded texts): classes there, no inline style (the CSP forbids it)
-STYLES = {"all": ["cirweb/admin.css"]}
-TEXT_IN_LIST = 80  # characters of a request shown in a list before it is folded
+TEXT_IN_LIST = 60  # characters of a request shown in a list before it is folded
 TEXT_ON_PAGE = 300  # on a turn's own page
 
 
@@ -31,9 +29,6 @@ def reference_url(turn: Turn) -> str | None:
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    class Media:
-        css = STYLES
-
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -136,7 +131,7 @@ class TurnResultInline(admin.TabularInline):
             .annotate(feedback_value=Subquery(feedback.values("value")[:1]))
         )
 
-    @admin.display(description="")
+    @admin.display(description="Picture")
     def picture(self, result: TurnResult) -> SafeString | str:
         return thumb(image_thumb_url(result.image_id), f"result {result.rank + 1}", 72)
 
@@ -157,18 +152,19 @@ class TurnResultInline(admin.TabularInline):
 
 @admin.register(Turn)
 class TurnAdmin(ReadOnlyAdmin):
+    # what a review reads first (the query and what it gave) before what scrolls off a laptop's width
     list_display = [
         "id",
         "reference",
         "request",
-        "mode",
-        "memory",
-        "status",
-        "latency",
-        "owner",
         "top_results",
         "chosen",
         "rejected",
+        "memory",
+        "mode",
+        "status",
+        "latency",
+        "owner",
         "created",
     ]
     list_filter = ["conversation__collection", "status", "mode", MemoryFilter, OwnerKindFilter, "created"]
@@ -246,11 +242,11 @@ class TurnAdmin(ReadOnlyAdmin):
     @admin.display(description="Top 5")
     def top_results(self, turn: Turn) -> SafeString | str:
         results = sorted(turn.results.all(), key=lambda r: r.rank)[:5]
-        return strip(thumb(image_thumb_url(r.image_id), f"result {r.rank + 1}", 40) for r in results)
+        return strip(thumb(image_thumb_url(r.image_id), f"result {r.rank + 1}", 36) for r in results)
 
-    @admin.display(description="Chosen next")
+    @admin.display(description="Chosen")
     def chosen(self, turn: Turn) -> SafeString | str:
-        return thumb(image_thumb_url(turn.chosen_image_id), "chosen", 40) if turn.chosen_image_id else "-"
+        return thumb(image_thumb_url(turn.chosen_image_id), "chosen", 36) if turn.chosen_image_id else "-"
 
     @admin.display(description="Rejected", ordering="rejected_count")
     def rejected(self, turn: Turn) -> int:
