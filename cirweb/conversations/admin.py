@@ -69,7 +69,7 @@ class TurnInline(admin.TabularInline):
     model = Turn
     extra = 0
     can_delete = False
-    readonly_fields = ["reference", "request", "mode", "memory", "status", "latency", "created"]
+    readonly_fields = ["reference", "request_short", "mode", "memory", "status", "latency", "created"]
     fields = tuple(readonly_fields)
     show_change_link = True
 
@@ -78,7 +78,7 @@ class TurnInline(admin.TabularInline):
         return thumb(reference_url(turn), "reference")
 
     @admin.display(description="Request")
-    def request(self, turn: Turn) -> SafeString | str:
+    def request_short(self, turn: Turn) -> SafeString | str:
         return folded(turn.text, TEXT_IN_LIST)
 
     @admin.display(description="Latency")
@@ -156,7 +156,7 @@ class TurnAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "reference",
-        "request",
+        "request_short",
         "top_results",
         "chosen",
         "rejected",
@@ -211,7 +211,7 @@ class TurnAdmin(ReadOnlyAdmin):
         return thumb(reference_url(turn), "reference")
 
     @admin.display(description="Request")
-    def request(self, turn: Turn) -> SafeString | str:
+    def request_short(self, turn: Turn) -> SafeString | str:
         return folded(turn.text, TEXT_IN_LIST)
 
     @admin.display(description="Request")
