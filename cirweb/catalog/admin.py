@@ -6,6 +6,7 @@ view that changes an index. Job pages show live progress over a websocket, with 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -19,8 +20,10 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from cirweb.catalog import services
+from cirweb.catalog.job_fields import JOB_FIELDS, reindex_job_fields
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob, Upload
 from cirweb.catalog.validation import model_problem, source_problem
+from cirweb.display import rounded
 from cirweb.files.locations import collection_locations
 from cirweb.transport.protocol import image_thumb_url
 
@@ -53,7 +56,6 @@ class IndexVersionInline(admin.TabularInline):
     model = IndexVersion
     extra = 0
     can_delete = False
-    fields = ["number", "count", "dim", "index_type", "encoder", "combiner", "build_seconds", "created", "activate"]
     readonly_fields = [
         "number",
         "count",
@@ -61,10 +63,11 @@ class IndexVersionInline(admin.TabularInline):
         "index_type",
         "encoder",
         "combiner",
-        "build_seconds",
+        "build_time",
         "created",
         "activate",
     ]
+    fields = tuple(readonly_fields)
     show_change_link = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[IndexVersion]:
@@ -73,7 +76,11 @@ class IndexVersionInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="")
+    @admin.display(description="Build seconds")
+    def build_time(self, version: IndexVersion) -> str:
+        return rounded(version.build_seconds, 1)
+
+    @admin.display(description="Active")
     def activate(self, version: IndexVersion) -> str:
         if version.collection.active_version_id == version.pk:
             return "active"
@@ -134,7 +141,7 @@ class CollectionAdmin(admin.ModelAdmin):
     def has_reindex_permission(self, request: HttpRequest) -> bool:
         return can_reindex(request)
 
-    def _start(self, request: HttpRequest, queryset: QuerySet[Collection], kind: str) -> HttpResponse | None:
+    def _start(self, request: HttpRequest, queryset: Iterable[Collection], kind: str) -> HttpResponse | None:
         jobs = []
         for collection in queryset:
             try:
@@ -159,15 +166,27 @@ class CollectionAdmin(admin.ModelAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         versions = IndexVersion.objects.filter(collection_id=object_id) if object_id.isdigit() else []
-        extra = {"switchable_versions": versions if can_reindex(request) else [], **(extra_context or {})}
+        allowed = can_reindex(request)
+        extra = {"switchable_versions": versions if allowed else [], "can_reindex": allowed, **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra)
 
     def get_urls(self) -> list[Any]:
         activate = self.admin_site.admin_view(require_POST(self.activate_view))
+        reindex = self.admin_site.admin_view(require_POST(self.reindex_view))
         return [
             path("<int:collection_id>/activate/<int:version_id>/", activate, name="catalog_collection_activate"),
+            path("<int:collection_id>/reindex/", reindex, name="catalog_collection_reindex"),
             *super().get_urls(),
         ]
+
+    def reindex_view(self, request: HttpRequest, collection_id: int) -> HttpResponse:
+        """The collection page's Reindex buttons: the actions' permission, checked here too (the buttons are
+        hidden without it, and a POST made by hand must not get further)."""
+        if not can_reindex(request):
+            raise PermissionDenied("Reindexing needs the reindex permission.")
+        collection = get_object_or_404(Collection, pk=collection_id)
+        started = self._start(request, [collection], request.POST.get("kind", ""))
+        return started or HttpResponseRedirect(reverse("admin:catalog_collection_change", args=[collection.pk]))
 
     def activate_view(self, request: HttpRequest, collection_id: int, version_id: int) -> HttpResponse:
         if not can_reindex(request):
@@ -179,14 +198,35 @@ class CollectionAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:catalog_collection_change", args=[collection.pk]))
 
 
+def _live_field(key: str, label: str) -> Any:
+    @admin.display(description=label)
+    def show(self: Any, job: ReindexJob) -> str:
+        return reindex_job_fields(job)[key]
+
+    return show
+
+
+class LiveJobFields:
+    """A method per field of the job page that follows the job live (catalog/job_fields.py), so the first
+    render and the live updates write the same words."""
+
+
+for _key, _label in JOB_FIELDS.items():
+    setattr(LiveJobFields, _key, _live_field(_key, _label))
+
+
 @admin.register(ReindexJob)
-class ReindexJobAdmin(admin.ModelAdmin):
+class ReindexJobAdmin(LiveJobFields, admin.ModelAdmin):
     list_display = ["id", "collection", "kind", "status", "progress", "skipped", "created_by", "created", "finished"]
     list_filter = ["status", "kind", "collection"]
     list_select_related = ["collection", "created_by"]
     date_hierarchy = "created"
-    readonly_fields = [f.name for f in ReindexJob._meta.fields]
+    readonly_fields = ["collection", "kind", "created_by", *JOB_FIELDS]
+    fields = tuple(readonly_fields)
     change_form_template = "admin/catalog/reindexjob/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ReindexJob]:
+        return super().get_queryset(request).select_related("collection", "version", "created_by")
 
     @admin.display(description="Progress")
     def progress(self, job: ReindexJob) -> str:
@@ -245,7 +285,7 @@ class ImageAdmin(admin.ModelAdmin):
     search_fields = ["relpath"]
     readonly_fields = [f.name for f in Image._meta.fields]
 
-    @admin.display(description="")
+    @admin.display(description="Picture")
     def thumb(self, image: Image) -> str:
         return format_html(
             '<img src="{}" width="48" height="48" alt="{}" loading="lazy">', image_thumb_url(image.pk), image.relpath
@@ -276,7 +316,7 @@ class UploadAdmin(admin.ModelAdmin):
     list_select_related = ["owner_user"]
     readonly_fields = [f.name for f in Upload._meta.fields]
 
-    @admin.display(description="")
+    @admin.display(description="Size")
     def picture(self, upload: Upload) -> str:
         # staff see thumbnails through the file path only; the public URL serves owners alone
         return f"{upload.width}x{upload.height}"

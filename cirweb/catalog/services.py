@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from cirweb.catalog.job_fields import reindex_job_fields
 from cirweb.catalog.jobs import reindex_job_claim_lost, reindex_job_send
 from cirweb.catalog.models import Collection, Image, IndexVersion, ReindexJob
 from cirweb.catalog.selectors import id_batches
@@ -243,6 +244,7 @@ def reindex_job_progress(job: ReindexJob) -> dict[str, Any]:
         "error": job.error,
         "version": job.version.number if job.version else None,
         "skipped_reasons": job.skipped_reasons,
+        "fields": reindex_job_fields(job),  # every field of the job page, as the page shows it
     }
 
 

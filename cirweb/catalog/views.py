@@ -6,7 +6,7 @@ import mimetypes
 from pathlib import Path
 
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from cirweb.catalog.confinement import source_root_problem
 from cirweb.catalog.models import Image, Upload
@@ -55,13 +55,13 @@ def too_large(exc: ThumbnailTooLarge) -> HttpResponse:
     return HttpResponse(str(exc), status=422, content_type="text/plain; charset=utf-8")
 
 
-@require_GET
+@require_safe
 def image_file(request: HttpRequest, image_id: int) -> HttpResponseBase:
     path = _image(image_id)
     return _serve(request, path, etag_for(path, 0))
 
 
-@require_GET
+@require_safe
 def image_thumb(request: HttpRequest, image_id: int) -> HttpResponseBase:
     try:
         thumb, etag = thumbnail(_image(image_id), "images", image_id)
@@ -90,13 +90,13 @@ def _upload(request: HttpRequest, upload_id: int) -> Path:
         raise Http404("This upload's file is gone.") from None
 
 
-@require_GET
+@require_safe
 def upload_file(request: HttpRequest, upload_id: int) -> HttpResponseBase:
     path = _upload(request, upload_id)
     return _serve(request, path, etag_for(path, 0))
 
 
-@require_GET
+@require_safe
 def upload_thumb(request: HttpRequest, upload_id: int) -> HttpResponseBase:
     try:
         thumb, etag = thumbnail(_upload(request, upload_id), "uploads", upload_id)

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import csv
-import statistics
-from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import TruncDate
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
+from cirweb.conversations.history import owner_text, rejected_count, turn_csv_rows, turn_figures
 from cirweb.conversations.models import Conversation, Feedback, Turn, TurnResult
+from cirweb.display import folded, milliseconds, rounded, strip, thumb
 from cirweb.transport.protocol import image_thumb_url, upload_thumb_url
 
-
-def thumb(url: str | None, alt: str, size: int = 48) -> str:
-    if not url:
-        return "-"
-    return format_html(
-        '<img src="{}" width="{}" height="{}" alt="{}" loading="lazy" style="object-fit:cover">', url, size, size, alt
-    )
+TEXT_IN_LIST = 60  # characters of a request shown in a list before it is folded
+TEXT_ON_PAGE = 300  # on a turn's own page
 
 
 def reference_url(turn: Turn) -> str | None:
@@ -58,23 +52,38 @@ class OwnerKindFilter(admin.SimpleListFilter):
         return queryset
 
 
-def owner_text(conversation: Conversation) -> str:
-    if conversation.owner_user_id:
-        return str(conversation.owner_user)
-    return f"visitor {conversation.owner_visitor[:8]}"
+class MemoryFilter(admin.SimpleListFilter):
+    title = "memory"
+    parameter_name = "memory"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("on", "On"), ("off", "Off")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("on", "off"):
+            return queryset.filter(memory=self.value() == "on")
+        return queryset
 
 
 class TurnInline(admin.TabularInline):
     model = Turn
     extra = 0
     can_delete = False
-    fields = ["reference", "text", "mode", "status", "latency_ms", "created"]
-    readonly_fields = ["reference", "text", "mode", "status", "latency_ms", "created"]
+    readonly_fields = ["reference", "request_short", "mode", "memory", "status", "latency", "created"]
+    fields = tuple(readonly_fields)
     show_change_link = True
 
     @admin.display(description="Reference")
-    def reference(self, turn: Turn) -> str:
+    def reference(self, turn: Turn) -> SafeString | str:
         return thumb(reference_url(turn), "reference")
+
+    @admin.display(description="Request")
+    def request_short(self, turn: Turn) -> SafeString | str:
+        return folded(turn.text, TEXT_IN_LIST)
+
+    @admin.display(description="Latency")
+    def latency(self, turn: Turn) -> str:
+        return milliseconds(turn.latency_ms)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -109,8 +118,8 @@ class TurnResultInline(admin.TabularInline):
     model = TurnResult
     extra = 0
     can_delete = False
-    fields = ["rank", "picture", "image", "score", "feedback"]
-    readonly_fields = ["rank", "picture", "image", "score", "feedback"]
+    readonly_fields = ["rank", "picture", "image", "rounded_score", "feedback"]
+    fields = tuple(readonly_fields)
     ordering = ["rank"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TurnResult]:
@@ -122,9 +131,13 @@ class TurnResultInline(admin.TabularInline):
             .annotate(feedback_value=Subquery(feedback.values("value")[:1]))
         )
 
-    @admin.display(description="")
-    def picture(self, result: TurnResult) -> str:
+    @admin.display(description="Picture")
+    def picture(self, result: TurnResult) -> SafeString | str:
         return thumb(image_thumb_url(result.image_id), f"result {result.rank + 1}", 72)
+
+    @admin.display(description="Score")
+    def rounded_score(self, result: TurnResult) -> str:
+        return rounded(result.score, 3)
 
     @admin.display(description="Feedback")
     def feedback(self, result: TurnResult) -> str:
@@ -139,20 +152,22 @@ class TurnResultInline(admin.TabularInline):
 
 @admin.register(Turn)
 class TurnAdmin(ReadOnlyAdmin):
+    # what a review reads first (the query and what it gave) before what scrolls off a laptop's width
     list_display = [
         "id",
         "reference",
-        "text_short",
+        "request_short",
+        "top_results",
+        "chosen",
+        "rejected",
+        "memory",
         "mode",
         "status",
         "latency",
         "owner",
-        "top_results",
-        "chosen",
-        "rejected",
         "created",
     ]
-    list_filter = ["conversation__collection", "status", "mode", OwnerKindFilter, "created"]
+    list_filter = ["conversation__collection", "status", "mode", MemoryFilter, OwnerKindFilter, "created"]
     search_fields = ["text"]
     date_hierarchy = "created"
     inlines = [TurnResultInline]
@@ -161,8 +176,10 @@ class TurnAdmin(ReadOnlyAdmin):
         "conversation",
         "parent",
         "reference",
-        "text",
+        "request_text",
         "mode",
+        "memory",
+        "memory_used",
         "k",
         "pages",
         "exclude_seen",
@@ -185,21 +202,29 @@ class TurnAdmin(ReadOnlyAdmin):
             super()
             .get_queryset(request)
             .select_related("conversation__owner_user", "conversation__collection")
-            .annotate(rejected_count=Count("feedback", filter=Q(feedback__value="rejected")))
+            .annotate(rejected_count=rejected_count())
             .prefetch_related("results")
         )
 
     @admin.display(description="Reference")
-    def reference(self, turn: Turn) -> str:
+    def reference(self, turn: Turn) -> SafeString | str:
         return thumb(reference_url(turn), "reference")
 
-    @admin.display(description="Text")
-    def text_short(self, turn: Turn) -> str:
-        return turn.text[:80] + ("…" if len(turn.text) > 80 else "")
+    @admin.display(description="Request")
+    def request_short(self, turn: Turn) -> SafeString | str:
+        return folded(turn.text, TEXT_IN_LIST)
+
+    @admin.display(description="Request")
+    def request_text(self, turn: Turn) -> SafeString | str:
+        return folded(turn.text, TEXT_ON_PAGE)
+
+    @admin.display(description="Memory used")
+    def memory_used(self, turn: Turn) -> SafeString | str:
+        return folded(turn.memory_summary, TEXT_ON_PAGE) if turn.memory_summary else "-"
 
     @admin.display(description="Latency", ordering="latency_ms")
     def latency(self, turn: Turn) -> str:
-        return f"{turn.latency_ms:.0f} ms" if turn.latency_ms is not None else "-"
+        return milliseconds(turn.latency_ms)
 
     @admin.display(description="Owner")
     def owner(self, turn: Turn) -> str:
@@ -215,18 +240,13 @@ class TurnAdmin(ReadOnlyAdmin):
         return format_html('<table class="timings"><tbody>{}</tbody></table>', rows)
 
     @admin.display(description="Top 5")
-    def top_results(self, turn: Turn) -> str:
+    def top_results(self, turn: Turn) -> SafeString | str:
         results = sorted(turn.results.all(), key=lambda r: r.rank)[:5]
-        return (
-            format_html_join(
-                "", "{}", ((thumb(image_thumb_url(r.image_id), f"result {r.rank + 1}", 40),) for r in results)
-            )
-            or "-"
-        )
+        return strip(thumb(image_thumb_url(r.image_id), f"result {r.rank + 1}", 36) for r in results)
 
-    @admin.display(description="Chosen next")
-    def chosen(self, turn: Turn) -> str:
-        return thumb(image_thumb_url(turn.chosen_image_id), "chosen", 40) if turn.chosen_image_id else "-"
+    @admin.display(description="Chosen")
+    def chosen(self, turn: Turn) -> SafeString | str:
+        return thumb(image_thumb_url(turn.chosen_image_id), "chosen", 36) if turn.chosen_image_id else "-"
 
     @admin.display(description="Rejected", ordering="rejected_count")
     def rejected(self, turn: Turn) -> int:
@@ -239,56 +259,8 @@ class TurnAdmin(ReadOnlyAdmin):
                 return value
 
         writer = csv.writer(Echo())
-
-        def cell(value: str) -> str:
-            # a cell a spreadsheet would run as a formula is written as text
-            return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-        header = [
-            "turn",
-            "conversation",
-            "collection",
-            "parent",
-            "created",
-            "owner",
-            "mode",
-            "text",
-            "reference_image",
-            "reference_upload",
-            "status",
-            "error",
-            "latency_ms",
-            "top5",
-            "chosen_image",
-            "rejected",
-        ]
-
-        def rows() -> Any:
-            yield writer.writerow(header)
-            for t in queryset.order_by("created"):
-                top = " ".join(str(r.image_id) for r in sorted(t.results.all(), key=lambda r: r.rank)[:5])
-                yield writer.writerow(
-                    [
-                        t.pk,
-                        t.conversation_id,
-                        t.conversation.collection.slug,
-                        t.parent_id or "",
-                        t.created.isoformat(),
-                        owner_text(t.conversation),
-                        t.mode,
-                        cell(t.text),
-                        t.reference_image_id or "",
-                        t.reference_upload_id or "",
-                        t.status,
-                        cell(t.error),
-                        "" if t.latency_ms is None else round(t.latency_ms, 1),
-                        top,
-                        t.chosen_image_id or "",
-                        getattr(t, "rejected_count", 0),
-                    ]
-                )
-
-        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        rows = (writer.writerow(row) for row in turn_csv_rows(turns=queryset))
+        response = StreamingHttpResponse(rows, content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="turns.csv"'
         return response
 
@@ -296,36 +268,9 @@ class TurnAdmin(ReadOnlyAdmin):
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
         if context is not None and "cl" in context:
-            context["figures"] = turn_figures(context["cl"].queryset)
+            context["figures"] = turn_figures(turns=context["cl"].queryset)
         return response
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def turn_figures(turns: QuerySet[Turn]) -> dict[str, Any]:
-    """Figures over the turns the changelist shows (its filters applied)."""
-    since = timezone.now() - timedelta(days=14)
-    per_day = list(
-        turns.filter(created__gte=since)
-        .annotate(day=TruncDate("created"))
-        .values("day")
-        .annotate(n=Count("id"))
-        .order_by("day")
-    )
-    latencies = [
-        float(v)
-        for v in turns.filter(status=Turn.Status.DONE, latency_ms__isnull=False).values_list("latency_ms", flat=True)[
-            :100_000
-        ]
-        if v is not None
-    ]
-    done = turns.filter(status=Turn.Status.DONE).count()
-    refined = turns.filter(status=Turn.Status.DONE, chosen_image__isnull=False).count()
-    return {
-        "per_day": per_day,
-        "median_latency_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "refined_share": round(100 * refined / done, 1) if done else None,
-        "done": done,
-    }

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from cirweb.catalog import selectors as catalog
 from cirweb.catalog.uploads import upload_limit_text
@@ -20,7 +20,7 @@ from cirweb.transport.owners import owner_from
 PAGE_K = 24
 
 
-@require_GET
+@require_safe
 @ensure_csrf_cookie
 def chat(request: HttpRequest, conversation_id: str | None = None) -> HttpResponse:
     owner = owner_from(request.session, request.user, create=True)

@@ -5,6 +5,12 @@
   answer; 503 saying which does not. The search worker is asked at most once per CIR_READY_CACHE_SECONDS
   by all web processes together (the answer is shared through the cache), so anonymous calls never put
   one task each on the search queue.
+
+A 503 here is an answer, not a server error: `serve` and container probes ask until everything is up, so
+every start says 503 a few times before a search worker answers. It is logged below ERROR, by this view
+(Django's request logger would log every 5xx at ERROR): INFO while only the search worker is missing (a
+start, or workers being replaced), WARNING when the database or Redis do not answer. A view that raises
+still logs at ERROR, as anywhere else.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.utils.log import log_response
+from django.views.decorators.http import require_safe
 
 from cirweb.transport import queueing
 
@@ -22,7 +29,7 @@ WORKER_KEY = "health:search_worker"
 ASKING_KEY = "health:search_worker:asking"
 
 
-@require_GET
+@require_safe
 def livez(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
@@ -40,7 +47,7 @@ def search_worker_ready() -> bool:
     return answered
 
 
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     checks: dict[str, bool] = {"web": True}
     try:
@@ -53,5 +60,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except redis.RedisError:
         checks["redis"] = False
     checks["search_worker"] = checks["redis"] and search_worker_ready()
-    ok = all(checks.values())
-    return JsonResponse({"ok": ok, **checks}, status=200 if ok else 503)
+    missing = [name for name, up in checks.items() if not up]
+    response = JsonResponse({"ok": not missing, **checks}, status=503 if missing else 200)
+    if missing:  # marks the response as logged, so Django's handler does not log it again at ERROR
+        level = "info" if missing == ["search_worker"] else "warning"
+        log_response(
+            "Not ready, %s not answering: %s",
+            ", ".join(missing),
+            request.path,
+            response=response,
+            request=request,
+            level=level,
+        )
+    return response

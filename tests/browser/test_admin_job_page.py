@@ -38,8 +38,8 @@ def test_the_job_page_title_and_fields_follow_the_live_status(
         subtitle = page.locator("#content h2", has_text="reindex of job-page-shapes")
         expect(subtitle).to_contain_text("(succeeded)")  # rendered as "(queued)"
         assert "(succeeded)" in page.title() and "(queued)" not in page.title(), page.title()
-        expect(page.locator(".field-status .readonly")).to_have_text("succeeded")
-        expect(page.locator(".field-done .readonly")).to_have_text("180")
+        expect(page.locator(".field-live_status .readonly")).to_have_text("Succeeded")
+        expect(page.locator(".field-live_done .readonly")).to_have_text("180")
         expect(page.locator(".breadcrumbs")).to_contain_text("(succeeded)")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "admin-job-page.png"), full_page=True)

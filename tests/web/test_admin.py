@@ -188,7 +188,7 @@ def test_history_review_lists_exports_and_escapes() -> None:
     client = login("analyst", staff=True, perms=("view_turn", "view_conversation"))
     page = client.get("/admin/conversations/turn/").content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt; red" in page and "<script>alert(1)" not in page
-    assert "Median latency" in page and "42.0 ms" in page and "100.0% of 1 answered turns" in page
+    assert "Median latency" in page and "42 ms" in page and "100% of 1 answered turns" in page
     assert f"/images/{images[2].pk}/thumb" in page
     assert "red" in client.get("/admin/conversations/turn/?q=red").content.decode()
     detail = client.get(f"/admin/conversations/turn/{turn.pk}/change/").content.decode()

@@ -8,7 +8,7 @@
   const skipped = document.getElementById("job-skipped");
   const finished = ["succeeded", "failed", "cancelled"];
   let polling = null;
-  // the page's title and read-only fields were rendered once; they follow the live status too
+  // the page's title and read-only fields were rendered once; they follow the live job too
   const named = [...document.querySelectorAll("#content h1, #content h2, .breadcrumbs")]; // where the job is named
   const statusPattern = /\((queued|running|succeeded|failed|cancelled)\)/;
   function replaceStatus(node, status) { // in text nodes only: the breadcrumbs hold links
@@ -20,9 +20,10 @@
   function follow(p) {
     for (const node of named) replaceStatus(node, p.status);
     document.title = document.title.replace(statusPattern, `(${p.status})`);
-    for (const field of ["status", "done", "total", "skipped", "images_per_second", "added", "changed", "deleted", "error"]) {
-      const cell = document.querySelector(`.field-${field} .readonly`);
-      if (cell && p[field] !== undefined && p[field] !== null) cell.textContent = p[field] === "" ? "-" : String(p[field]);
+    // every field, in the words the server rendered it (catalog/job_fields.py): started, worker, ETA, version...
+    for (const [key, text] of Object.entries(p.fields || {})) {
+      const cell = document.querySelector(`.field-${key} .readonly`);
+      if (cell && cell.textContent !== text) cell.textContent = text;
     }
   }
   function show(p) {
