@@ -6,6 +6,7 @@ table. Secrets have no default: without DJANGO_SECRET_KEY a random key is create
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -41,6 +42,23 @@ SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
 }
+
+
+def env_networks(name: str, default: str) -> list[str]:
+    """Addresses or networks ("10.0.0.5", "10.0.0.0/8", "::1"), comma-separated, or "*" for every peer; a
+    misspelt one is refused here rather than silently never matching."""
+    value = os.environ.get(name, default).strip()
+    if value == "*":
+        return ["*"]
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: {entry!r} is not an address or a network (e.g. 10.0.0.5, 10.0.0.0/8, ::1), nor '*'"
+            ) from None
+    return entries
 
 
 def env_paths(name: str, default: list[Path]) -> list[Path]:
@@ -282,6 +300,10 @@ CIR_UPLOAD_BYTES_PER_DAY = env_int("CIR_UPLOAD_BYTES_PER_DAY", 200 * 1024 * 1024
 CIR_RATE_SEARCH = os.environ.get("CIR_RATE_SEARCH", "30/m")  # POST /api/search
 CIR_RATE_CONVERSATIONS = os.environ.get("CIR_RATE_CONVERSATIONS", "10/m")  # POST /api/conversations
 CIR_ADDRESS_FACTOR = env_int("CIR_ADDRESS_FACTOR", 10)  # an address (NAT, office) may do this many visitors' worth
+# The reverse proxies whose X-Forwarded-For (and -Proto) the web server believes: behind them each visitor is
+# counted by the address the proxy forwards, not the proxy's own (docs/deploy.md, "Behind a reverse proxy").
+# A header from any other peer is ignored, so a visitor cannot pick an address to escape the limits.
+CIR_TRUSTED_PROXIES = env_networks("CIR_TRUSTED_PROXIES", "127.0.0.1,::1")
 
 # Celery: https://docs.celeryq.dev/en/stable/userguide/configuration.html (read by cirweb/celery_app.py)
 CELERY_BROKER_URL = os.environ.get("CIR_BROKER_URL") or CIR_REDIS_URL
