@@ -5,6 +5,7 @@ from cirweb.api.api import api
 from cirweb.catalog import views as catalog_views
 from cirweb.conversations import views as chat_views
 from cirweb.processes.health import healthz, livez
+from cirweb.processes.metrics import metrics_view
 
 urlpatterns = [
     path("", chat_views.chat, name="chat"),
@@ -14,6 +15,7 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", healthz, name="readyz"),
     path("livez", livez, name="livez"),
+    path("metrics", metrics_view, name="metrics"),
     path("images/<int:image_id>", catalog_views.image_file, name="image"),
     path("images/<int:image_id>/thumb", catalog_views.image_thumb, name="image-thumb"),
     path("uploads/<int:upload_id>", catalog_views.upload_file, name="upload"),
