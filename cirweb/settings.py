@@ -107,6 +107,10 @@ def database_from_url(url: str, data_dir: Path) -> dict[str, object]:
 
 # --- Core ---------------------------------------------------------------------------------------------
 CIR_DATA_DIR = Path(os.environ.get("CIR_DATA_DIR") or BASE_DIR / "var").resolve()
+# Prometheus' multiprocess mode (cirweb/processes/metrics.py): every process of this host records into this
+# folder, which prometheus-client reads when first imported, so it is set here, before any import of it.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(CIR_DATA_DIR / "metrics"))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()
@@ -304,6 +308,8 @@ CIR_ADDRESS_FACTOR = env_int("CIR_ADDRESS_FACTOR", 10)  # an address (NAT, offic
 # counted by the address the proxy forwards, not the proxy's own (docs/deploy.md, "Behind a reverse proxy").
 # A header from any other peer is ignored, so a visitor cannot pick an address to escape the limits.
 CIR_TRUSTED_PROXIES = env_networks("CIR_TRUSTED_PROXIES", "127.0.0.1,::1")
+# Who may read GET /metrics besides this machine: a Prometheus server's address or network (empty: nobody).
+CIR_METRICS_ALLOWED = env_networks("CIR_METRICS_ALLOWED", "")
 
 # Celery: https://docs.celeryq.dev/en/stable/userguide/configuration.html (read by cirweb/celery_app.py)
 CELERY_BROKER_URL = os.environ.get("CIR_BROKER_URL") or CIR_REDIS_URL

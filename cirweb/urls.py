@@ -6,6 +6,7 @@ from cirweb.catalog import views as catalog_views
 from cirweb.conversations import views as chat_views
 from cirweb.pages import favicon
 from cirweb.processes.health import healthz, livez
+from cirweb.processes.metrics import metrics_view
 
 urlpatterns = [
     path("", chat_views.chat, name="chat"),
@@ -16,6 +17,7 @@ urlpatterns = [
     path("readyz", healthz, name="readyz"),
     path("livez", livez, name="livez"),
     path("favicon.ico", favicon, name="favicon"),
+    path("metrics", metrics_view, name="metrics"),
     path("images/<int:image_id>", catalog_views.image_file, name="image"),
     path("images/<int:image_id>/thumb", catalog_views.image_thumb, name="image-thumb"),
     path("uploads/<int:upload_id>", catalog_views.upload_file, name="upload"),

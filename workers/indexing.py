@@ -42,6 +42,7 @@ from cirweb.catalog.models import IndexVersion, ReindexChunk, ReindexJob
 from cirweb.files import storage
 from cirweb.processes.faults import fault_point
 from cirweb.processes.liveness import process_identity
+from cirweb.processes.metrics import reindex_observed
 from cirweb.transport import queueing
 from cirweb.transport.protocol import reindex_group
 from foundation.explained_error import ExplainedError
@@ -60,6 +61,7 @@ MAX_REASONS = 500
 
 def publish_job(job: ReindexJob) -> None:
     publish(reindex_group(job.pk), catalog.reindex_job_progress(job))
+    reindex_observed(job_id=job.pk, done=job.done, total=job.total, per_second=job.images_per_second)
 
 
 def _forget_chunks(job_id: int) -> None:

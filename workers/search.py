@@ -17,6 +17,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import OperationalError
+from django.utils import timezone
 from numpy.typing import NDArray
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -28,6 +29,7 @@ from cirweb.conversations.selectors import TurnHistory, turn_history
 from cirweb.files import storage
 from cirweb.processes.faults import fault_point
 from cirweb.processes.liveness import process_identity
+from cirweb.processes.metrics import turn_observed
 from cirweb.transport import protocol
 from foundation.explained_error import ExplainedError
 from retrieval.extraction.images import ImageError
@@ -236,6 +238,7 @@ def answer_turn(turn_id: int) -> str:
         progress.close()
         if turns.turn_fail(turn_id=turn.pk, code=code, message=message, worker=me):
             publish(group, protocol.failed_frame(turn_id=turn.pk, code=code, error=message))
+            turn_observed(outcome="failed")
 
     try:
         # a later page ("more") searches k more: the pages already shown are among the exclusions
@@ -272,6 +275,7 @@ def answer_turn(turn_id: int) -> str:
     if not stored:
         return "dropped (the turn was failed or taken over meanwhile)"
     fault_point("turn.committed")
+    turn_observed(outcome="done", timings_ms=timings, end_to_end=(timezone.now() - turn.queued_at).total_seconds())
     alts = result_alts(version_id=outcome.version.pk, image_ids=[i for i, _ in page])
     frame = protocol.results_frame(
         turn_id=turn.pk, offset=offset, ranked=page, alts=alts, timings_ms=timings, memory=outcome.remembered

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cirweb.processes.devservers import port_open, redis_command, wait_for_port
+from cirweb.processes.metrics import metrics_reset, process_dead
 from cirweb.processes.webserver import web_command
 
 COLOURS = {"redis": "\033[35m", "search": "\033[36m", "index": "\033[33m", "sweep": "\033[34m", "web": "\033[32m"}
@@ -54,6 +55,8 @@ class Supervisor:
     def run(self, ready_url: str | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stopping.set())
+        if folder := self.env.get("PROMETHEUS_MULTIPROC_DIR"):
+            metrics_reset(Path(folder))  # this run's counters only
         for child in self.children:
             self.start(child)
             if child.name == "redis":
@@ -71,6 +74,8 @@ class Supervisor:
 
     def _restart(self, child: Child) -> None:
         code = child.process.returncode if child.process else None
+        if child.process is not None and self.env.get("PROMETHEUS_MULTIPROC_DIR"):
+            process_dead(child.process.pid)  # its live gauges (open sockets) no longer count
         now = time.monotonic()
         child.restarts = [t for t in child.restarts if now - t < 60] + [now]
         if len(child.restarts) > 5:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from cirweb.conversations import limits, selectors, services
 from cirweb.conversations.models import Conversation, Turn
 from cirweb.conversations.queries import TurnRejected
+from cirweb.processes.metrics import SOCKETS
 from cirweb.transport import protocol
 from cirweb.transport.owners import Owner, owner_from
 from cirweb.transport.socket_database import socket_database
@@ -52,11 +53,13 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         self.connected_at = self.watermark = timezone.now()
         await self._join()
         await self.accept()
+        SOCKETS.inc()
         self.reconciler = asyncio.create_task(self._reconcile_forever())
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "reconciler"):
             self.reconciler.cancel()
+            SOCKETS.dec()  # the reconciler starts with the count: one decrement per counted socket
         if hasattr(self, "conversation"):
             try:
                 await self.channel_layer.group_discard(

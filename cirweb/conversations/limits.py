@@ -28,6 +28,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from django_ratelimit.core import get_usage
 
+from cirweb.processes.metrics import RATE_LIMITED
 from cirweb.transport.owners import Owner
 from cirweb.transport.protocol import error_frame
 
@@ -58,6 +59,7 @@ def _scaled(rate: str, factor: int) -> str:
 def _hit(group: str, rate: str, key: str) -> None:
     usage = get_usage(None, group=group, key=lambda _group, _request: key, rate=rate, increment=True)
     if usage is not None and usage["should_limit"]:
+        RATE_LIMITED.labels(group).inc()
         raise RateLimited(_sentence(group, rate), usage["time_left"])
 
 
