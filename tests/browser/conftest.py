@@ -27,8 +27,8 @@ DESKTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")  # not longer: Playwright's sync API keeps an event loop running while it lives,
+def browser() -> Iterator[Any]:  # and the suite's asyncio tests (run after a browser module) need none running
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
