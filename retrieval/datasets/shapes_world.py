@@ -18,6 +18,7 @@ Layout under OUT (the `--root` of the CIRR loader):
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -232,7 +233,9 @@ def generate_world(
 def _render_all(jobs: list[tuple[str, Scene, int, int]], workers: int, show_progress: bool) -> None:
     bar = tqdm(total=len(jobs), unit="img", desc="drawing", disable=not show_progress)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # forkserver, not fork: a process with threads (a web server's, a test runner's) can be forked while
+        # one of them holds a lock, and the child then waits on it forever (seen once in the test suite)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
             for _ in pool.map(_render_job, jobs, chunksize=64):
                 bar.update()
     else:
