@@ -1,8 +1,8 @@
 """Prometheus metrics of the pipeline, served as text at `GET /metrics` (issue 23, item 1).
 
 Every process of a host (the web server, each search and index worker, their pool children) records into
-files under PROMETHEUS_MULTIPROC_DIR (settings: `CIR_DATA_DIR/metrics`, emptied by `serve` at start), and the
-web process adds them up when scraped (prometheus-client's multiprocess mode). What a process records:
+files under PROMETHEUS_MULTIPROC_DIR (settings: `CIR_DATA_DIR/metrics`; `serve` forgets the processes that
+are gone), and the web process adds them up when scraped (prometheus-client's multiprocess mode). Recorded:
 
 - `cirweb_turn_seconds{stage}`: a turn's latency by stage (queue_wait, reference, text, combine, search, total
   as the worker measured them, and end_to_end from queued to stored), a histogram;
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -146,7 +147,20 @@ def process_dead(pid: int) -> None:
 
 
 def metrics_reset(folder: Path) -> None:
-    """Empty the metrics folder before the processes of a host start (`serve`): counters of an earlier run
-    are not this run's."""
+    """Forget the metrics of processes that are gone, before the processes of a host start (`serve`): an
+    earlier run's counters are not this run's. Files of processes still alive are kept: another product
+    sharing the data directory (a second `serve`, a test's stack) keeps writing to them."""
     for path in folder.glob("*.db"):
-        path.unlink(missing_ok=True)
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True

@@ -3,7 +3,9 @@ addresses only; what the processes record shows up in it."""
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -66,3 +68,14 @@ def test_a_refusal_past_a_limit_is_counted(client: Client, settings: object) -> 
     with pytest.raises(limits.RateLimited):
         limits.hit("conversations", owner=owner, address=None)
     assert sample(scrape(client), "cirweb_rate_limited_total", group="conversations") == before + 1
+
+
+def test_serve_forgets_the_metrics_of_processes_that_are_gone_and_keeps_the_living(tmp_path: Path) -> None:
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for name in (f"counter_{gone.pid}.db", f"gauge_livesum_{gone.pid}.db", f"counter_{os.getpid()}.db"):
+        (tmp_path / name).write_bytes(b"")
+    metrics.metrics_reset(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"counter_{os.getpid()}.db"]
