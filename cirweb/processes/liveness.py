@@ -20,7 +20,8 @@ def process_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pid_gone(pid: int) -> bool:
+def pid_gone(pid: int) -> bool:
+    """Whether a process of this host has exited (a zombie counts as gone)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:  # a zombie still answers kill(0) but will never work again
             if stat.read().rpartition(")")[2].split()[0] in ("Z", "X"):
@@ -43,5 +44,5 @@ def claim_lost(identity: str, last_seen: datetime | None, grace: timedelta) -> b
         return True
     host, _, pid = identity.rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
-        return _pid_gone(int(pid))  # on this host the process table is the truth
+        return pid_gone(int(pid))  # on this host the process table is the truth
     return last_seen is None or timezone.now() - last_seen > grace

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from cirweb.celery_app import INDEX_QUEUE, SEARCH_QUEUE, app
+from cirweb.processes.liveness import pid_gone
 
 log = logging.getLogger(__name__)
 STAGES = ("queue_wait", "reference", "text", "combine", "search", "total")
@@ -152,15 +152,5 @@ def metrics_reset(folder: Path) -> None:
     sharing the data directory (a second `serve`, a test's stack) keeps writing to them."""
     for path in folder.glob("*.db"):
         pid = path.stem.rpartition("_")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and pid_gone(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
