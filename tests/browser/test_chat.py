@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,8 @@ def test_start_from_an_upload(page: Any, shapes: ShapesCollection) -> None:
     assert page.locator("article.turn figure.card").count() == 24
 
 
-@pytest.mark.console_errors(r"WebSocket connection to .* failed")  # while the web server restarts
+# while the web server restarts: the socket is refused, and so are the pictures that load lazily meanwhile
+@pytest.mark.console_errors(r"WebSocket connection to .* failed|ERR_CONNECTION_REFUSED \S+/images/\d+/thumb")
 def test_reload_resumes_and_a_dropped_socket_catches_up(
     page: Any, shapes: ShapesCollection, live_services: LiveServices
 ) -> None:
@@ -114,14 +116,25 @@ def test_reload_resumes_and_a_dropped_socket_catches_up(
     pick_start(page, "dev-10-0")
     send(page, words(shapes, "dev-10-0", "dev-10-4"))
     url = page.url
+    # pictures refused while the server is away are loaded again once the socket is back: made certain here
+    # by refusing every thumbnail through the reload, before the server restarts
+    broken = "[...document.images].filter(i => i.getAttribute('src') && i.complete && !i.naturalWidth).length"
+    page.route("**/images/*/thumb", lambda route: route.abort("connectionrefused"))
     page.reload()
     page.wait_for_selector("article.turn figure.card")
     assert page.url == url and page.locator("article.turn").count() == 1
+    time.sleep(1)
+    assert page.evaluate(broken) > 0
+    page.unroute("**/images/*/thumb")
     live_services.restart("web")  # the server drops every socket
     expect(page.locator("#connection")).to_have_text("", timeout=60_000)
     click_result(page, 0, None)
     send(page, "make it larger")
     assert page.locator("article.turn").count() == 2  # caught up, nothing duplicated
+    deadline = time.monotonic() + 10  # pictures refused meanwhile are loaded again (the CSP forbids
+    while page.evaluate(broken) and time.monotonic() < deadline:  # wait_for_function's eval)
+        time.sleep(0.2)
+    assert page.evaluate(broken) == 0
     page.go_back()
     expect(page.locator("article.turn")).to_have_count(0, timeout=30_000)
     page.go_forward()

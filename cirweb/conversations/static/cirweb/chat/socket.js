@@ -8,6 +8,21 @@ import { finished, limits, setStatus, showError, state } from "./state.js";
 
 const STALL_MS = 6000; // a pending turn with no news this long is looked up over HTTP
 
+// A picture that failed to load while the server was away (a restart, a dropped network) is marked, and
+// loaded again once the socket is back, so no broken picture is left on the page.
+document.addEventListener("error", (event) => {
+  if (event.target instanceof HTMLImageElement) event.target.dataset.failed = "1";
+}, true);
+
+function reloadFailedPictures() {
+  for (const img of document.querySelectorAll("img[data-failed]")) {
+    delete img.dataset.failed;
+    const src = img.src;
+    img.removeAttribute("src");
+    img.src = src;
+  }
+}
+
 export function connect() {
   if (!state.conversation) return;
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${state.conversation.ws}`;
@@ -18,6 +33,7 @@ export function connect() {
   socket.addEventListener("open", async () => {
     state.retry = 0;
     setStatus("");
+    reloadFailedPictures();
     // events published before this socket joined (page render, a drop) are read from the server's record
     await catchUp().catch((error) => setStatus(error.message));
   });
