@@ -332,6 +332,9 @@ CIR_SOURCE_ROOTS = env_paths("CIR_SOURCE_ROOTS", [CIR_DATA_DIR / "sources", CIR_
 CIR_MODEL_ROOTS = env_paths("CIR_MODEL_ROOTS", [CIR_MODELS_DIR, BASE_DIR / "models"])
 CIR_CLIP_MODEL = os.environ.get("CIR_CLIP_MODEL") or str(CIR_MODELS_DIR / "shapes-clip.pt")
 CIR_COMBINER = os.environ.get("CIR_COMBINER") or str(CIR_MODELS_DIR / "shapes-combiner.pt")
+# the judge that re-ranks a Combiner's first candidates (retrieval/models/judge.py), used for the CLIP it was
+# trained for (its checkpoint records that CLIP's SHA-256); "none": no judge
+CIR_JUDGE = os.environ.get("CIR_JUDGE") or str(CIR_MODELS_DIR / "shapes-judge.pt")
 CIR_DEVICE = os.environ.get("CIR_DEVICE", "cpu")
 # Encoders pick bf16 / channels_last / int8 text per machine (retrieval/models/precision.py); 1 keeps plain fp32.
 CIR_FORCE_FP32 = env_bool("CIR_FORCE_FP32", False)

@@ -183,6 +183,18 @@ def _world_args(sub: Any) -> None:
     p.add_argument("--lr-text", type=float, default=3e-5, help="learning rate of the text tower")
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
+    p = _add(
+        sub,
+        "train-judge",
+        "stage 4: the judge learns to order the Combiner's first candidates by what was asked (shapes world)",
+        "python -m retrieval train-judge --root var/shapes --models models/shapes --steps 3000",
+    )
+    p.add_argument("--root", required=True, help="the shapes world the models were trained on")
+    p.add_argument("--models", required=True, help="folder with shapes-clip.pt, shapes-combiner.pt, manifest.json")
+    p.add_argument("--steps", type=int, default=3000, help="training steps")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this long (validating first)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+
     for name, help_text, example in (
         (
             "finetune-clip",
@@ -229,6 +241,11 @@ def _evaluation_args(sub: Any) -> None:
     p.add_argument("--requests", type=int, default=400, help="open requests drawn (with --open-requests)")
     p.add_argument("--descriptions", type=int, default=400, help="words-alone requests drawn (with --open-requests)")
     p.add_argument("--seed", type=int, default=0, help="seed of the drawn requests (with --open-requests)")
+    p.add_argument(
+        "--judge",
+        default=None,
+        help="judge checkpoint (with --open-requests): also rank the Combiner's pool by it, as served",
+    )
 
     p = _add(
         sub,

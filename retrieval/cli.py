@@ -158,6 +158,17 @@ def _train_open(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("train-judge")
+def _train_judge(args: argparse.Namespace) -> int:
+    from retrieval.training.judge_train import JudgeSettings
+    from retrieval.training.recipe import train_judge_stage
+
+    settings = JudgeSettings(steps=args.steps, max_minutes=args.max_minutes)
+    manifest = train_judge_stage(Path(args.root), Path(args.models), settings=settings, seed=args.seed)
+    print(json.dumps({k: v for k, v in manifest["stage4"].items() if k != "history"}))
+    return 0
+
+
 @command("finetune-clip")
 @command("train-combiner")
 def _train_stage(args: argparse.Namespace) -> int:
@@ -270,9 +281,15 @@ def _open_requests(args: argparse.Namespace, encoder: Any, fuser: Any, data: Any
     if args.dataset != "shapes":
         raise RetrievalError("--open-requests needs a shapes world (its scene graphs judge every result)")
     scenes = load_scenes(Path(args.root), args.split)
-    return open_request_figures(
-        encoder, fuser, data, scenes, gallery, requests=args.requests, descriptions=args.descriptions, seed=args.seed
-    )
+    judge, regions = None, None
+    if args.judge:
+        from retrieval.evaluation.judged import gallery_regions
+        from retrieval.fusion.judging import JudgeStage
+        from retrieval.models.judge import load_judge
+
+        judge, regions = JudgeStage(load_judge(args.judge), encoder), gallery_regions(encoder, data, gallery)
+    counts = {"requests": args.requests, "descriptions": args.descriptions, "seed": args.seed}
+    return open_request_figures(encoder, fuser, data, scenes, gallery, judge=judge, regions=regions, **counts)
 
 
 @command("cirr-submission")

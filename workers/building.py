@@ -16,8 +16,9 @@ from numpy.typing import NDArray
 from cirweb.catalog import chunks, selectors
 from cirweb.catalog.models import ReindexJob
 from cirweb.files import storage
+from retrieval.extraction.regions import regions_for_version
 from retrieval.index.rowfile import RowFile
-from retrieval.index.versions import FeaturePart, LoadedVersion, version_numbers, write_version_parts
+from retrieval.index.versions import REGIONS_FILE, FeaturePart, LoadedVersion, version_numbers, write_version_parts
 from workers.extraction import chunk_store
 from workers.runtime import Models
 
@@ -67,9 +68,13 @@ def previous_parts(folder: Path, drop: set[int]) -> list[FeaturePart]:
     return [FeaturePart(old_ids[block], functools.partial(rows.take, block)) for block in blocks]
 
 
-def version_build(job: ReindexJob, parts: list[FeaturePart], models: Models, skipped: int) -> tuple[LoadedVersion, str]:
+def version_build(
+    job: ReindexJob, parts: list[FeaturePart], models: Models, skipped: int, previous: Path | None = None
+) -> tuple[LoadedVersion, str]:
     """The new version, built in this host's cache under a number neither the disk, the shared store nor the
-    catalog has used, then published to the shared store; returns it and its store key."""
+    catalog has used, then published to the shared store; returns it and its store key. Where the models
+    have a judge, the version holds the pictures' regions too (those of `previous`, the folder of the
+    version an incremental job keeps rows of, are copied when made by the same encoder)."""
     collection = job.collection
     ids = np.concatenate([p.ids for p in parts]).tolist()
     stats = selectors.image_sources(ids=ids)
@@ -87,8 +92,24 @@ def version_build(job: ReindexJob, parts: list[FeaturePart], models: Models, ski
         combiner=models.combiner_spec,
         preprocessing=models.preprocessing,
         version=max(used, default=0) + 1,
-        extra={"job": job.pk, "skipped": skipped},
+        extra={"job": job.pk, "skipped": skipped, **({"regions": models.identity} if models.judge else {})},
         extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},
+        regions=functools.partial(_regions, models, previous) if models.judge else None,
     )
     key = storage.index_version_key(slug=collection.slug, number=written.meta.version)
     return written, storage.index_version_publish(folder=written.path, key=key)
+
+
+def _regions(models: Models, previous: Path | None, ids: NDArray[np.int64]) -> NDArray[np.float16]:
+    """The regions of a version's pictures (`retrieval.extraction.regions`), reusing the previous version's
+    where the same encoder made them."""
+    kept = None
+    if previous is not None and (previous / REGIONS_FILE).is_file():
+        meta = json.loads((previous / "meta.json").read_text())
+        if meta.get("extra", {}).get("regions") == models.identity:
+            kept = (np.load(previous / "ids.npy"), np.load(previous / REGIONS_FILE, mmap_mode="r"))
+
+    def paths(wanted: list[int]) -> dict[int, Path]:
+        return {i: Path(row[0]) for i, row in selectors.image_files(ids=wanted).items()}
+
+    return regions_for_version(models.encoder, ids, paths, kept)

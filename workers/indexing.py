@@ -189,7 +189,9 @@ def _run(job: ReindexJob, beat: Heartbeat, *, show_progress: bool, dispatch: boo
     try:
         if not sum(len(p.ids) for p in parts):
             return _finish(job, ReindexJob.Status.FAILED, "no image could be read, so there is nothing to index")
-        written, key = version_build(job, parts, models, skipped=len(gathered.skipped))
+        written, key = version_build(
+            job, parts, models, skipped=len(gathered.skipped), previous=held.folder if held is not None else None
+        )
     finally:
         if held is not None:
             held.release()

@@ -30,10 +30,12 @@ from foundation.host_cache import Hold
 from foundation.shared_store import BlobStore
 from retrieval.extraction.images import open_image
 from retrieval.fusion.fuser import Fuser
+from retrieval.fusion.judging import JudgeStage, judge_for
 from retrieval.index.versions import LoadedVersion, load_version
 from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.combiner_model import load_combiner
 from retrieval.models.confine import confined_checkpoint
+from retrieval.models.judge import image_regions
 from retrieval.models.provenance import recorded_preprocessing
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Models:
     preprocessing: str = "clip"
 
     identity: str = ""  # the encoder's identity (`encoder_identity`): every cache of its features is keyed by it
+    judge: JudgeStage | None = None  # the second stage, where a judge trained for this CLIP is installed
 
 
 @functools.lru_cache(maxsize=16)
@@ -101,11 +104,13 @@ class Runtime:
         self.force_fp32 = force_fp32  # settings.CIR_FORCE_FP32, set at worker start like the device
         self.compile_images = True  # settings.CIR_COMPILE_IMAGES in index processes; search ones never compile
         self.onnx_cache: Path | None = None  # set at process start: where ONNX text towers are kept (CIR_CACHE_DIR)
+        self.judge_spec = ""  # settings.CIR_JUDGE, set at process start ("" or "none": no judge)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
         self._indexes: OrderedDict[tuple[int, int], LoadedVersion] = OrderedDict()
         self._holds: dict[tuple[int, int], Hold] = {}
         self._uploads: Bounded[tuple[int, str], NDArray[np.float32]] = Bounded(max_uploads)
+        self._upload_regions: Bounded[tuple[int, str], NDArray[np.float32]] = Bounded(max_uploads)
         # Rows that never change once written (a conversation's collection, an index version's row): every ORM
         # query on a turn's path costs milliseconds of Python on small machines.
         self.rows: Bounded[tuple[str, Any], Any] = Bounded(4096)
@@ -149,10 +154,30 @@ class Runtime:
         seconds = time.perf_counter() - started
         fuser = Fuser(combiner, encoder.dim, int8=encoder.precision.combiner == "int8")
         identity = encoder_identity(clip_file, encoder.dim)
+        judge = self._judge(encoder, clip_file) if combiner is not None else None
         log.info(
-            "loaded %s + %s in %.2fs (%s)", clip_spec, combiner_spec or "sum", seconds, encoder.precision.describe()
+            "loaded %s + %s in %.2fs (%s)%s",
+            clip_spec,
+            combiner_spec or "sum",
+            seconds,
+            encoder.precision.describe(),
+            ", with a judge" if judge else "",
         )
-        return Models(clip_spec, combiner_spec, encoder, fuser, seconds, kind, identity)
+        return Models(clip_spec, combiner_spec, encoder, fuser, seconds, kind, identity, judge)
+
+    def _judge(self, encoder: ClipEncoder, clip_file: str) -> JudgeStage | None:
+        """The installed judge where it was trained for this CLIP checkpoint; a judge that is missing, for
+        another CLIP or unreadable leaves turns unjudged (said in the log), never without answers."""
+        if self.judge_spec in ("", "none") or not Path(clip_file).is_file():
+            return None
+        path = model_file(model_stored(self.judge_spec))
+        try:
+            if Path(path).is_file():
+                confined_checkpoint(path, self.model_roots, "judge checkpoint")
+            return judge_for(path, encoder, clip_file)
+        except Exception as exc:  # a broken judge costs the second stage, not the turn
+            log.warning("the judge %s is not used: %s", path, exc)
+            return None
 
     def index(self, collection_id: int, number: int, hold: Callable[[], Hold]) -> LoadedVersion:
         """The version, memory-mapped once. `hold` gives its local folder, held for as long as it is mapped
@@ -189,6 +214,15 @@ class Runtime:
             self._indexes.pop(old, None)
             if (held := self._holds.pop(old, None)) is not None:
                 held.release()
+
+    def upload_regions(self, upload_id: int, models: Models, *, image: Callable[[], Path]) -> NDArray[np.float32]:
+        """The regions of an upload for the judge (one small picture: computed here, kept in memory)."""
+
+        def make() -> NDArray[np.float32]:
+            pixels = models.encoder.preprocess(open_image(image()))[None]
+            return image_regions(models.encoder.model, pixels.to(models.encoder.device))[0].cpu().numpy()
+
+        return self._upload_regions.get_or_make((upload_id, models.identity), make)
 
     def upload_feature(
         self,

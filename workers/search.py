@@ -34,6 +34,7 @@ from cirweb.transport import protocol
 from foundation.explained_error import ExplainedError
 from retrieval.extraction.images import ImageError
 from retrieval.fusion.fuser import Mode
+from retrieval.fusion.judging import JudgeStage
 from retrieval.fusion.memory import indexed_features, remember, rerank
 from retrieval.index.versions import LoadedVersion
 from workers.publish import HeldProgress, publish
@@ -156,6 +157,34 @@ def reference_feature(
     return None
 
 
+@dataclass
+class Judging:
+    """A turn the judge orders: its stage and the reference's regions."""
+
+    stage: JudgeStage
+    reference: NDArray[np.float32]
+
+
+def judged_turn(
+    models: Models, loaded: LoadedVersion, mode: Mode, text: str, image_id: int | None, upload_id: int | None
+) -> Judging | None:
+    """The judge reads a request said of a reference, in the Combiner's mode, where the models have a judge
+    and the version holds the pictures' regions (a version built before the judge was installed has none
+    until the collection is reindexed)."""
+    if models.judge is None or loaded.regions is None or mode is not Mode.COMBINER or not text.strip():
+        return None
+    if image_id is not None:
+        return Judging(models.judge, loaded.regions_of([image_id])[0])
+    if upload_id is not None:
+        row = catalog.upload_file(upload_id=upload_id)
+        if row is None or row[1]:
+            return None
+        file = row[0]
+        regions = runtime.upload_regions(upload_id, models, image=lambda: storage.upload_local(file=file))
+        return Judging(models.judge, regions)
+    return None
+
+
 def run_search(
     *,
     collection_id: int,
@@ -203,10 +232,19 @@ def run_search(
     t = time.perf_counter()
     rejected_features = indexed_features(loaded, rejected or [], loaded.meta.dim)
     extra = (len(memory.seen) if memory is not None else 0) + (PUSHED_EXTRA * k if len(rejected_features) else 0)
-    scores, ids = loaded.index.search(query, k + extra, exclude=exclude)
-    if extra:  # seen results give way and look-alikes of rejected pictures are pushed down: re-rank the pool
-        scores, ids = rerank(scores, ids, memory, k, candidates=loaded.features_of, rejected=rejected_features)
+    judging = judged_turn(models, loaded, Mode(mode), text, image_id, upload_id)
+    pool = max(k + extra, judging.stage.pool if judging else 0)
+    scores, ids = loaded.index.search(query, pool, exclude=exclude)
+    if extra or judging:  # seen results give way and look-alikes of rejected pictures are pushed down
+        keep = pool if judging else k
+        scores, ids = rerank(scores, ids, memory, keep, candidates=loaded.features_of, rejected=rejected_features)
     timings["search"] = (time.perf_counter() - t) * 1000
+    if judging:  # the second stage orders the pool by what was asked
+        t = time.perf_counter()
+        judged = judging.stage.rerank(text, judging.reference, loaded.regions_of(ids[0]), scores[0])
+        order = np.argsort(-judged, kind="stable")[:k]
+        scores, ids = judged[order][None], ids[0][order][None]
+        timings["judge"] = (time.perf_counter() - t) * 1000
     timings["total"] = (time.perf_counter() - started) * 1000
     ranked = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
     return SearchOutcome(ranked, {key: round(v, 2) for key, v in timings.items()}, version, remembered)

@@ -39,13 +39,16 @@ from retrieval.datasets.shapes import Scene, scene_diff
 from retrieval.datasets.shapes_requests import REQUEST_KINDS, Request, SceneTable, random_request
 from retrieval.datasets.shapes_speech import Part, Wanted, wanted_from, word_description, word_request
 from retrieval.evaluation.intervals import mean_interval, wilson
+from retrieval.evaluation.judged import judged_ranked
 from retrieval.evaluation.recall import Gallery, query_features, ranked, recall_at, target_ranks
 from retrieval.fusion.fuser import Fuser, Mode
+from retrieval.fusion.judging import JudgeStage
 from retrieval.models.clip_encoder import ClipEncoder
 from retrieval.vectors import normalize
 
 TOP = 10
 OPEN_MODES = (Mode.IMAGE, Mode.TEXT, Mode.SUM, Mode.SUM_NORMALIZED, Mode.COMBINER)
+JUDGED = "combiner+judge"  # the Combiner's pool ordered by the judge: what the product serves with a judge
 
 
 @dataclass(frozen=True)
@@ -119,10 +122,14 @@ def open_request_figures(
     seed: int = 0,
     part: Part = "held-out",
     closed: bool = True,
+    judge: JudgeStage | None = None,
+    regions: NDArray[np.float16] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the module doc, per mode, plus (with `closed`) the closed benchmark's Recall@K in
     training and in held-out wording (the same queries, re-worded from their scene difference). `part`
-    "train" words the requests as training does: for model selection, which must not see held-out words."""
+    "train" words the requests as training does: for model selection, which must not see held-out words.
+    With a `judge` (and the gallery's `regions`, row for row), the Combiner's pool ordered by it is one
+    more mode, `combiner+judge`, in the open requests and the closed benchmark."""
     if modes is None:
         modes = [m for m in OPEN_MODES if m is not Mode.COMBINER or fuser.combiner is not None]
     names = [n for n in gallery.names if n in scenes]
@@ -150,6 +157,12 @@ def open_request_figures(
         fused = _fuse(encoder, fuser, local, queries, mode)
         top = _top(torch.from_numpy(fused) @ feats.T, refs, TOP)
         out["modes"][mode.value] = _request_metrics(top, judged, queries, exists, good_total)
+    if judge is not None and regions is not None and fuser.combiner is not None:
+        fused = _fuse(encoder, fuser, local, queries, Mode.COMBINER)
+        top = judged_ranked(
+            judge, fused, local, regions[rows], [q.reference for q in queries], [q.text for q in queries]
+        )
+        out["modes"][JUDGED] = _request_metrics(top, judged, queries, exists, good_total)
     words = draw_descriptions(scenes, names, descriptions, seed, part)
     text = torch.from_numpy(normalize(encoder.encode_texts([t for _, t in words])))
     top = _top(text @ feats.T, None, TOP)
@@ -163,6 +176,10 @@ def open_request_figures(
     }
     if closed:
         out["closed_wording"] = closed_wording(encoder, fuser, data, scenes, gallery, seed)
+        if judge is not None and regions is not None and fuser.combiner is not None:
+            out["closed_wording_judged"] = closed_wording(
+                encoder, fuser, data, scenes, gallery, seed, judge=(judge, regions)
+            )
     return out
 
 
@@ -204,9 +221,11 @@ def closed_wording(
     gallery: Gallery,
     seed: int,
     part: Part = "held-out",
+    judge: tuple[JudgeStage, NDArray[np.float16]] | None = None,
 ) -> dict[str, Any]:
     """Recall@1/10 of the Combiner on the split's benchmark queries, worded as annotated (the first training
-    templates) and re-worded in `part` of the grammar: words the model never saw should cost little."""
+    templates) and re-worded in `part` of the grammar: words the model never saw should cost little. With
+    `judge` (the stage and the gallery's regions), the Combiner's pool is ordered by it."""
     rng = random.Random(f"closed-held-out-{seed}")
     triplets = [
         t
@@ -221,7 +240,11 @@ def closed_wording(
     out: dict[str, Any] = {}
     for name, chosen in (("training", triplets), (part, reworded)):
         q = query_features(encoder, fuser, gallery, chosen, Mode.COMBINER)
-        top = ranked(q, gallery, [t.reference for t in chosen], top=10)
+        refs, texts = [t.reference for t in chosen], [t.caption for t in chosen]
+        if judge is None:
+            top = ranked(q, gallery, refs, top=10)
+        else:
+            top = judged_ranked(judge[0], q, gallery, judge[1], refs, texts)
         out[name] = recall_at(target_ranks(top, gallery, [t.target for t in chosen]), (1, 10))  # type: ignore[misc]
     out["queries"] = len(triplets)
     return out
@@ -248,11 +271,12 @@ def format_open(figures: dict[str, Any]) -> str:
         f"  from words alone ({words['descriptions']}, text): good@1 {cell(words['good@1'])} "
         f"good@10 {cell(words['good@10'])} mAP@10 {cell(words['mAP@10'])}"
     )
-    if "closed_wording" in figures:
-        c = figures["closed_wording"]
-        lines.append(
-            f"  closed benchmark, combiner: R@1 {c['training']['recall@1']:.3f} (training wording) vs "
-            f"{c['held-out']['recall@1']:.3f} (held-out); R@10 {c['training']['recall@10']:.3f} vs "
-            f"{c['held-out']['recall@10']:.3f}"
-        )
+    for key, name in (("closed_wording", "combiner"), ("closed_wording_judged", JUDGED)):
+        if key in figures:
+            c = figures[key]
+            lines.append(
+                f"  closed benchmark, {name}: R@1 {c['training']['recall@1']:.3f} (training wording) vs "
+                f"{c['held-out']['recall@1']:.3f} (held-out); R@10 {c['training']['recall@10']:.3f} vs "
+                f"{c['held-out']['recall@10']:.3f}"
+            )
     return "\n".join(lines)

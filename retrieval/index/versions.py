@@ -1,4 +1,5 @@
-"""Index versions on disk: ``<collection dir>/v<N>/{features.npy, ids.npy, index.faiss, meta.json}``.
+"""Index versions on disk: ``<collection dir>/v<N>/{features.npy, ids.npy, index.faiss, meta.json}``, and
+``regions.npy`` where the collection is served with a judge (`retrieval.extraction.regions`).
 
 A version is written into a temporary directory and renamed into place, so a reader never sees half of
 one and a killed writer leaves nothing that looks finished. Rows of ``features.npy`` (raw CLIP features,
@@ -26,6 +27,7 @@ from retrieval.index.faiss_index import IndexParams, VectorIndex
 from retrieval.index.rowfile import RowFile
 
 VERSION_DIR = re.compile(r"^v(\d+)$")
+REGIONS_FILE = "regions.npy"  # made by retrieval.extraction.regions
 
 
 @dataclass
@@ -46,23 +48,34 @@ class VersionMeta:
 
 @dataclass
 class LoadedVersion:
-    """A loaded version: its features (memory-mapped), ids and index."""
+    """A loaded version: its features (memory-mapped), ids and index, and its regions where it has them."""
 
     path: Path
     meta: VersionMeta
     ids: NDArray[np.int64]
     features: NDArray[np.float32]
     index: VectorIndex
+    regions: NDArray[np.float16] | None = None  # [count, cells, dim], rows as `ids`
 
     def features_of(self, ids: list[int] | NDArray[np.int64]) -> NDArray[np.float32]:
         """Raw features of these image ids, in the order given; KeyError names an id that is not indexed."""
+        return np.asarray(self.features[self.rows_of(ids)], np.float32)
+
+    def regions_of(self, ids: list[int] | NDArray[np.int64]) -> NDArray[np.float32]:
+        """Regions of these image ids [n, cells, dim], in the order given (the version must have them)."""
+        if self.regions is None:
+            raise KeyError(f"index version {self.meta.version} has no regions")
+        return np.asarray(self.regions[self.rows_of(ids)], np.float32)
+
+    def rows_of(self, ids: list[int] | NDArray[np.int64]) -> NDArray[np.int64]:
+        """Rows of these image ids; KeyError names an id that is not indexed."""
         ids = np.asarray(ids, np.int64)
         rows = np.searchsorted(self.ids, ids)
         rows = np.minimum(rows, len(self.ids) - 1) if len(self.ids) else rows
         if not len(self.ids) or (self.ids[rows] != ids).any():
             missing = ids[(rows >= len(self.ids)) | (self.ids[rows] != ids)] if len(self.ids) else ids
             raise KeyError(f"image {int(missing[0])} is not in index version {self.meta.version}")
-        return np.asarray(self.features[rows], np.float32)
+        return np.asarray(rows, np.int64)
 
 
 def version_numbers(root: str | Path) -> list[int]:
@@ -125,12 +138,14 @@ def write_version_parts(
     version: int | None = None,
     extra: dict[str, Any] | None = None,
     extra_files: dict[str, str] | None = None,
+    regions: Callable[[NDArray[np.int64]], NDArray[np.float16]] | None = None,
 ) -> LoadedVersion:
     """`write_version` for a collection given in parts (a reindex's chunk files, the rows an older version
     keeps), never concatenated: each part is written into its rows of features.npy (sorted by id) through a
     memory map opened for that part only, then the index is trained on a sample and filled block by block
     from the file. Peak memory is one part or block plus what the index type keeps (all vectors for flat,
-    ivf and hnsw; codes only for ivfpq). Returns the version memory-mapped from its folder."""
+    ivf and hnsw; codes only for ivfpq). `regions(ids)`, given, makes regions.npy for the sorted ids before
+    the folder appears. Returns the version memory-mapped from its folder."""
     ids = np.sort(np.concatenate([p.ids for p in parts]).astype(np.int64)) if parts else np.zeros(0, np.int64)
     if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
         raise SearchIndexError("image ids must be unique: the same id appears in two parts")
@@ -149,6 +164,11 @@ def write_version_parts(
             out.flush()
             del out  # unmapped: the written pages leave this process (the page cache writes them out)
         np.save(tmp / "ids.npy", ids)
+        if regions is not None:
+            made = regions(ids)
+            if len(made) != len(ids):
+                raise SearchIndexError(f"regions were made for {len(made)} of {len(ids)} pictures")
+            np.save(tmp / REGIONS_FILE, made)
         return VectorIndex.build(ids, RowFile(target), index_type=index_type, params=params)
 
     path, _, _ = _write(root, version, meta, fill, extra, extra_files)
@@ -209,4 +229,7 @@ def load_version(path: str | Path, *, mmap: bool = True) -> LoadedVersion:
     )
     if index.count != meta.count or len(ids) != meta.count:
         raise SearchIndexError(f"{path} is inconsistent: meta says {meta.count} vectors, index has {index.count}")
-    return LoadedVersion(path, meta, ids, features, index)
+    regions = np.load(path / REGIONS_FILE, mmap_mode="r" if mmap else None) if (path / REGIONS_FILE).is_file() else None
+    if regions is not None and len(regions) != meta.count:
+        raise SearchIndexError(f"{path} is inconsistent: {len(regions)} rows of regions for {meta.count} pictures")
+    return LoadedVersion(path, meta, ids, features, index, regions)

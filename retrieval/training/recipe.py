@@ -24,6 +24,7 @@ from retrieval.training.clip_finetune import finetune_clip
 from retrieval.training.clip_pretrain import TinyClipConfig, train_clip
 from retrieval.training.combiner_train import train_combiner
 from retrieval.training.common import log
+from retrieval.training.judge_train import JudgeSettings, train_judge
 from retrieval.training.open_train import OpenSettings, train_open
 
 
@@ -50,6 +51,7 @@ PRESETS = {
     ),
 }  # fmt: skip
 CLIP_FILE, COMBINER_FILE, MANIFEST = "shapes-clip.pt", "shapes-combiner.pt", "manifest.json"
+JUDGE_FILE = "shapes-judge.pt"  # the second stage (retrieval.models.judge), made by `train-judge`
 # The world the committed default model was trained on (its train split) and the demo serves (its val split).
 DEFAULT_WORLD_SEED, DEFAULT_WORLD_IMAGES = 7, 25200
 
@@ -169,6 +171,27 @@ def train_open_stage(root: Path, out_dir: Path, *, settings: OpenSettings, seed:
     manifest["files"] = {
         name: {"sha256": sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}
         for name in (CLIP_FILE, COMBINER_FILE)
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def train_judge_stage(root: Path, out_dir: Path, *, settings: JudgeSettings, seed: int = 0) -> dict[str, Any]:
+    """Stage 4 alone: the judge for the CLIP and Combiner in `out_dir` (trained on `root`), written there as
+    JUDGE_FILE; the manifest records the run and the judge's checksum beside the other files'."""
+    started = time.monotonic()
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    train, val = load_dataset("shapes", root, "train"), load_dataset("shapes", root, "val")
+    stage4 = train_judge(
+        root, train, val, out_dir / CLIP_FILE, out_dir / COMBINER_FILE, out_dir / JUDGE_FILE, settings=settings,
+        seed=seed,
+    )  # fmt: skip
+    stage4 |= {"command": " ".join(sys.argv), "seed": seed, "wall_seconds": round(time.monotonic() - started, 1)}
+    manifest["stage4"] = stage4
+    manifest["wall_seconds"] = round(manifest.get("wall_seconds", 0) + stage4["wall_seconds"], 1)
+    manifest["files"] = {
+        name: {"sha256": sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}
+        for name in (CLIP_FILE, COMBINER_FILE, JUDGE_FILE)
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -92,8 +92,9 @@ class Command(DocumentedCommand):
         problem = recipe.verify_models(REPO_MODELS)
         if problem is None and not retrain:
             target.mkdir(parents=True, exist_ok=True)
-            for name in (recipe.CLIP_FILE, recipe.COMBINER_FILE, recipe.MANIFEST):
-                shutil.copy2(REPO_MODELS / name, target / name)
+            for name in (recipe.CLIP_FILE, recipe.COMBINER_FILE, recipe.JUDGE_FILE, recipe.MANIFEST):
+                if (REPO_MODELS / name).is_file():  # the judge is optional: turns are then not judged
+                    shutil.copy2(REPO_MODELS / name, target / name)
             self.stdout.write(f"models: copied the committed default models to {target}")
             return
         why = "as asked" if retrain else f"({problem})"

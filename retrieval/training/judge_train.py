@@ -1,0 +1,277 @@
+"""Stage 4: the judge (`retrieval.models.judge`) learns, on a shapes world's training split, to order the
+Combiner's first candidates by what a request asked (`python -m retrieval train-judge`).
+
+CLIP and the Combiner stay frozen: indexes keep their features, and the judge reads the towers' regions and
+tokens. Each step draws requests (a random training picture, a random applicable edit of any kind, worded
+from the training part of the grammar), takes the Combiner's first candidates among all training pictures
+(its best, a few further down, and pictures that do what was asked, so every list has answers to learn
+from), and grades each candidate from the scene graphs (`Judgement.grade`). Four losses:
+
+- listwise: cross-entropy between the judge's softmax over the list and a target that puts the mass on the
+  graded answers, exp(8 (grade - 1)) (the exact scene most, a picture that merely satisfies least);
+- "satisfied" and "good", one logistic loss each on the summary (sharper signals than the list alone);
+- the object in each region of each candidate (one of 61: empty, or shape x colour x size): the judge's
+  object vocabulary, through which it compares a candidate with the reference.
+
+Selection: good@1 of the judged ranking on the world's val split, in training wording (held-out words and
+other worlds are for measurement only). The best step's weights are kept; the starting point is the
+Combiner's own order (the judge's score starts as its cosine).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from retrieval.datasets.base import SplitData
+from retrieval.datasets.shapes import Scene
+from retrieval.datasets.shapes_requests import TRIPLES, Request, SceneTable, random_request
+from retrieval.datasets.shapes_speech import Part, word_request
+from retrieval.datasets.shapes_world import load_scenes
+from retrieval.evaluation.open_requests import average_precision
+from retrieval.evaluation.recall import encode_gallery
+from retrieval.extraction.features import Item
+from retrieval.extraction.regions import extract_regions
+from retrieval.fusion.judging import file_sha256
+from retrieval.models.clip_encoder import ClipEncoder, load_clip
+from retrieval.models.combiner_model import Combiner, load_combiner
+from retrieval.models.judge import Judge, JudgeConfig, save_judge, text_tokens
+from retrieval.training.common import log, seed_everything
+
+OBJECTS = 1 + TRIPLES  # the judge's object vocabulary: an empty cell, or one (shape, colour, size)
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    steps: int = 3000
+    batch: int = 32  # requests per step
+    candidates: int = 48  # per request: the Combiner's best `hardest`, `further` from its pool, answers
+    hardest: int = 24
+    further: int = 8
+    pool: int = 200  # the first stage's candidates, as served (retrieval.fusion.judging.POOL)
+    lr: float = 3e-4
+    warmup: int = 100
+    validate_every: int = 250
+    validate_requests: int = 300
+    max_minutes: float | None = None
+    width: int = 128
+
+
+@dataclass
+class Split:
+    """A split's pictures as the judge trains on them: features, regions, scenes."""
+
+    names: list[str]
+    features: torch.Tensor  # raw CLIP features [n, dim]
+    unit: torch.Tensor  # the same, normalized
+    regions: torch.Tensor  # [n, cells, dim]
+    scenes: list[Scene]
+    table: SceneTable
+
+    @property
+    def usable(self) -> list[int]:
+        return [i for i, s in enumerate(self.scenes) if s]
+
+
+def load_split(encoder: ClipEncoder, root: Path, data: SplitData) -> Split:
+    gallery = encode_gallery(encoder, data.images, show_progress=False)
+    scenes = load_scenes(root, data.split)
+    names = [n for n in gallery.names if n in scenes]
+    assert names == gallery.names, "every picture of the split needs its scene"
+    read, regions, _ = extract_regions(encoder, [Item(i, data.images[n]) for i, n in enumerate(names)])
+    assert len(read) == len(names), "every picture whose features were read has regions"
+    features = torch.from_numpy(gallery.features)
+    picked = [scenes[n] for n in names]
+    return Split(names, features, F.normalize(features, dim=-1), torch.from_numpy(regions.astype(np.float32)),
+                 picked, SceneTable(picked))  # fmt: skip
+
+
+class Requests:
+    """Drawn requests with what the frozen first stage makes of them."""
+
+    def __init__(
+        self, encoder: ClipEncoder, combiner: Combiner, split: Split, count: int, part: Part, rng: random.Random
+    ) -> None:
+        pool = split.usable
+        self.refs = [rng.choice(pool) for _ in range(count)]
+        self.requests: list[Request] = [random_request(split.scenes[r], rng) for r in self.refs]
+        self.texts = [word_request(q.edits, q.reference, part, rng) for q in self.requests]
+        with torch.no_grad():
+            tokens = encoder.tokenize(self.texts)
+            self.words, self.real = text_tokens(encoder.model, tokens)
+            said = self.words[torch.arange(count), tokens.argmax(-1)]
+            query = combiner.combine_features(split.features[self.refs], said)
+            self.cosine = query @ split.unit.T
+            self.cosine[torch.arange(count), torch.tensor(self.refs)] = -2.0  # the reference is never an answer
+
+
+def train_judge(
+    root: Path,
+    train: SplitData,
+    val: SplitData,
+    clip_file: Path,
+    combiner_file: Path,
+    out: Path,
+    *,
+    settings: JudgeSettings = JudgeSettings(),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train the judge for the CLIP and Combiner given; the best validation step goes to `out`, recording
+    the CLIP's SHA-256 (the judge applies to that CLIP only). Returns the run's record."""
+    seed_everything(seed)
+    s, started = settings, time.monotonic()
+    encoder = load_clip(str(clip_file), force_fp32=True, compile_images=False, preprocessing="clip")
+    combiner = load_combiner(str(combiner_file)).eval()
+    log("stage 4: features and regions of the training and validation pictures")
+    tr, va = load_split(encoder, root, train), load_split(encoder, root, val)
+    config = JudgeConfig(encoder.dim, tr.regions.shape[1], encoder.context_length, s.width, objects=OBJECTS)
+    judge = Judge(config)
+    optimizer = torch.optim.AdamW(judge.parameters(), lr=s.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / s.warmup) * max(0.05, 1 - step / s.steps)
+    )
+    codes = torch.from_numpy(tr.table.codes.astype(np.int64))
+    log(f"stage 4: the object vocabulary first: {read_objects(judge, tr, codes, va)}")
+    rng = random.Random(seed)
+    stamp = {"clip_sha256": file_sha256(clip_file), "combiner_sha256": file_sha256(combiner_file)}
+    first = validate(judge, encoder, combiner, va, s, seed)
+    log(f"stage 4 validation before training: {first}")
+    best, history = first["judged"]["good@1"], [{"step": 0, **first}]
+    save_judge(judge, out, step=0, **stamp)
+    for step in range(1, s.steps + 1):
+        judge.train()
+        loss, parts = _step_loss(judge, encoder, combiner, tr, codes, s, rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        spent = (time.monotonic() - started) / 60
+        out_of_time = s.max_minutes is not None and spent > s.max_minutes
+        if step % 50 == 0:
+            log(f"stage 4 step {step}/{s.steps}: {parts} ({spent:.1f} min)")
+        if step % s.validate_every == 0 or step == s.steps or out_of_time:
+            figures = validate(judge, encoder, combiner, va, s, seed)
+            history.append({"step": step, **figures})
+            log(f"stage 4 validation at step {step}: {figures}")
+            if figures["judged"]["good@1"] > best:
+                best = figures["judged"]["good@1"]
+                save_judge(judge, out, step=step, **stamp)
+        if out_of_time:
+            break
+    return {
+        "settings": asdict(s),
+        "best_good@1": best,
+        "history": history,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        **stamp,
+    }
+
+
+def read_objects(judge: Judge, tr: Split, codes: torch.Tensor, va: Split, epochs: int = 30) -> str:
+    """Fit the judge's region projection and object head alone to name every training cell's object (a
+    linear read of the regions, quick with a high rate), so the judge starts with its vocabulary; returns the
+    val split's accuracy."""
+    assert judge.objects is not None
+    params = [*judge.region_in.parameters(), *judge.objects.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    cells = F.normalize(tr.regions.reshape(-1, tr.regions.shape[-1]), dim=-1)
+    wanted = codes.reshape(-1)
+    for _ in range(epochs):
+        for part in torch.randperm(len(cells)).split(8192):
+            loss = F.cross_entropy(judge.objects(judge.region_in(cells[part])), wanted[part])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        named = judge.objects(judge.region_in(F.normalize(va.regions, dim=-1))).argmax(dim=-1)
+        accuracy = (named == torch.from_numpy(va.table.codes.astype(np.int64))).float().mean().item()
+    return f"val cells named right {accuracy:.4f}"
+
+
+def _step_loss(
+    judge: Judge, encoder: ClipEncoder, combiner: Combiner, tr: Split, codes: torch.Tensor, s: JudgeSettings,
+    rng: random.Random,
+) -> tuple[torch.Tensor, str]:  # fmt: skip
+    drawn = Requests(encoder, combiner, tr, s.batch, "train", rng)
+    rows, grades, goods = [], [], []
+    for j, request in enumerate(drawn.requests):
+        judged = tr.table.judge(request)
+        grade = judged.grade()
+        rows.append(_candidates(drawn.cosine[j], grade, drawn.refs[j], s, rng))
+        grades.append(grade[rows[-1]])
+        goods.append(judged.good[rows[-1]])
+    chosen = torch.from_numpy(np.array(rows))
+    grade_t = torch.from_numpy(np.array(grades))
+    good_t = torch.from_numpy(np.array(goods)).float()
+    read = judge.encode_request(drawn.words, drawn.real, tr.regions[drawn.refs])
+    scores = judge.score(read, tr.regions[chosen], drawn.cosine.gather(1, chosen))
+    answered = (grade_t > 0).any(dim=1)
+    target = torch.where(grade_t > 0, 8 * (grade_t - 1), torch.full_like(grade_t, -1e4)).softmax(dim=1)
+    listwise = -(target * scores.log_softmax(dim=1)).sum(dim=1)[answered].mean()
+    satisfied = F.binary_cross_entropy_with_logits(judge.last["satisfied"], (grade_t > 0).float())
+    good = F.binary_cross_entropy_with_logits(judge.last["good"], good_t)
+    cells = F.cross_entropy(judge.last["objects"].reshape(-1, OBJECTS), codes[chosen].reshape(-1))
+    loss = listwise + satisfied + good + cells
+    parts = (
+        f"list {listwise.item():.3f} satisfied {satisfied.item():.3f} good {good.item():.3f} objects {cells.item():.3f}"
+    )
+    return loss, parts
+
+
+def _candidates(
+    cosine: torch.Tensor, grade: NDArray[np.float32], reference: int, s: JudgeSettings, rng: random.Random
+) -> list[int]:
+    """The Combiner's `hardest`, `further` drawn from the rest of its pool, then answers from anywhere."""
+    pool = cosine.topk(s.pool).indices.tolist()
+    chosen = pool[: s.hardest] + rng.sample(pool[s.hardest :], s.further)
+    seen = set(chosen) | {reference}
+    answers = np.flatnonzero(grade > 0.45).tolist()
+    rng.shuffle(answers)
+    for row in answers + [rng.randrange(len(grade)) for _ in range(4 * s.candidates)]:
+        if len(chosen) >= s.candidates:
+            break
+        if row not in seen:
+            chosen.append(row)
+            seen.add(row)
+    return chosen
+
+
+@torch.no_grad()
+def validate(
+    judge: Judge, encoder: ClipEncoder, combiner: Combiner, va: Split, s: JudgeSettings, seed: int
+) -> dict[str, Any]:
+    """satisfied@1, good@1, good@5 and mAP@10 of the Combiner alone and judged, on drawn val requests in
+    training wording; `ceiling`: the share whose pool holds a good picture."""
+    judge.eval()
+    drawn = Requests(encoder, combiner, va, s.validate_requests, "train", random.Random(f"judge-val-{seed}"))
+    out: dict[str, list[tuple[float, ...]]] = {"combiner": [], "judged": []}
+    ceiling = []
+    for start in range(0, len(drawn.refs), 50):
+        part = slice(start, start + 50)
+        first = drawn.cosine[part].topk(min(s.pool, len(va.names) - 1), dim=1)
+        request = judge.encode_request(drawn.words[part], drawn.real[part], va.regions[drawn.refs[part]])
+        scores = judge.score(request, va.regions[first.indices], first.values)
+        order = first.indices.gather(1, scores.argsort(dim=1, descending=True))
+        for j in range(len(first.indices)):
+            judged = va.table.judge(drawn.requests[start + j])
+            good, total = judged.good, int(judged.good.sum())
+            ceiling.append(float(good[first.indices[j].numpy()].any()))
+            for name, top in (("combiner", first.indices[j].numpy()), ("judged", order[j].numpy())):
+                ap = average_precision(good, top, total)
+                out[name].append((float(judged.satisfied[top[0]]), float(good[top[0]]), float(good[top[:5]].any()), ap))
+    keys = ("satisfied@1", "good@1", "good@5", "mAP@10")
+    result: dict[str, Any] = {
+        name: dict(zip(keys, [round(float(v), 4) for v in np.mean(rows, axis=0)], strict=True))
+        for name, rows in out.items()
+    }
+    result["ceiling"] = round(float(np.mean(ceiling)), 4)
+    return result
