@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from cirweb.catalog import chunks, selectors
 from cirweb.catalog.models import ReindexJob
 from cirweb.files import storage
+from cirweb.processes.faults import fault_point
 from retrieval.index.rowfile import RowFile
 from retrieval.index.versions import FeaturePart, LoadedVersion, version_numbers, write_version_parts
 from workers.extraction import chunk_store
@@ -36,6 +37,7 @@ class Gathered:
 
 
 def _features_of(path: str) -> NDArray[np.float32]:
+    fault_point("version.part")  # the writer is mid-way: features.npy exists, this part is not in it yet
     with np.load(path) as data:
         return np.asarray(data["features"], np.float32)
 
@@ -91,4 +93,8 @@ def version_build(job: ReindexJob, parts: list[FeaturePart], models: Models, ski
         extra_files={"sources.json": json.dumps({str(i): stats[i] for i in stats})},
     )
     key = storage.index_version_key(slug=collection.slug, number=written.meta.version)
-    return written, storage.index_version_publish(folder=written.path, key=key)
+    try:
+        return written, storage.index_version_publish(folder=written.path, key=key)
+    except BaseException:  # half published (a full store, say): nobody will register it, so its space goes back
+        storage.index_version_discard(path=key)
+        raise

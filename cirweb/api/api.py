@@ -149,6 +149,8 @@ def upload_create(request: HttpRequest, file: File[UploadedFile]) -> Status[dict
         upload = uploads.upload_create(owner=owner_of(request), data=file.read(), original_name=file.name or "")
     except uploads.UploadRejected as exc:
         raise HttpError(400, str(exc)) from None
+    except uploads.UploadNotStored as exc:  # 507 Insufficient Storage: the request was fine, the server is full
+        raise HttpError(507, str(exc)) from None
     return Status(201, shaping.upload_json(upload))
 
 
