@@ -164,6 +164,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "cirweb.transport.database_away.DatabaseAwayMiddleware",  # a view that met the database away: 503, a sentence
 ]
 
 ROOT_URLCONF = "cirweb.urls"
