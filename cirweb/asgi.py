@@ -13,6 +13,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from cirweb.routing import websocket_urlpatterns  # noqa: E402
 from cirweb.transport.bodylimit import BodySizeLimit  # noqa: E402
+from cirweb.transport.database_away import DatabaseAwaySockets  # noqa: E402
 
 
 def body_limit(path: str) -> int:
@@ -27,6 +28,8 @@ def body_limit(path: str) -> int:
 application = ProtocolTypeRouter(
     {
         "http": BodySizeLimit(django_app, body_limit),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(
+            DatabaseAwaySockets(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

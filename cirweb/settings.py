@@ -164,6 +164,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    "cirweb.transport.database_away.DatabaseAwayMiddleware",  # a view that met the database away: 503, a sentence
 ]
 
 ROOT_URLCONF = "cirweb.urls"
@@ -240,6 +241,8 @@ if DJANGO_ENV not in ("development", "production"):
 if DJANGO_ENV == "production":
     if DEBUG:
         raise ImproperlyConfigured("DJANGO_DEBUG must be off when DJANGO_ENV=production")
+    if os.environ.get("CIR_TEST_FAULTS_FILE"):  # sleeps, kills, a full disk (cirweb/processes/faults.py)
+        raise ImproperlyConfigured("CIR_TEST_FAULTS_FILE injects faults for the test suite: unset it in production")
     if not os.environ.get("DJANGO_SECRET_KEY"):
         raise ImproperlyConfigured("DJANGO_ENV=production needs DJANGO_SECRET_KEY (at least 50 random characters)")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -62,11 +63,14 @@ class BlobStore(Protocol):
 
 class DirectoryStore:
     """A store that is a folder. On the same file system, files are hard-linked in and out instead of
-    copied (one host running everything pays no second copy of each version)."""
+    copied (one host running everything pays no second copy of each version). `before_write`, if given, is
+    called with the key once a written file's bytes are in place and before they are renamed in: an error it
+    raises is the write's (the fault suite's full disk), and the bytes are removed as a real failure's are."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, before_write: Callable[[str], None] | None = None) -> None:
         self.root = Path(root)
         self.url = self.root.as_uri() if self.root.is_absolute() else str(self.root)
+        self.before_write = before_write
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*checked_key(key).split("/"))
@@ -77,6 +81,8 @@ class DirectoryStore:
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
             _link_or_copy(local, tmp)
+            if self.before_write is not None:
+                self.before_write(key)
             os.replace(tmp, target)
             tmp.unlink(missing_ok=True)  # rename(2) does nothing when both names are links to one file
         except BaseException:

@@ -22,8 +22,10 @@ os.environ.setdefault("CIR_SOURCE_ROOTS", tempfile.gettempdir())
 for _name in ("CIR_RATE_TURNS", "CIR_RATE_SEARCH", "CIR_RATE_CONVERSATIONS", "CIR_RATE_UPLOADS"):
     os.environ.setdefault(_name, "600/m")
 
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
 from cirweb.settings import *  # noqa: E402,F403
-from cirweb.settings import CIR_DATA_DIR, DATABASES  # noqa: E402
+from cirweb.settings import CIR_DATA_DIR, DATABASES, DJANGO_ENV  # noqa: E402
 
 DATABASES["default"].setdefault("TEST", {})
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -33,4 +35,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CIR_TURN_EXPIRES = int(os.environ.get("CIR_TURN_EXPIRES", "60"))
 CIR_SWEEP_EVERY = float(os.environ.get("CIR_SWEEP_EVERY", "1"))
 # fault injection (cirweb/processes/faults.py) exists in the test settings only: the fault suite writes this file
+if DJANGO_ENV == "production":
+    raise ImproperlyConfigured(
+        "tests.settings injects faults (sleeps, kills, a full disk) and is refused when DJANGO_ENV=production: "
+        "run production with DJANGO_SETTINGS_MODULE=cirweb.settings"
+    )
 CIR_FAULTS_FILE = os.environ.get("CIR_TEST_FAULTS_FILE") or str(CIR_DATA_DIR / "faults.json")

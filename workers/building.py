@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from cirweb.catalog import chunks, selectors
 from cirweb.catalog.models import ReindexJob
 from cirweb.files import storage
+from cirweb.processes.faults import fault_point
 from retrieval.extraction.regions import regions_for_version
 from retrieval.index.rowfile import RowFile
 from retrieval.index.versions import REGIONS_FILE, FeaturePart, LoadedVersion, version_numbers, write_version_parts
@@ -37,6 +38,7 @@ class Gathered:
 
 
 def _features_of(path: str) -> NDArray[np.float32]:
+    fault_point("version.part")  # the writer is mid-way: features.npy exists, this part is not in it yet
     with np.load(path) as data:
         return np.asarray(data["features"], np.float32)
 
@@ -97,7 +99,11 @@ def version_build(
         regions=functools.partial(_regions, models, previous) if models.judge else None,
     )
     key = storage.index_version_key(slug=collection.slug, number=written.meta.version)
-    return written, storage.index_version_publish(folder=written.path, key=key)
+    try:
+        return written, storage.index_version_publish(folder=written.path, key=key)
+    except BaseException:  # half published (a full store, say): nobody will register it, so its space goes back
+        storage.index_version_discard(path=key)
+        raise
 
 
 def _regions(models: Models, previous: Path | None, ids: NDArray[np.int64]) -> NDArray[np.float16]:

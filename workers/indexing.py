@@ -45,7 +45,7 @@ from cirweb.processes.liveness import process_identity
 from cirweb.processes.metrics import reindex_observed
 from cirweb.transport import queueing
 from cirweb.transport.protocol import reindex_group
-from foundation.explained_error import ExplainedError
+from foundation.explained_error import ExplainedError, disk_full
 from retrieval.extraction.features import ExtractionCancelled
 from workers.building import Gathered, chunks_gather, previous_parts, version_build
 from workers.extraction import chunk_make, chunks_plan
@@ -151,7 +151,18 @@ def reindex_run(job_id: int, *, show_progress: bool = False, dispatch: bool = Fa
         return _finish(job, ReindexJob.Status.FAILED, "the job ran past its time limit and was stopped")
     except Exception as exc:  # the job must end readable whatever broke; the traceback goes to the log
         log.exception("reindex job %s failed", job.pk)
-        return _finish(job, ReindexJob.Status.FAILED, f"unexpected error: {type(exc).__name__}: {exc}")
+        return _finish(job, ReindexJob.Status.FAILED, _failure_sentence(exc))
+
+
+def _failure_sentence(exc: Exception) -> str:
+    """What the job page says of an error nobody foresaw; a full disk in words, with what to do about it."""
+    full = disk_full(exc, writing="this reindex's files")
+    if full is None:
+        return f"unexpected error: {type(exc).__name__}: {exc}"
+    return (
+        f"{full} Nothing was activated: the active version keeps serving, and the partial files were removed. "
+        "Free some space (or grow the disk), then reindex again."
+    )
 
 
 def _run(job: ReindexJob, beat: Heartbeat, *, show_progress: bool, dispatch: bool) -> str:

@@ -22,6 +22,7 @@ from django.db import close_old_connections
 from cirweb.catalog.jobs import reindex_job_sweep
 from cirweb.catalog.retention import data_prune
 from cirweb.conversations.states import turn_sweep
+from cirweb.transport.database_away import database_trouble
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,11 @@ def sweep_forever(stop: threading.Event | None = None) -> None:
             done = sweep_once()
             if done:
                 log.info("sweep: %s", done)
-        except Exception:  # a database or Redis blink: the next sweep tries again
-            log.exception("sweep failed; trying again in %.1f s", settings.CIR_SWEEP_EVERY)
+        except Exception as exc:  # a database or Redis blink: the next sweep tries again
+            if (trouble := database_trouble(exc)) is not None:  # one line, not a traceback a second
+                log.warning("sweep: %s (%s)", trouble[1].split(";")[0], str(exc).splitlines()[0])
+            else:
+                log.exception("sweep failed; trying again in %.1f s", settings.CIR_SWEEP_EVERY)
         if time.monotonic() >= next_prune and (pruner is None or not pruner.is_alive()):
             next_prune = time.monotonic() + settings.CIR_PRUNE_EVERY
             pruner = threading.Thread(target=prune_once, name="prune", daemon=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from ninja import File, NinjaAPI, Schema, Status
@@ -22,6 +23,7 @@ from cirweb.catalog import uploads
 from cirweb.conversations import limits, selectors, services, shaping
 from cirweb.conversations.models import Conversation
 from cirweb.conversations.queries import TurnRejected
+from cirweb.transport.database_away import RETRY_AFTER, database_trouble
 from cirweb.transport.owners import Owner, owner_from
 
 api = NinjaAPI(title="cirweb", version="1", description="Composed image retrieval, turn by turn.", urls_namespace="api")
@@ -48,6 +50,18 @@ def owner_of(request: HttpRequest, create: bool = True) -> Owner:
     if owner is None:
         raise HttpError(404, "This conversation does not exist.")
     return owner
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def database_away(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    """The database away (503, `unavailable`) or refusing for now (503, `busy`), in the shape of a refusal."""
+    trouble = database_trouble(exc)
+    if trouble is None:
+        raise exc
+    response = api.create_response(request, {"detail": trouble[1], "code": trouble[0]}, status=503)
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 @api.exception_handler(TurnRejected)
@@ -149,6 +163,8 @@ def upload_create(request: HttpRequest, file: File[UploadedFile]) -> Status[dict
         upload = uploads.upload_create(owner=owner_of(request), data=file.read(), original_name=file.name or "")
     except uploads.UploadRejected as exc:
         raise HttpError(400, str(exc)) from None
+    except uploads.UploadNotStored as exc:  # 507 Insufficient Storage: the request was fine, the server is full
+        raise HttpError(507, str(exc)) from None
     return Status(201, shaping.upload_json(upload))
 
 

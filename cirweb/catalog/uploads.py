@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import uuid
 import warnings
@@ -19,7 +20,11 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from cirweb.catalog.models import Upload
+from cirweb.processes.faults import fault_point
 from cirweb.transport.owners import Owner
+from foundation.explained_error import ExplainedError, disk_full
+
+log = logging.getLogger(__name__)
 
 FORMATS = {
     "JPEG": ("jpg", "image/jpeg"),
@@ -33,6 +38,10 @@ MAX_PIXELS = 50_000_000
 
 class UploadRejected(ValueError):
     """An upload that is not accepted, with the reason in words."""
+
+
+class UploadNotStored(ExplainedError):
+    """An acceptable upload the server could not keep (its disk is full), in words for the visitor."""
 
 
 def upload_limit_text() -> str:
@@ -73,15 +82,7 @@ def upload_create(*, owner: Owner, data: bytes, original_name: str = "") -> Uplo
         return existing
     ext, content_type = FORMATS[fmt]
     relative = f"{digest[:2]}/{digest}.{ext}"
-    path = Path(settings.CIR_UPLOADS_DIR) / relative
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    from cirweb.files import storage  # here: the web process starts without even the store's module of the engine
-
-    storage.upload_publish(local=path, file=relative)  # search workers on any host read it from the store
+    _upload_store(data, relative)
     return Upload.objects.create(
         file=relative,
         original_name=os.path.basename(original_name)[:255],
@@ -92,6 +93,36 @@ def upload_create(*, owner: Owner, data: bytes, original_name: str = "") -> Uplo
         sha256=digest,
         **owner.create_kwargs(),
     )
+
+
+def _upload_store(data: bytes, relative: str) -> None:
+    """The bytes under CIR_UPLOADS_DIR and in the shared store (search workers on any host read them there);
+    UploadNotStored when a disk is full, with nothing of this write left behind (a file another upload of
+    the same bytes already wrote stays)."""
+    from cirweb.files import storage  # here: the web process starts without even the store's module of the engine
+
+    path = Path(settings.CIR_UPLOADS_DIR) / relative
+    written_here = not path.is_file()
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    try:
+        if written_here:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            fault_point("upload.write", relative)
+            tmp.replace(path)
+        storage.upload_publish(local=path, file=relative)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if written_here:
+            path.unlink(missing_ok=True)
+        full = disk_full(exc, writing="the uploaded image")
+        if full is None:
+            raise
+        log.error("upload %s not stored: %s", relative, full)  # the operator's sentence; the visitor gets theirs
+        raise UploadNotStored(
+            "The server has no room to store this image right now; please try again later, or pick a picture "
+            "from the collection."
+        ) from exc
 
 
 def upload_get(*, owner: Owner, upload_id: int) -> Upload | None:

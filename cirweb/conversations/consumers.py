@@ -28,6 +28,7 @@ from cirweb.conversations.models import Conversation, Turn
 from cirweb.conversations.queries import TurnRejected
 from cirweb.processes.metrics import SOCKETS
 from cirweb.transport import protocol
+from cirweb.transport.database_away import BUSY, database_trouble
 from cirweb.transport.owners import Owner, owner_from
 from cirweb.transport.socket_database import socket_database
 
@@ -151,12 +152,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.error(exc.code, exc.message, content)
         except limits.RateLimited as exc:  # [limits] the socket stays open
             await self.send_json(exc.frame(content))
-        except DatabaseError as exc:  # a lock timeout, a conversation deleted meanwhile, a lost connection
+        except DatabaseError as exc:  # a lock timeout, a conversation deleted meanwhile, the database away
             log.warning("database error on %s: %s", kind, exc)
-            if not await self._conversation_exists():
-                await self.error("not_found", "This conversation was deleted (in another tab?).", content)
-            else:
-                await self.error("busy", "The server is busy and could not take that; send it again.", content)
+            code, sentence = await self._database_error_told(exc)
+            await self.error(code, sentence, content)
         except Exception:
             log.exception("unexpected error on %s", kind)
             await self.error("internal", "Something went wrong on our side; send that again.", content)
@@ -203,11 +202,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return None
 
     @socket_database
-    def _conversation_exists(self) -> bool:
+    def _database_error_told(self, exc: DatabaseError) -> tuple[str, str]:
+        """(code, sentence) for a frame that met `exc`: the database away, the conversation deleted, or busy."""
+        code, sentence = database_trouble(exc) or ("busy", BUSY)
+        if code == "unavailable":
+            return code, sentence
         try:
-            return Conversation.objects.filter(pk=self.conversation.pk).exists()
+            if not Conversation.objects.filter(pk=self.conversation.pk).exists():
+                return "not_found", "This conversation was deleted (in another tab?)."
         except DatabaseError:
-            return True  # cannot tell: the busy message is the honest one
+            pass  # cannot tell: the busy message is the honest one
+        return code, sentence
 
     @socket_database
     def _outcomes(self, since: datetime, sent: frozenset[tuple[int, int]]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from cirweb.processes import faults
 from foundation.host_cache import Hold, evict_folder, evict_folders, hold_folder
 from foundation.shared_store import (
     COMPLETE,
@@ -32,7 +33,9 @@ from foundation.store_url import open_store
 
 @functools.cache
 def shared_store() -> BlobStore:
-    return open_store(settings.CIR_STORE_URL, endpoint_url=settings.CIR_S3_ENDPOINT_URL)
+    return open_store(
+        settings.CIR_STORE_URL, endpoint_url=settings.CIR_S3_ENDPOINT_URL, before_write=faults.store_write_point()
+    )
 
 
 def index_version_key(*, slug: str, number: int) -> str:

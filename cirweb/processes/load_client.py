@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import signal
 import socket
@@ -44,14 +45,18 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Client:
-    def __init__(self, base: str) -> None:
+    """A visitor: its own session cookie, and (behind a proxy) the address the proxy forwards for it."""
+
+    def __init__(self, base: str, forwarded_for: str | None = None) -> None:
         self.base = base
         self.jar = CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
 
     def json(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **self.headers}
+        request = urllib.request.Request(self.base + path, data=data, headers=headers)
         with self.opener.open(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -68,13 +73,22 @@ def conversation_run(
     out: list[tuple[float, float, float]],
     errors: list[str],
     seed: int,
+    pace: tuple[float, float] = (0.0, 0.0),
+    forwarded_for: str | None = None,
 ) -> None:
-    client = Client(base)
+    """One visitor's conversation: `turns` turns, each sent on its last's results after a pause drawn from
+    `pace` (seconds; a person reads the results first), from `forwarded_for` as a proxy would say. Appends
+    (end to end, compute, queue wait) in ms to `out`, and "<code>: <sentence>" of each refusal to `errors`."""
+    client = Client(base, forwarded_for)
     created = client.json("/api/conversations", {"collection": collection})
     run = uuid.uuid4().hex[:6]
     origin = Origin(base)
-    with connect(ws_base + created["ws"], additional_headers={"Cookie": client.cookie()}, origin=origin) as ws:
+    headers = {"Cookie": client.cookie(), **client.headers}
+    pauses = random.Random(seed)
+    with connect(ws_base + created["ws"], additional_headers=headers, origin=origin) as ws:
         for i in range(turns):
+            if i and pace[1] > 0:
+                time.sleep(pauses.uniform(*pace))
             message = {
                 "type": "turn.create",
                 "client_id": f"b{run}-{seed}-{i}",
@@ -93,7 +107,7 @@ def conversation_run(
                     out.append((e2e, timings["total"], timings.get("queue_wait", 0.0)))
                     break
                 if frame["type"] in ("turn.failed", "error"):
-                    errors.append(frame.get("error", str(frame)))
+                    errors.append(f"{frame.get('code')}: {frame.get('error', frame)}")
                     break
 
 
@@ -285,3 +299,50 @@ def row_text(row: dict[str, Any]) -> str:
             else ""
         )
     )
+
+
+def visitors_run(
+    base: str,
+    collection: str,
+    images: list[int],
+    *,
+    visitors: int,
+    turns: int,
+    pace: tuple[float, float],
+    forwarded: bool,
+) -> dict[str, Any]:
+    """`visitors` people at once, each a conversation of `turns` turns at a person's `pace` (seconds between a
+    turn's results and the next turn). With `forwarded`, each arrives through a proxy that names its own
+    address (X-Forwarded-For, 10.x.y.z, drawn anew each run); without, all share the address they connect from.
+    Returns how many turns were answered, the refusals by code, turns/s and end-to-end latency."""
+    results: list[tuple[float, float, float]] = []
+    errors: list[str] = []
+    first = random.randrange(1, 250)
+    threads = [
+        threading.Thread(
+            target=conversation_run,
+            args=(base, base.replace("http", "ws", 1), collection, images, turns, results, errors, n),
+            kwargs={"pace": pace, "forwarded_for": f"10.{first}.{n // 250}.{n % 250 + 1}" if forwarded else None},
+        )
+        for n in range(visitors)
+    ]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    refused: dict[str, int] = {}
+    for error in errors:
+        code = error.split(":", 1)[0]
+        refused[code] = refused.get(code, 0) + 1
+    return {
+        "visitors": visitors,
+        "turns": visitors * turns,
+        "answered": len(results),
+        "refused": refused,
+        "first_refusal": errors[0] if errors else None,
+        "seconds": round(wall, 1),
+        "turns_per_second": round(len(results) / wall, 1),
+        "e2e_ms": spread([e for e, _, _ in results]) if results else {},
+    }

@@ -47,7 +47,14 @@ class FaultStack(LiveServices):
         return Path(self.env["CIR_TEST_FAULTS_FILE"])
 
     def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Read the stack's database directly (the test process's own Django uses another one)."""
+        """Read the stack's database directly (the test process's own Django uses another one); `?` marks
+        the arguments, on SQLite as on PostgreSQL."""
+        url = self.env["DATABASE_URL"]
+        if url.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(url.replace("postgres://", "postgresql://", 1), connect_timeout=10) as conn:
+                return conn.execute(query.replace("?", "%s"), args).fetchall()  # type: ignore[arg-type]
         with sqlite3.connect(self.db_path, timeout=10) as conn:
             return conn.execute(query, args).fetchall()
 
@@ -88,9 +95,10 @@ def record(fault: str, **figures: Any) -> None:
     print(f"\nFAULT {fault}: {figures}")
 
 
-@pytest.fixture(scope="session")
-def fault_stack(tmp_path_factory: pytest.TempPathFactory, shapes_world: Path) -> Iterator[FaultStack]:
-    root = tmp_path_factory.mktemp("faults")
+def stack_up(root: Path, world: Path, database_url: str = "") -> FaultStack:
+    """A whole stack under `root` (its data, logs and Redis) on the database `database_url` (default: a SQLite
+    file under `root`), migrated, with the collection SLUG indexed and every process started; the caller
+    stops them (`stack_down`)."""
     data, logs = root / "data", root / "logs"
     data.mkdir()
     logs.mkdir()
@@ -99,7 +107,7 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory, shapes_world: Path) ->
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "CIR_TEST_DATA_DIR": str(data),
-        "DATABASE_URL": f"sqlite:///{root / 'db.sqlite3'}",
+        "DATABASE_URL": database_url or f"sqlite:///{root / 'db.sqlite3'}",
         "CIR_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "CIR_TEST_FAULTS_FILE": str(root / "faults.json"),
         "CIR_TURN_EXPIRES": "60",
@@ -126,17 +134,31 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory, shapes_world: Path) ->
         "shell",
         "-c",
         "from cirweb.catalog.models import Collection; Collection.objects.create("
-        f"slug={SLUG!r}, name='Faults', source='shapes', source_path={str(shapes_world)!r}, source_split='val')",
+        f"slug={SLUG!r}, name='Faults', source='shapes', source_path={str(world)!r}, source_split='val')",
     )
     stack.manage("reindex", SLUG, "--inline")
     try:
         for process in stack.processes.values():
             stack.start(process.name)
         wait_healthy(stack)
+    except BaseException:
+        stack_down(stack)
+        raise
+    return stack
+
+
+def stack_down(stack: FaultStack) -> None:
+    for process in reversed(stack.processes.values()):
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_stack(tmp_path_factory: pytest.TempPathFactory, shapes_world: Path) -> Iterator[FaultStack]:
+    stack = stack_up(tmp_path_factory.mktemp("faults"), shapes_world)
+    try:
         yield stack
     finally:
-        for process in reversed(stack.processes.values()):
-            process.stop()
+        stack_down(stack)
 
 
 @pytest.fixture

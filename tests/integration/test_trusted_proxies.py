@@ -22,13 +22,16 @@ VISITORS = 8  # each starts one conversation; an address may start 4 a minute
 
 
 @contextmanager
-def server(live: LiveServices, trusted: str) -> Iterator[str]:
+def server(live: LiveServices, trusted: str, **limits: str) -> Iterator[str]:
+    """A web server of its own over the live stack, trusting `trusted`, with small limits unless `limits` (more
+    environment variables) says otherwise."""
     port = free_port()
     env = {
         **live.env,
         "CIR_RATE_CONVERSATIONS": "2/m",
         "CIR_ADDRESS_FACTOR": "2",
         "CIR_TRUSTED_PROXIES": trusted,
+        **limits,
     }
     process = web_server(port, live.processes["web"].log.parent)
     process.log = process.log.with_name(f"web-{port}.log")

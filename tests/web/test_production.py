@@ -54,6 +54,19 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
     assert done.returncode != 0 and "needs DJANGO_SECRET_KEY" in done.stderr
 
 
+def test_fault_injection_is_refused_in_production() -> None:
+    """The fault points (sleeps, kills, a full disk) are enabled by the test settings only; production
+    refuses both the test settings and the test suite's variable, with a sentence."""
+    key = secrets.token_urlsafe(60)
+    settings_check = ["-c", "import django; django.setup()"]
+    done = run(settings_check, DJANGO_ENV="production", DJANGO_SECRET_KEY=key, CIR_TEST_FAULTS_FILE="/tmp/f.json")
+    assert done.returncode != 0 and "CIR_TEST_FAULTS_FILE injects faults" in done.stderr, done.stderr[-2000:]
+    done = run(settings_check, DJANGO_ENV="production", DJANGO_SECRET_KEY=key, DJANGO_SETTINGS_MODULE="tests.settings")
+    assert done.returncode != 0 and "tests.settings injects faults" in done.stderr, done.stderr[-2000:]
+    code = "import django; django.setup(); from django.conf import settings; print(settings.CIR_FAULTS_FILE)"
+    assert run(["-c", code], DJANGO_ENV="production", DJANGO_SECRET_KEY=key).stdout.strip() == "None"
+
+
 def test_the_web_process_keeps_no_persistent_database_connections() -> None:
     code = (
         "import django; django.setup(); from django.db import connection as c; print(c.settings_dict['CONN_MAX_AGE'])"
