@@ -152,6 +152,7 @@ INSTALLED_APPS = [
     "csp",
     "cirweb.catalog",
     "cirweb.conversations",
+    "cirweb.operations",  # the admin's Operations page
     "workers",
 ]
 
