@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import before_task_publish
 from kombu import Queue
+
+from foundation.log_lines import task_headers
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cirweb.settings")
 
@@ -53,3 +56,6 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_send_task_events=False,
 )
+
+# A task carries the log ids of whoever sent it (a turn's id and conversation: foundation/log_lines.py).
+before_task_publish.connect(task_headers, weak=False)

@@ -14,6 +14,8 @@ from urllib.parse import unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
+from foundation.log_lines import log_format_check, logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -150,6 +152,7 @@ INSTALLED_APPS = [
     "csp",
     "cirweb.catalog",
     "cirweb.conversations",
+    "cirweb.operations",  # the admin's Operations page
     "workers",
 ]
 
@@ -248,7 +251,8 @@ if DJANGO_ENV == "production":
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^readyz$"]  # container probes speak plain HTTP
+    # container probes and the Prometheus scrape (this machine or CIR_METRICS_ALLOWED only) speak plain HTTP
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^livez$", r"^readyz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -385,18 +389,10 @@ CIR_PRUNE_EVERY = env_int("CIR_PRUNE_EVERY", 6 * 3600)  # seconds between two pr
 CIR_READY_CACHE_SECONDS = env_int("CIR_READY_CACHE_SECONDS", 5)
 
 CIR_LOG_LEVEL = os.environ.get("CIR_LOG_LEVEL", "INFO").upper()  # every process's log level, the web server's too
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": CIR_LOG_LEVEL},
-    "loggers": {
-        "django.channels.server": {"level": "WARNING"},
-        "daphne": {"level": "WARNING"},
-        # one line per health-check ping is noise; turns and jobs log their own outcome
-        "celery.app.trace": {"level": "WARNING"},
-        "celery.worker.strategy": {"level": "WARNING"},
-        "celery.worker.request": {"level": "WARNING"},
-    },
-}
+# "text" (lines for people) or "json" (one object a line, for a log collector); a turn's lines carry its ids
+try:
+    CIR_LOG_FORMAT = log_format_check(os.environ.get("CIR_LOG_FORMAT", "text"))
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+LOGGING = logging_config(level=CIR_LOG_LEVEL, log_format=CIR_LOG_FORMAT)  # also uvicorn's and Celery's
+LOGGING_CONFIG = "foundation.log_lines.logging_apply"

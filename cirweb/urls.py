@@ -4,6 +4,7 @@ from django.urls import path
 from cirweb.api.api import api
 from cirweb.catalog import views as catalog_views
 from cirweb.conversations import views as chat_views
+from cirweb.operations import views as operations_views
 from cirweb.pages import favicon
 from cirweb.processes.health import healthz, livez
 from cirweb.processes.metrics import metrics_view
@@ -11,6 +12,14 @@ from cirweb.processes.metrics import metrics_view
 urlpatterns = [
     path("", chat_views.chat, name="chat"),
     path("c/<uuid:conversation_id>", chat_views.chat, name="conversation"),
+    # staff only, refused like the rest of the admin (admin_view: the login page for anyone else); before
+    # admin.site.urls, whose last pattern takes every other path under admin/
+    path("admin/operations/", admin.site.admin_view(operations_views.operations_page), name="admin-operations"),
+    path(
+        "admin/operations/figures",
+        admin.site.admin_view(operations_views.operations_figures),
+        name="admin-operations-figures",
+    ),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     path("healthz", healthz, name="healthz"),

@@ -18,6 +18,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from foundation.log_lines import log_context, log_ids
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,8 @@ class Publisher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
+        # (group, event, the sender's log ids: the publish's lines carry the turn's, on this thread too)
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any], dict[str, Any]]] | None = None
         self._pid = 0
         self._last_warning = 0.0
         self._drainer: asyncio.Task[None] | None = None
@@ -52,16 +55,18 @@ class Publisher:
         layer = get_channel_layer()
         assert self._queue is not None
         while True:
-            group, event = await self._queue.get()
-            try:
-                if layer is not None:
-                    await layer.group_send(group, event)
-            except Exception as exc:  # Redis down: the stored row is the record; say so, at most once a minute
-                if time.monotonic() - self._last_warning > 60:
-                    self._last_warning = time.monotonic()
-                    log.warning("could not publish %s to %s: %s", event.get("type"), group, exc)
-            finally:
-                self._queue.task_done()
+            group, event, ids = await self._queue.get()
+            with log_context(**ids):
+                try:
+                    if layer is not None:
+                        await layer.group_send(group, event)
+                    log.debug("published %s to %s", event.get("type"), group)
+                except Exception as exc:  # Redis down: the stored row is the record; say so, at most once a minute
+                    if time.monotonic() - self._last_warning > 60:
+                        self._last_warning = time.monotonic()
+                        log.warning("could not publish %s to %s: %s", event.get("type"), group, exc)
+                finally:
+                    self._queue.task_done()
 
     def publish(self, group: str, event: dict[str, Any]) -> None:
         """Queue `event` for `group`; returns at once. Best effort: results are stored before they are
@@ -71,7 +76,7 @@ class Publisher:
         loop = self._running_loop()
         queue = self._queue
         assert queue is not None
-        loop.call_soon_threadsafe(queue.put_nowait, (group, event))
+        loop.call_soon_threadsafe(queue.put_nowait, (group, event, log_ids()))
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -85,10 +90,11 @@ class Publisher:
         loop = self._running_loop()
         loop.call_soon_threadsafe(loop.call_later, delay, callback)
 
-    def put_now(self, group: str, event: dict[str, Any]) -> None:
-        """Queue `event` from the publisher's own thread (a `later` callback): in order with `publish`."""
+    def put_now(self, group: str, event: dict[str, Any], ids: dict[str, Any]) -> None:
+        """Queue `event` from the publisher's own thread (a `later` callback): in order with `publish`; `ids`:
+        the log ids of whoever held it back."""
         assert self._queue is not None
-        self._queue.put_nowait((group, event))
+        self._queue.put_nowait((group, event, ids))
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every queued event has been sent (for commands that exit right after publishing)."""
@@ -117,6 +123,7 @@ class HeldProgress:
         self._lock = threading.Lock()
         self._held: dict[str, Any] | None = None
         self._shown = self._closed = False
+        self._ids = log_ids()  # the turn's, for the frame the publisher's thread sends later
         publisher.later(after, self._release)
 
     def stage(self, event: dict[str, Any]) -> None:
@@ -138,4 +145,4 @@ class HeldProgress:
                 return
             self._shown = True
             if self._held is not None:
-                publisher.put_now(self.group, self._held)
+                publisher.put_now(self.group, self._held, self._ids)

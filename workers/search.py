@@ -32,6 +32,7 @@ from cirweb.processes.liveness import process_identity
 from cirweb.processes.metrics import turn_observed
 from cirweb.transport import protocol
 from foundation.explained_error import ExplainedError
+from foundation.log_lines import log_ids_bind
 from retrieval.extraction.images import ImageError
 from retrieval.fusion.fuser import Mode
 from retrieval.fusion.judging import JudgeStage
@@ -260,6 +261,7 @@ def answer_turn(turn_id: int) -> str:
     turn = turns.turn_claim(turn_id=turn_id, worker=me)
     if turn is None:
         return "skipped (already answered, failed or taken)"
+    log_ids_bind(turn=turn.pk, conversation=str(turn.conversation_id))  # also when the sweep sent the task
     waited_ms = queue_clock.waited_ms(turn.queued_at)
     group = protocol.conversation_group(turn.conversation_id)
     offset = protocol.page_offset(pages=turn.pages, k=turn.k)

@@ -4,6 +4,7 @@ together."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cirweb.processes.devservers import port_open, redis_command, wait_for_port
@@ -29,16 +31,38 @@ class Child:
     restarts: list[float] = field(default_factory=list)
 
 
+def json_line(name: str, line: str) -> str:
+    """A child's line as one JSON object naming the child (`service`): its own JSON object when it wrote one
+    (CIR_LOG_FORMAT=json), else the text as the message (Redis's lines, the supervisor's own)."""
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        parsed = {"time": now, "level": "INFO", "logger": "serve", "message": line}
+    return json.dumps({**parsed, "service": name}, ensure_ascii=False)
+
+
 class Supervisor:
-    def __init__(self, children: list[Child], env: dict[str, str], colour: bool = True) -> None:
-        self.children, self.env, self.colour = children, env, colour
+    def __init__(
+        self, children: list[Child], env: dict[str, str], colour: bool = True, json_lines: bool = False
+    ) -> None:
+        self.children, self.env, self.colour, self.json_lines = children, env, colour, json_lines
         self.stopping = threading.Event()
         self.out_lock = threading.Lock()
 
     def say(self, name: str, line: str) -> None:
-        prefix = f"{COLOURS.get(name, '')}[{name:>6}]\033[0m " if self.colour else f"[{name:>6}] "
+        """One line of a child (or about it), prefixed with its name; with JSON logs, one JSON object naming it."""
+        line = line.rstrip()
+        if self.json_lines:
+            if not line.strip():
+                return
+            shown = json_line(name, line)
+        else:
+            shown = (f"{COLOURS.get(name, '')}[{name:>6}]\033[0m " if self.colour else f"[{name:>6}] ") + line
         with self.out_lock:
-            sys.stdout.write(prefix + line.rstrip() + "\n")
+            sys.stdout.write(shown + "\n")
             sys.stdout.flush()
 
     def start(self, child: Child) -> None:

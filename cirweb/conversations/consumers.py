@@ -31,6 +31,7 @@ from cirweb.transport import protocol
 from cirweb.transport.database_away import BUSY, database_trouble
 from cirweb.transport.owners import Owner, owner_from
 from cirweb.transport.socket_database import socket_database
+from foundation.log_lines import log_context, log_ids_bind
 
 log = logging.getLogger(__name__)
 MAX_FRAME = 64 * 1024
@@ -50,6 +51,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=protocol.CLOSE_REFUSED)
             return
         self.owner, self.conversation = found
+        log_ids_bind(conversation=str(self.conversation.pk))  # on every line of this socket (its own task)
         self.sent: set[tuple[int, int]] = set()  # outcomes sent on this socket: (turn, offset or -1)
         self.connected_at = self.watermark = timezone.now()
         await self._join()
@@ -165,11 +167,15 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_turn_create(self, msg: dict[str, Any]) -> None:
         turn = await self._turn_create(msg)
+        with log_context(turn=turn.pk):
+            log.info("turn accepted: mode %s, k %s", turn.mode, turn.k)
         await self.send_json(protocol.accepted_frame(turn_id=turn.pk, client_id=turn.client_id))
         await self.send_json(protocol.progress_frame(turn_id=turn.pk, stage="queued"))
 
     async def on_turn_more(self, msg: dict[str, Any]) -> None:
         turn = await self._turn_more(msg.get("turn"))
+        with log_context(turn=turn.pk):
+            log.info("turn accepted: page %s", turn.pages)
         await self.send_json({"type": "turn.progress", "turn": turn.pk, "stage": "queued"})
 
     async def on_feedback(self, msg: dict[str, Any]) -> None:

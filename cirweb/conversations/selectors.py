@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet, Value
 
 from cirweb.catalog.models import image_alt
@@ -140,3 +142,32 @@ def turn_outcomes_since(
             results_frame(turn_id=pk, offset=offset, ranked=ranked, alts=alts, timings_ms=timings, memory=memory)
         )
     return frames
+
+
+def _ended_since(since: datetime) -> QuerySet[Turn]:
+    """Turns that ended at or after `since`. Bounded by `queued_at` too, which is indexed (`finished` is not): a
+    turn ends at most CIR_TURN_EXPIRES (queued) plus the search's hard time limit (running) after its queueing."""
+    longest = timedelta(seconds=settings.CIR_TURN_EXPIRES + settings.CIR_SEARCH_TIME_LIMIT + 60)
+    return Turn.objects.filter(queued_at__gte=since - longest, finished__gte=since)
+
+
+def turns_ended_since(*, since: datetime, limit: int = 100_000) -> list[tuple[datetime, str, float | None]]:
+    """(finished, status, latency_ms) of the turns that ended (done or failed) since `since`, newest first, at
+    most `limit`: the admin's Operations page."""
+    rows = (
+        _ended_since(since)
+        .filter(status__in=[Turn.Status.DONE, Turn.Status.FAILED])
+        .order_by("-finished")
+        .values_list("finished", "status", "latency_ms")[:limit]
+    )
+    return [(finished, status, latency) for finished, status, latency in rows if finished is not None]
+
+
+def turns_failed_recent(*, since: datetime, limit: int = 10) -> list[Turn]:
+    """The latest turns that failed since `since`, newest first, with their sentence (`error`)."""
+    return list(
+        _ended_since(since)
+        .filter(status=Turn.Status.FAILED)
+        .order_by("-finished", "-pk")
+        .only("pk", "finished", "error_code", "error", "text")[:limit]
+    )

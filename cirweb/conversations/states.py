@@ -23,6 +23,7 @@ from cirweb.conversations.models import Turn, TurnResult
 from cirweb.processes.liveness import claim_lost
 from cirweb.transport import queueing
 from cirweb.transport.protocol import page_offset
+from foundation.log_lines import log_context
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def turn_send(*, turn_id: int, priority: int = 0, stamped: bool = False) -> None
     sent" rule resends it within seconds. A process that dies between its commit and its send leaves it
     stamped: the sweep's "lost" rule resends it after CIR_TURN_RESEND_AFTER."""
     try:
-        queueing.enqueue_search_turn(turn_id, priority=priority)
+        with log_context(turn=turn_id):  # the task carries the turn's log ids (foundation/log_lines.py)
+            queueing.enqueue_search_turn(turn_id, priority=priority)
     except Exception as exc:
         log.warning("could not send turn %s to the workers (the sweep will): %s", turn_id, exc)
         if stamped:

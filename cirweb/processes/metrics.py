@@ -81,18 +81,28 @@ class LiveReadings(Collector):
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         depth = GaugeMetricFamily("cirweb_queue_depth", "Messages waiting on a queue.", labels=["queue"])
-        try:
-            client = redis.Redis.from_url(settings.CIR_REDIS_URL, socket_timeout=1)
-            for queue in (SEARCH_QUEUE, INDEX_QUEUE):
-                names = [queue] + [f"{queue}{PRIORITY_SEPARATOR}{p}" for p in range(1, 10)]
-                depth.add_metric([queue], float(sum(int(client.llen(name)) for name in names)))
-        except redis.RedisError as exc:
-            log.info("queue depth unreadable: %s", exc)
+        for queue, waiting in (queue_depths() or {}).items():
+            depth.add_metric([queue], float(waiting))
         yield depth
         workers = GaugeMetricFamily("cirweb_workers", "Workers answering a ping, by kind.", labels=["kind"])
         for kind, count in workers_by_kind().items():
             workers.add_metric([kind], float(count))
         yield workers
+
+
+def queue_depths() -> dict[str, int] | None:
+    """Messages waiting on each queue (`search`, `index`), every priority level together; None when Redis does
+    not answer. Read by the scrape and by the admin's Operations page."""
+    try:
+        client = redis.Redis.from_url(settings.CIR_REDIS_URL, socket_timeout=1)
+        depths = {}
+        for queue in (SEARCH_QUEUE, INDEX_QUEUE):
+            names = [queue] + [f"{queue}{PRIORITY_SEPARATOR}{p}" for p in range(1, 10)]
+            depths[queue] = sum(int(client.llen(name)) for name in names)
+        return depths
+    except redis.RedisError as exc:
+        log.info("queue depth unreadable: %s", exc)
+        return None
 
 
 def workers_by_kind() -> dict[str, int]:

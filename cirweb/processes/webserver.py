@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         forwarded_allow_ips=settings.CIR_TRUSTED_PROXIES,
         server_header=False,
         access_log=False,
+        log_config=settings.LOGGING,  # uvicorn's own lines in the product's format (CIR_LOG_FORMAT), with ids
         log_level=settings.CIR_LOG_LEVEL.lower(),
     )
 

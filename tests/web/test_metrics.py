@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_what_the_processes_record_is_in_the_scrape(client: Client) -> None:
 def test_a_refusal_past_a_limit_is_counted(client: Client, settings: object) -> None:
     settings.CIR_RATE_CONVERSATIONS = "1/m"  # type: ignore[attr-defined]
     before = sample(scrape(client), "cirweb_rate_limited_total", group="conversations")
-    owner = visitor("metrics-counted")
+    owner = visitor(f"metrics-counted-{uuid.uuid4().hex[:8]}")  # a new visitor: the cache outlives a run
     limits.hit("conversations", owner=owner, address=None)
     with pytest.raises(limits.RateLimited):
         limits.hit("conversations", owner=owner, address=None)

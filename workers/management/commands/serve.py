@@ -41,6 +41,7 @@ class Command(DocumentedCommand):
         )
         shown_host = "localhost" if options["host"] in ("127.0.0.1", "0.0.0.0") else options["host"]
         url = f"http://{shown_host}:{options['port']}/"
-        self.stdout.write(f"starting {', '.join(c.name for c in children)}; Ctrl-C stops them all")
         colour = not options["no_colour"] and sys.stdout.isatty()
-        sys.exit(Supervisor(children, env, colour=colour).run(ready_url=url))
+        supervisor = Supervisor(children, env, colour=colour, json_lines=settings.CIR_LOG_FORMAT == "json")
+        supervisor.say("serve", f"starting {', '.join(c.name for c in children)}; Ctrl-C stops them all")
+        sys.exit(supervisor.run(ready_url=url))
