@@ -193,6 +193,8 @@ def _world_args(sub: Any) -> None:
     p.add_argument("--models", required=True, help="folder with shapes-clip.pt, shapes-combiner.pt, manifest.json")
     p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this long (validating first)")
+    p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
+    p.add_argument("--start", default=None, help="a judge checkpoint to go on from (a run cut by its time budget)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
     for name, help_text, example in (

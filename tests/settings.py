@@ -14,6 +14,7 @@ os.environ["CIR_DATA_DIR"] = os.environ["CIR_TEST_DATA_DIR"]
 os.environ.setdefault("CIR_REDIS_URL", "redis://127.0.0.1:6379/9")
 os.environ.setdefault("CIR_CLIP_MODEL", str(_REPO / "models" / "shapes" / "shapes-clip.pt"))
 os.environ.setdefault("CIR_COMBINER", str(_REPO / "models" / "shapes" / "shapes-combiner.pt"))
+os.environ.setdefault("CIR_JUDGE", str(_REPO / "models" / "shapes" / "shapes-judge.pt"))
 # Generated worlds and folders live in pytest's temporary folders: the tests may read collections there
 # (the uploads, models and index folders stay refused wherever the roots are).
 os.environ.setdefault("CIR_SOURCE_ROOTS", tempfile.gettempdir())

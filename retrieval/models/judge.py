@@ -79,12 +79,14 @@ class JudgeConfig:
 
 
 class ReadRequest(NamedTuple):
-    """A request as `Judge.encode_request` read it: memory [b, M, width], its padding mask [b, M], and the
-    reference's regions read as objects [b, cells, objects] (None without a vocabulary or a reference)."""
+    """A request as `Judge.encode_request` read it: memory [b, M, width], its padding mask [b, M], and, with
+    an object vocabulary and a reference, the reference's regions read as objects and the objects the
+    request wants in each cell (both [b, cells, objects], distributions)."""
 
     memory: torch.Tensor
     pad: torch.Tensor
     objects: torch.Tensor | None
+    wanted: torch.Tensor | None
 
 
 class CandidateBlock(nn.Module):
@@ -114,7 +116,9 @@ class Judge(nn.Module):
     With an object vocabulary (`config.objects`), every region is also read as a distribution over objects
     (a head trained from scene graphs), and each candidate is told what changed against the reference: per
     cell (its objects minus the reference's in that cell) and in all (the difference of the object counts),
-    which is what "make the star red" or "remove the circle" is checked against."""
+    which is what "make the star red" or "remove the circle" is checked against. The request says which
+    objects it wants in each cell (read from the words and the reference, taught from the edited scene), and
+    each candidate is compared with that too: its objects against those wanted, cell by cell and in counts."""
 
     def __init__(self, config: JudgeConfig) -> None:
         super().__init__()
@@ -128,8 +132,11 @@ class Judge(nn.Module):
         self.candidate_type = nn.Parameter(torch.randn(w) * 0.02)
         self.summary = nn.Parameter(torch.randn(w) * 0.02)
         self.objects = nn.Linear(w, c.objects) if c.objects else None
-        self.change_in = nn.Linear(c.objects, w) if c.objects else None
-        self.counts_in = nn.Sequential(nn.Linear(c.objects, w), nn.GELU(), nn.Linear(w, w)) if c.objects else None
+        self.wanted = nn.Linear(w, c.objects) if c.objects else None
+        self.change_in = nn.Linear(2 * c.objects, w) if c.objects else None
+        self.counts_in = (
+            nn.Sequential(nn.Linear(4 * c.objects + 2, w), nn.GELU(), nn.Linear(w, w)) if c.objects else None
+        )
         self.request = nn.ModuleList(
             nn.TransformerEncoderLayer(w, c.heads, 2 * w, dropout=0.0, batch_first=True, norm_first=True)
             for _ in range(c.request_layers)
@@ -139,22 +146,33 @@ class Judge(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, w), nn.GELU(), nn.Linear(w, 3))
         self.cosine_weight = nn.Parameter(torch.tensor(10.0))
         self.last: dict[str, torch.Tensor] = {}  # training: the latest call's side outputs
+        if self.wanted is not None:  # a request starts by wanting the reference as it is
+            nn.init.zeros_(self.wanted.weight)
+            nn.init.zeros_(self.wanted.bias)
 
     def encode_request(self, words: torch.Tensor, real: torch.Tensor, reference: torch.Tensor | None) -> ReadRequest:
         """The request read once: words [b, L, dim] with `real` [b, L], the reference's regions [b, cells, dim]
         (None: a request from words alone)."""
         b, n = words.shape[:2]
         x = self.text_in(F.normalize(words, dim=-1)) + self.text_position[:n]
-        pad, objects = ~real, None
+        pad, objects, wanted, kept = ~real, None, None, None
         if reference is not None:
             r = self.region_in(F.normalize(reference, dim=-1))
             if self.objects is not None:
-                objects = self.objects(r).softmax(dim=-1)
+                kept = self.objects(r)
+                objects = kept.softmax(dim=-1)
             x = torch.cat([x, r + self.cell_position + self.reference_type], dim=1)
             pad = torch.cat([pad, torch.zeros(b, r.shape[1], dtype=torch.bool)], dim=1)
         for block in self.request:
             x = block(x, src_key_padding_mask=pad)
-        return ReadRequest(self.request_norm(x), pad, objects)
+        x = self.request_norm(x)
+        if kept is not None and self.wanted is not None:
+            # each reference cell's token says what the request changes there; unchanged is the default
+            logits = kept + self.wanted(x[:, n:])
+            if self.training:
+                self.last["wanted"] = logits
+            wanted = logits.softmax(dim=-1)
+        return ReadRequest(x, pad, objects, wanted)
 
     def score(self, request: ReadRequest, candidates: torch.Tensor, cosine: torch.Tensor) -> torch.Tensor:
         """Scores [b, k] of candidates' regions [b, k, cells, dim] for requests read by `encode_request`;
@@ -167,10 +185,16 @@ class Judge(nn.Module):
             if self.training:
                 self.last["objects"] = logits
             seen = logits.softmax(dim=-1)
-            before = request.objects[:, None] if request.objects is not None else torch.zeros_like(seen)
-            change = seen - before
-            x = x + self.change_in(change)
-            summary = summary + self.counts_in(change.sum(dim=2))[:, :, None]
+            zero = torch.zeros_like(seen)
+            before = request.objects[:, None] if request.objects is not None else zero
+            wanted = request.wanted[:, None] if request.wanted is not None else zero
+            change, asked = seen - before, (wanted - before).expand_as(seen)
+            x = x + self.change_in(torch.cat([change, seen - wanted], dim=-1))
+            counts, counts_asked = change.sum(dim=2), asked.sum(dim=2)
+            placed = (seen * wanted).sum(dim=-1).mean(dim=-1, keepdim=True)  # in the cells asked for
+            missed = (counts - counts_asked).abs().sum(dim=-1, keepdim=True)  # counts unlike those asked for
+            compared = torch.cat([counts, counts_asked, counts * counts_asked, (counts - counts_asked).abs()], dim=-1)
+            summary = summary + self.counts_in(torch.cat([compared, placed, missed], dim=-1))[:, :, None]
         x = torch.cat([summary, x + self.cell_position + self.candidate_type], dim=2)
         for block in self.candidate:
             x = block(x, request.memory, request.pad)

@@ -3,15 +3,17 @@ Combiner's first candidates by what a request asked (`python -m retrieval train-
 
 CLIP and the Combiner stay frozen: indexes keep their features, and the judge reads the towers' regions and
 tokens. Each step draws requests (a random training picture, a random applicable edit of any kind, worded
-from the training part of the grammar), takes the Combiner's first candidates among all training pictures
-(its best, a few further down, and pictures that do what was asked, so every list has answers to learn
-from), and grades each candidate from the scene graphs (`Judgement.grade`). Four losses:
+from the training part of the grammar), takes a list from the Combiner's first 200 among all training
+pictures, as a turn is served (its best, the answers the pool holds, others from further down; never an
+answer from outside the pool, which would teach the judge that a low first-stage score means an answer),
+and grades each candidate from the scene graphs (`Judgement.grade`). The losses:
 
 - listwise: cross-entropy between the judge's softmax over the list and a target that puts the mass on the
   graded answers, exp(8 (grade - 1)) (the exact scene most, a picture that merely satisfies least);
 - "satisfied" and "good", one logistic loss each on the summary (sharper signals than the list alone);
 - the object in each region of each candidate (one of 61: empty, or shape x colour x size): the judge's
-  object vocabulary, through which it compares a candidate with the reference.
+  object vocabulary, through which it compares a candidate with the reference;
+- the object the request wants in each cell: the edited scene's, read from the words and the reference.
 
 Selection: good@1 of the judged ranking on the world's val split, in training wording (held-out words and
 other worlds are for measurement only). The best step's weights are kept; the starting point is the
@@ -43,7 +45,7 @@ from retrieval.extraction.regions import extract_regions
 from retrieval.fusion.judging import file_sha256
 from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.combiner_model import Combiner, load_combiner
-from retrieval.models.judge import Judge, JudgeConfig, save_judge, text_tokens
+from retrieval.models.judge import Judge, JudgeConfig, load_judge, save_judge, text_tokens
 from retrieval.training.common import log, seed_everything
 
 OBJECTS = 1 + TRIPLES  # the judge's object vocabulary: an empty cell, or one (shape, colour, size)
@@ -53,9 +55,8 @@ OBJECTS = 1 + TRIPLES  # the judge's object vocabulary: an empty cell, or one (s
 class JudgeSettings:
     steps: int = 3000
     batch: int = 32  # requests per step
-    candidates: int = 48  # per request: the Combiner's best `hardest`, `further` from its pool, answers
+    candidates: int = 48  # per request, all from the Combiner's pool: its best `hardest`, answers, others
     hardest: int = 24
-    further: int = 8
     pool: int = 200  # the first stage's candidates, as served (retrieval.fusion.judging.POOL)
     lr: float = 3e-4
     warmup: int = 100
@@ -123,9 +124,11 @@ def train_judge(
     *,
     settings: JudgeSettings = JudgeSettings(),
     seed: int = 0,
+    start: Path | None = None,
 ) -> dict[str, Any]:
     """Train the judge for the CLIP and Combiner given; the best validation step goes to `out`, recording
-    the CLIP's SHA-256 (the judge applies to that CLIP only). Returns the run's record."""
+    the CLIP's SHA-256 (the judge applies to that CLIP only). `start`: a judge checkpoint to go on from
+    (a run cut by its time budget). Returns the run's record."""
     seed_everything(seed)
     s, started = settings, time.monotonic()
     encoder = load_clip(str(clip_file), force_fp32=True, compile_images=False, preprocessing="clip")
@@ -133,15 +136,17 @@ def train_judge(
     log("stage 4: features and regions of the training and validation pictures")
     tr, va = load_split(encoder, root, train), load_split(encoder, root, val)
     config = JudgeConfig(encoder.dim, tr.regions.shape[1], encoder.context_length, s.width, objects=OBJECTS)
-    judge = Judge(config)
+    judge = load_judge(start).train() if start is not None else Judge(config)
     optimizer = torch.optim.AdamW(judge.parameters(), lr=s.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / s.warmup) * max(0.05, 1 - step / s.steps)
     )
     codes = torch.from_numpy(tr.table.codes.astype(np.int64))
-    log(f"stage 4: the object vocabulary first: {read_objects(judge, tr, codes, va)}")
+    if start is None:
+        log(f"stage 4: the object vocabulary first: {read_objects(judge, tr, codes, va)}")
     rng = random.Random(seed)
     stamp = {"clip_sha256": file_sha256(clip_file), "combiner_sha256": file_sha256(combiner_file)}
+    started_from = file_sha256(start) if start is not None else None
     first = validate(judge, encoder, combiner, va, s, seed)
     log(f"stage 4 validation before training: {first}")
     best, history = first["judged"]["good@1"], [{"step": 0, **first}]
@@ -172,6 +177,7 @@ def train_judge(
         "best_good@1": best,
         "history": history,
         "minutes": round((time.monotonic() - started) / 60, 1),
+        "started_from": started_from,
         **stamp,
     }
 
@@ -203,6 +209,7 @@ def _step_loss(
 ) -> tuple[torch.Tensor, str]:  # fmt: skip
     drawn = Requests(encoder, combiner, tr, s.batch, "train", rng)
     rows, grades, goods = [], [], []
+    wanted = torch.from_numpy(SceneTable([q.target for q in drawn.requests]).codes.astype(np.int64))
     for j, request in enumerate(drawn.requests):
         judged = tr.table.judge(request)
         grade = judged.grade()
@@ -214,15 +221,17 @@ def _step_loss(
     good_t = torch.from_numpy(np.array(goods)).float()
     read = judge.encode_request(drawn.words, drawn.real, tr.regions[drawn.refs])
     scores = judge.score(read, tr.regions[chosen], drawn.cosine.gather(1, chosen))
-    answered = (grade_t > 0).any(dim=1)
+    answered = (grade_t > 0).any(dim=1)  # a list without answers teaches the two logistic losses only
     target = torch.where(grade_t > 0, 8 * (grade_t - 1), torch.full_like(grade_t, -1e4)).softmax(dim=1)
-    listwise = -(target * scores.log_softmax(dim=1)).sum(dim=1)[answered].mean()
+    listwise = -(target * scores.log_softmax(dim=1)).sum(dim=1)[answered].sum() / max(1, int(answered.sum()))
     satisfied = F.binary_cross_entropy_with_logits(judge.last["satisfied"], (grade_t > 0).float())
     good = F.binary_cross_entropy_with_logits(judge.last["good"], good_t)
     cells = F.cross_entropy(judge.last["objects"].reshape(-1, OBJECTS), codes[chosen].reshape(-1))
-    loss = listwise + satisfied + good + cells
+    asked = F.cross_entropy(judge.last["wanted"].reshape(-1, OBJECTS), wanted.reshape(-1))
+    loss = listwise + satisfied + good + cells + asked
     parts = (
-        f"list {listwise.item():.3f} satisfied {satisfied.item():.3f} good {good.item():.3f} objects {cells.item():.3f}"
+        f"list {listwise.item():.3f} satisfied {satisfied.item():.3f} good {good.item():.3f} "
+        f"objects {cells.item():.3f} wanted {asked.item():.3f}"
     )
     return loss, parts
 
@@ -230,18 +239,15 @@ def _step_loss(
 def _candidates(
     cosine: torch.Tensor, grade: NDArray[np.float32], reference: int, s: JudgeSettings, rng: random.Random
 ) -> list[int]:
-    """The Combiner's `hardest`, `further` drawn from the rest of its pool, then answers from anywhere."""
-    pool = cosine.topk(s.pool).indices.tolist()
-    chosen = pool[: s.hardest] + rng.sample(pool[s.hardest :], s.further)
-    seen = set(chosen) | {reference}
-    answers = np.flatnonzero(grade > 0.45).tolist()
-    rng.shuffle(answers)
-    for row in answers + [rng.randrange(len(grade)) for _ in range(4 * s.candidates)]:
-        if len(chosen) >= s.candidates:
-            break
-        if row not in seen:
-            chosen.append(row)
-            seen.add(row)
+    """A list from the Combiner's pool: its `hardest`, up to a quarter of the list of the answers the rest
+    of the pool holds, then others drawn from the rest."""
+    pool = [row for row in cosine.topk(s.pool + 1).indices.tolist() if row != reference][: s.pool]
+    chosen = pool[: s.hardest]
+    rest = pool[s.hardest :]
+    answers = [row for row in rest if grade[row] > 0]
+    chosen += rng.sample(answers, min(len(answers), s.candidates // 4))
+    others = [row for row in rest if row not in set(chosen)]
+    chosen += rng.sample(others, s.candidates - len(chosen))
     return chosen
 
 

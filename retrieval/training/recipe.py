@@ -9,6 +9,7 @@ small; `manifest.json` records the command, seed, wall time, checksums and valid
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -176,18 +177,22 @@ def train_open_stage(root: Path, out_dir: Path, *, settings: OpenSettings, seed:
     return manifest
 
 
-def train_judge_stage(root: Path, out_dir: Path, *, settings: JudgeSettings, seed: int = 0) -> dict[str, Any]:
-    """Stage 4 alone: the judge for the CLIP and Combiner in `out_dir` (trained on `root`), written there as
-    JUDGE_FILE; the manifest records the run and the judge's checksum beside the other files'."""
+def train_judge_stage(
+    root: Path, out_dir: Path, *, settings: JudgeSettings, seed: int = 0, start: Path | None = None
+) -> dict[str, Any]:
+    """Stage 4 alone: the judge for the CLIP and Combiner in `out_dir` (trained on `root`, from `start` when
+    given), written there as JUDGE_FILE; the manifest records every run (`stage4_runs`) and the judge's
+    checksum beside the other files'."""
     started = time.monotonic()
     manifest = json.loads((out_dir / MANIFEST).read_text())
     train, val = load_dataset("shapes", root, "train"), load_dataset("shapes", root, "val")
     stage4 = train_judge(
         root, train, val, out_dir / CLIP_FILE, out_dir / COMBINER_FILE, out_dir / JUDGE_FILE, settings=settings,
-        seed=seed,
+        seed=seed, start=start,
     )  # fmt: skip
     stage4 |= {"command": " ".join(sys.argv), "seed": seed, "wall_seconds": round(time.monotonic() - started, 1)}
-    manifest["stage4"] = stage4
+    manifest["stage4"] = stage4  # the latest run; every run, oldest first, in stage4_runs
+    manifest["stage4_runs"] = [*manifest.get("stage4_runs", []), stage4]
     manifest["wall_seconds"] = round(manifest.get("wall_seconds", 0) + stage4["wall_seconds"], 1)
     manifest["files"] = {
         name: {"sha256": sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size}
@@ -203,6 +208,19 @@ def first_families(data: SplitData, count: int) -> SplitData:
     keep = {name for g in groups for name in g}
     triplets = [t for t in data.triplets if t.reference in keep and (t.target is None or t.target in keep)]
     return SplitData(data.dataset, data.split, {n: p for n, p in data.images.items() if n in keep}, triplets)
+
+
+def adopt_judge(source: Path, target: Path) -> bool:
+    """Copy `source`'s judge into the models folder `target` when `target` has none and its CLIP is the one
+    the judge was made for (a data directory set up before the judge was committed); True when copied."""
+    files = json.loads((source / MANIFEST).read_text()).get("files", {})
+    made_for = files.get(CLIP_FILE, {}).get("sha256")
+    if (target / JUDGE_FILE).exists() or JUDGE_FILE not in files or not (target / CLIP_FILE).is_file():
+        return False
+    if sha256(target / CLIP_FILE) != made_for:
+        return False
+    shutil.copy2(source / JUDGE_FILE, target / JUDGE_FILE)
+    return True
 
 
 def verify_models(out_dir: Path) -> str | None:

@@ -165,7 +165,7 @@ def test_stage_four_trains_a_judge_beside_the_models_and_records_it(tmp_path: Pa
     models.mkdir()
     for name in (CLIP_FILE, COMBINER_FILE, MANIFEST):
         shutil.copy2(CLIP.parent / name, models / name)
-    settings = JudgeSettings(steps=4, batch=4, candidates=12, hardest=4, further=2, pool=40, validate_every=2,
+    settings = JudgeSettings(steps=4, batch=4, candidates=12, hardest=4, pool=40, validate_every=2,
                              validate_requests=20, width=32)  # fmt: skip
     manifest = train_judge_stage(shapes_world, models, settings=settings, seed=1)
     stage4 = manifest["stage4"]
@@ -177,3 +177,21 @@ def test_stage_four_trains_a_judge_beside_the_models_and_records_it(tmp_path: Pa
     encoder = load_clip(str(models / CLIP_FILE), force_fp32=True, compile_images=False)
     stage = judge_for(models / JUDGE_FILE, encoder, models / CLIP_FILE)
     assert stage is not None and stage.judge.config.objects == 61
+
+
+def test_a_data_directory_made_before_the_judge_adopts_it_only_for_its_own_clip(tmp_path: Path) -> None:
+    from retrieval.models.provenance import sha256
+    from retrieval.training.recipe import CLIP_FILE, JUDGE_FILE, MANIFEST, adopt_judge
+
+    source, mine, other = tmp_path / "repo", tmp_path / "mine", tmp_path / "other"
+    for folder in (source, mine, other):
+        folder.mkdir()
+    shutil.copy2(CLIP, source / CLIP_FILE)
+    shutil.copy2(CLIP, mine / CLIP_FILE)
+    (other / CLIP_FILE).write_bytes(b"a CLIP retrained by its owner")
+    save_judge(small_judge(), source / JUDGE_FILE, clip_sha256=file_sha256(CLIP))
+    files = {name: {"sha256": sha256(source / name)} for name in (CLIP_FILE, JUDGE_FILE)}
+    (source / MANIFEST).write_text(json.dumps({"files": files}))
+    assert adopt_judge(source, mine) and (mine / JUDGE_FILE).read_bytes() == (source / JUDGE_FILE).read_bytes()
+    assert not adopt_judge(source, mine)  # once
+    assert not adopt_judge(source, other) and not (other / JUDGE_FILE).exists()

@@ -77,6 +77,32 @@ def test_three_turn_refinement_finds_the_right_scenes(live_services: LiveService
     assert detail["turns"][0]["chosen_image"] == shapes.ids["dev-0-1"]  # turn 2 refined from that result
 
 
+def test_combiner_turns_are_judged_and_the_baselines_are_not(
+    live_services: LiveServices, shapes: ShapesCollection, django_db_blocker: Any
+) -> None:
+    """The live stack runs the committed judge (tests/settings.py): the index version holds the pictures'
+    regions, a turn in the Combiner's mode with a reference is re-ranked by the judge (its timing says so),
+    and the baseline modes and words alone are not."""
+    from cirweb.catalog.models import Collection
+    from cirweb.files import storage
+
+    with django_db_blocker.unblock():
+        version = Collection.objects.get(slug=shapes.slug).active_version
+    assert version is not None and (storage.index_version_folder(path=version.path) / "regions.npy").is_file()
+    api = Api(live_services.base_url)
+    ws = api.socket(live_services.ws_url, api.conversation(shapes.slug)["ws"])
+    text = edit_text(shapes, "dev-3-0", "dev-3-1")
+    _, judged = ws.turn(text, {"image": shapes.ids["dev-3-0"]})
+    assert "judge" in judged["timings_ms"] and len(judged["results"]) == 24
+    assert shapes.ids["dev-3-0"] not in result_ids(judged)
+    for mode in ("sum", "image"):
+        _, plain = ws.turn(text, {"image": shapes.ids["dev-3-0"]}, mode=mode)
+        assert "judge" not in plain["timings_ms"]
+    _, words = ws.turn("a large red star", None, mode="text")
+    assert "judge" not in words["timings_ms"] and len(words["results"]) == 24
+    ws.close()
+
+
 def test_reindex_while_searching_switches_versions_without_a_gap(
     live_services: LiveServices, shapes_world: Any, django_db_blocker: Any
 ) -> None:

@@ -86,10 +86,12 @@ class Command(DocumentedCommand):
 
     def ensure_models(self, world: Path, retrain: bool) -> None:
         target = Path(settings.CIR_MODELS_DIR)
+        problem = recipe.verify_models(REPO_MODELS)
         if recipe.verify_models(target) is None and not retrain:
             self.stdout.write(f"models: {target} (already in place)")
+            if problem is None and recipe.adopt_judge(REPO_MODELS, target):
+                self.stdout.write(f"models: added the committed judge to {target} (made for its CLIP)")
             return
-        problem = recipe.verify_models(REPO_MODELS)
         if problem is None and not retrain:
             target.mkdir(parents=True, exist_ok=True)
             for name in (recipe.CLIP_FILE, recipe.COMBINER_FILE, recipe.JUDGE_FILE, recipe.MANIFEST):
