@@ -141,7 +141,7 @@ def served(*, search_workers: int, collection: str) -> Iterator[tuple[str, int]]
         except urllib.error.HTTPError as exc:
             raise CommandError(
                 f"collection {collection!r} cannot be read here (HTTP {exc.code}). `python manage.py bootstrap_demo` "
-                "builds the demo's (shapes); --collection names another."
+                "builds the demo's (shapes), `--size real` the real-size one (real); --collection names another."
             ) from None
         images = [i["id"] for i in page["images"]]
         level_run(base, base.replace("http", "ws", 1), collection, images, 4 * search_workers, 2 * search_workers)
