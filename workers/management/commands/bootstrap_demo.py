@@ -48,7 +48,10 @@ REAL_COUNT, REAL_MAX = 100_000, 1_000_000  # features are drawn in memory: 2.5 G
 
 
 class Command(DocumentedCommand):
-    help = "Build the demo collection 'shapes' (world, models, features, index) under CIR_DATA_DIR, once."
+    help = (
+        "Build the demo collection 'shapes' (world, models, features, index) under CIR_DATA_DIR, once; with "
+        "--size real, the real-size collection 'real' (random RN50x4-size models, drawn features) instead."
+    )
     example = (
         "python manage.py bootstrap_demo\npython manage.py bootstrap_demo --retrain\n"
         "python manage.py bootstrap_demo --size real\npython manage.py bootstrap_demo --size real --count 2000"
