@@ -212,7 +212,7 @@ SERVED_STACK = [
     "python manage.py bootstrap_demo --size real            # 100,000 images; --count N for fewer",
     "CIR_CLIP_MODEL=var/models/real-RN50x4/clip.pt CIR_COMBINER=var/models/real-RN50x4/combiner.pt \\",
     "  CIR_RATELIMIT_ENABLE=0 python manage.py serve",
-    "python manage.py bench_pipeline --collection real --turns 200 --concurrency 1 8",
+    "python manage.py bench_pipeline --collection real --fresh-texts --turns 200 --concurrency 1 8",
     "python -m retrieval bench-turn --arch RN50x4 --count 100000   # the in-process turn, same machine, same run",
     "```",
     "",
