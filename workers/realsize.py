@@ -142,7 +142,11 @@ def placeholder_number(relpath: str) -> int:
 def placeholders_ensure(*, plan: RealSize, labels: Callable[[], NDArray[np.int64]], say: Say) -> None:
     """`plan.count` small PNG files (`placeholder_name`), each in the colour of its feature's cluster; the
     files of another plan go."""
-    folder, wanted = plan.pictures, {"count": plan.count, "clusters": plan.clusters, "seed": plan.seed}
+    # the width too: past the first 50,000 rows the draw of clusters depends on it (retrieval/benchmarks/synthetic.py)
+    folder, wanted = (
+        plan.pictures,
+        {"count": plan.count, "clusters": plan.clusters, "seed": plan.seed, "dim": _dim(plan)},
+    )
     try:
         if json.loads((folder / MARKER).read_text()) == wanted:
             say(f"pictures: {plan.count} placeholders in {folder} (already written)")
