@@ -75,10 +75,13 @@ def conversation_run(
     seed: int,
     pace: tuple[float, float] = (0.0, 0.0),
     forwarded_for: str | None = None,
+    fresh_texts: bool = False,
 ) -> None:
     """One visitor's conversation: `turns` turns, each sent on its last's results after a pause drawn from
     `pace` (seconds; a person reads the results first), from `forwarded_for` as a proxy would say. Appends
-    (end to end, compute, queue wait) in ms to `out`, and "<code>: <sentence>" of each refusal to `errors`."""
+    (end to end, compute, queue wait) in ms to `out`, and "<code>: <sentence>" of each refusal to `errors`.
+    With `fresh_texts` every turn's words are new (a tag is added), so the worker's text cache never answers
+    and each turn runs the text tower, as `bench-turn` measures it; else six requests recur."""
     client = Client(base, forwarded_for)
     created = client.json("/api/conversations", {"collection": collection})
     run = uuid.uuid4().hex[:6]
@@ -92,7 +95,7 @@ def conversation_run(
             message = {
                 "type": "turn.create",
                 "client_id": f"b{run}-{seed}-{i}",
-                "text": TEXTS[(seed + i) % len(TEXTS)],
+                "text": TEXTS[(seed + i) % len(TEXTS)] + (f" #{run}{seed}x{i}" if fresh_texts else ""),
                 "reference": {"image": images[(seed * 7919 + i * 31) % len(images)]},
                 "k": 24,
                 "exclude_seen": False,
@@ -141,7 +144,7 @@ def served(*, search_workers: int, collection: str) -> Iterator[tuple[str, int]]
         except urllib.error.HTTPError as exc:
             raise CommandError(
                 f"collection {collection!r} cannot be read here (HTTP {exc.code}). `python manage.py bootstrap_demo` "
-                "builds the demo's (shapes); --collection names another."
+                "builds the demo's (shapes), `--size real` the real-size one (real); --collection names another."
             ) from None
         images = [i["id"] for i in page["images"]]
         level_run(base, base.replace("http", "ws", 1), collection, images, 4 * search_workers, 2 * search_workers)
@@ -230,6 +233,8 @@ def level_run(
     turns: int,
     concurrency: int,
     serve_pid: int | None = None,
+    *,
+    fresh_texts: bool = False,
 ) -> dict[str, Any]:
     """`turns` turns over `concurrency` conversations at once, each sending its next turn on its last's results.
     With the process id of the `serve` answering them (`serve_pid`), also how busy each kind of process was
@@ -240,7 +245,11 @@ def level_run(
     results: list[tuple[float, float, float]] = []
     errors: list[str] = []
     threads = [
-        threading.Thread(target=conversation_run, args=(base, ws_base, collection, images, per, results, errors, n))
+        threading.Thread(
+            target=conversation_run,
+            args=(base, ws_base, collection, images, per, results, errors, n),
+            kwargs={"fresh_texts": fresh_texts},
+        )
         for n in range(concurrency)
     ]
     usage_before = usage_by_role(serve_pid) if serve_pid else {}

@@ -201,6 +201,36 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     return "\n".join([head, rule, *body])
 
 
+# Not measured by this command (it needs the product's processes): how to measure a turn end to end at real size.
+SERVED_STACK = [
+    "## A served stack at real size",
+    "",
+    "The figures above are in process. To measure what a person waits for at real size, build the real-size "
+    "stack and serve it (figures, each with its machine, in the README's Benchmarks section):",
+    "",
+    "```bash",
+    "python manage.py bootstrap_demo --size real            # 100,000 images; --count N for fewer",
+    "CIR_CLIP_MODEL=var/models/real-RN50x4/clip.pt CIR_COMBINER=var/models/real-RN50x4/combiner.pt \\",
+    "  CIR_RATELIMIT_ENABLE=0 python manage.py serve",
+    "python manage.py bench_pipeline --collection real --fresh-texts --turns 200 --concurrency 1 8",
+    "python -m retrieval bench-turn --arch RN50x4 --count 100000   # the in-process turn, same machine, same run",
+    "```",
+    "",
+    "`bootstrap_demo --size real` writes an RN50x4 CLIP and a CLIP4Cir Combiner of that encoder's size "
+    "(640 -> 2560 -> 5120) with random weights as checkpoints under the data directory's `models/real-RN50x4/` "
+    "(float16, a `manifest.json` with their SHA-256), then the collection `real`: one small placeholder picture "
+    "per image (its cluster's colour and number, `000123-c7.png`) and, for each, a feature drawn as `bench-turn` "
+    "draws its collection (`clustered_draw`: 640-d, one cluster per 500 images, seed 0). A full reindex job "
+    "plans its chunks as always, finds each one already in the shared store (written beforehand from the drawn "
+    "features instead of rendering the pictures through the image tower), builds the version (IVF at 100,000), "
+    "publishes and activates it. The text tower's ONNX export is made into this host's cache on the way, so the "
+    "search workers find it. A second run checks the checksums, the pictures and the active version, and does "
+    "nothing. The environment variables make the search workers load the pair when they start rather than on "
+    "the first turn; `serve` needs no other setting. `--arch` builds another size (`ViT-B/32`, `RN50x16`, ...).",
+    "",
+]
+
+
 def render(report: Report) -> str:
     m = report.machine
     command = f"python -m retrieval bench-report --preset {report.preset} --out docs"
@@ -304,5 +334,6 @@ def render(report: Report) -> str:
         "",
         "![recall against time](bench-index.png)",
         "",
+        *SERVED_STACK,
     ]
     return "\n".join(lines)

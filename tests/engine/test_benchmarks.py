@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from retrieval.benchmarks import report as bench_report
+from retrieval.benchmarks.synthetic import clustered_draw, clustered_features
 from retrieval.cli import main
 
 pytestmark = pytest.mark.slow
@@ -36,3 +38,11 @@ def test_bench_report_writes_the_page_and_its_plots(tmp_path: Path) -> None:
     assert all(0 <= i["recall_at_10"] <= 1 for i in report.index)
     assert report.extract[0]["ratio"] > 0 and report.extract[0]["peak_rss_mb"] > 0
     assert bench_report.write(bench_report.load(tmp_path / "benchmarks.json"), tmp_path / "again").read_text() == text
+
+
+def test_clustered_draw_is_clustered_features_with_the_cluster_of_each_vector() -> None:
+    features, labels = clustered_draw(3000, 32, clusters=12, seed=5)
+    assert np.array_equal(features, clustered_features(3000, 32, clusters=12, seed=5))
+    means = np.stack([features[labels == c].mean(0) for c in range(12)])
+    nearest = ((features[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+    assert (nearest == labels).all()  # what the real-size stack colours its placeholder pictures by

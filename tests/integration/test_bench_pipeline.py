@@ -22,6 +22,7 @@ def test_bench_pipeline_answers_every_turn(live_services: LiveServices, shapes: 
         collection=shapes.slug,
         turns=4,
         concurrency=[1, 2],
+        fresh_texts=True,  # new words every turn: the worker's text cache never answers
         json=True,
         stdout=out,
     )

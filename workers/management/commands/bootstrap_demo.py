@@ -8,6 +8,11 @@
 3. the collection `shapes` over its held-out val split (5,040 images and the neighbourhoods), indexed in this process
 (the database is migrated first, so a fresh data directory needs nothing else).
 Running it again finds each step done and returns in seconds.
+
+`--size real [--count N] [--arch A]` builds instead the real-size stack, the collection `real`: N placeholder
+pictures (100,000 by default) whose features are drawn in the output space of an A-size CLIP (RN50x4) with
+random weights, indexed through a real reindex job, with that CLIP and a random Combiner as checkpoints under
+the models folder (workers/realsize.py says what is real in it and what is drawn).
 """
 
 from __future__ import annotations
@@ -28,25 +33,48 @@ from cirweb.files.locations import source_stored
 from cirweb.files.storage import index_version_exists
 from cirweb.processes.commandline import DocumentedCommand
 from cirweb.processes.devservers import port_open
+from foundation.explained_error import ExplainedError
 from retrieval.datasets.shapes_world import generate_world, start_grid_coverage
+from retrieval.models.clip_weights import ARCHITECTURES
 from retrieval.training import recipe
 from workers.indexing import reindex_run
 from workers.publish import publisher
+from workers.realsize import RealSize, real_stack_bootstrap
 
 REPO_MODELS = Path(settings.BASE_DIR) / "models" / "shapes"
 SLUG = "shapes"
 START_GRID = 48  # the chat page's first page of pictures to start from (chat/browse.js PAGE)
+REAL_COUNT, REAL_MAX = 100_000, 1_000_000  # features are drawn in memory: 2.5 GB at the most, 640-d
 
 
 class Command(DocumentedCommand):
-    help = "Build the demo collection 'shapes' (world, models, features, index) under CIR_DATA_DIR, once."
-    example = "python manage.py bootstrap_demo\npython manage.py bootstrap_demo --retrain"
+    help = (
+        "Build the demo collection 'shapes' (world, models, features, index) under CIR_DATA_DIR, once; with "
+        "--size real, the real-size collection 'real' (random RN50x4-size models, drawn features) instead."
+    )
+    example = (
+        "python manage.py bootstrap_demo\npython manage.py bootstrap_demo --retrain\n"
+        "python manage.py bootstrap_demo --size real\npython manage.py bootstrap_demo --size real --count 2000"
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--retrain", action="store_true", help="train the models here even if committed ones exist")
+        parser.add_argument(
+            "--size",
+            choices=["demo", "real"],
+            default="demo",
+            help="demo: the shapes collection; real: the real-size collection 'real' (random weights, drawn features)",
+        )
+        parser.add_argument("--count", type=int, default=None, help=f"--size real: images (default {REAL_COUNT:,})")
+        parser.add_argument("--arch", default=None, help="--size real: the CLIP architecture (default RN50x4)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
+        if options["size"] == "real":
+            self.real(options, started)
+            return
+        if options["count"] is not None or options["arch"] is not None:
+            raise CommandError("--count and --arch size the real-size stack: add --size real (the demo has one size)")
         call_command("migrate", verbosity=0)  # a data directory that was never migrated is one step behind
         world = Path(settings.CIR_DATA_DIR) / "worlds" / "shapes"
         self.ensure_world(world)
@@ -61,6 +89,31 @@ class Command(DocumentedCommand):
             self.style.SUCCESS(
                 f"demo ready in {time.monotonic() - started:.0f}s: collection "
                 f"'{SLUG}' with {self.count()} images. Next: python manage.py serve"
+            )
+        )
+
+    def real(self, options: dict[str, Any], started: float) -> None:
+        count, arch = options["count"] if options["count"] is not None else REAL_COUNT, options["arch"] or "RN50x4"
+        if not 1 <= count <= REAL_MAX:
+            raise CommandError(
+                f"--count must be between 1 and {REAL_MAX:,} images (features are drawn in memory), not {count}"
+            )
+        if arch not in ARCHITECTURES:
+            raise CommandError(f"--arch {arch!r} is not a CLIP architecture; use one of: {', '.join(ARCHITECTURES)}")
+        if options["retrain"]:
+            raise CommandError("--retrain trains the demo's models; the real-size stack's weights are random by design")
+        call_command("migrate", verbosity=0)
+        try:
+            collection = real_stack_bootstrap(plan=RealSize(count, arch), say=self.stdout.write)
+        except ExplainedError as exc:
+            raise CommandError(str(exc)) from None
+        models = RealSize(count, arch).models
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"real-size stack ready in {time.monotonic() - started:.0f}s: collection '{collection.slug}' with "
+                f"{count} images under a random {arch} CLIP and Combiner. Next, so the search workers load them at "
+                f"start: CIR_CLIP_MODEL={models / 'clip.pt'} CIR_COMBINER={models / 'combiner.pt'} "
+                "python manage.py serve"
             )
         )
 

@@ -46,6 +46,12 @@ class Command(DocumentedCommand):
             help="start `manage.py serve --search-workers N` here for each N (limits off) instead of using --url",
         )
         parser.add_argument("--rounds", type=int, default=1, help="with --serve-search-workers: alternations")
+        parser.add_argument(
+            "--fresh-texts",
+            action="store_true",
+            help="new words every turn (the worker's text cache never answers: each turn runs the text tower, as "
+            "bench-turn measures it); by default six requests recur",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -73,7 +79,16 @@ class Command(DocumentedCommand):
             raise CommandError(f"collection {options['collection']!r} has no indexed images at {base}")
         report = []
         for concurrency in options["concurrency"]:
-            row = level_run(base, ws_base, options["collection"], images, options["turns"], concurrency, serve_pid)
+            row = level_run(
+                base,
+                ws_base,
+                options["collection"],
+                images,
+                options["turns"],
+                concurrency,
+                serve_pid,
+                fresh_texts=options["fresh_texts"],
+            )
             report.append(row)
             if not options["json"]:
                 self.stdout.write(row_text(row))
