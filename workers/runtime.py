@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from django.conf import settings
 from numpy.typing import NDArray
 
 from cirweb.files.locations import model_file, model_stored
@@ -104,7 +105,7 @@ class Runtime:
         self.force_fp32 = force_fp32  # settings.CIR_FORCE_FP32, set at worker start like the device
         self.compile_images = True  # settings.CIR_COMPILE_IMAGES in index processes; search ones never compile
         self.onnx_cache: Path | None = None  # set at process start: where ONNX text towers are kept (CIR_CACHE_DIR)
-        self.judge_spec = ""  # settings.CIR_JUDGE, set at process start ("" or "none": no judge)
+        self.judge_spec: str | None = None  # None: settings.CIR_JUDGE ("" or "none": no judge)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Models] = {}
         self._indexes: OrderedDict[tuple[int, int], LoadedVersion] = OrderedDict()
@@ -168,9 +169,10 @@ class Runtime:
     def _judge(self, encoder: ClipEncoder, clip_file: str) -> JudgeStage | None:
         """The installed judge where it was trained for this CLIP checkpoint; a judge that is missing, for
         another CLIP or unreadable leaves turns unjudged (said in the log), never without answers."""
-        if self.judge_spec in ("", "none") or not Path(clip_file).is_file():
+        spec = settings.CIR_JUDGE if self.judge_spec is None else self.judge_spec
+        if spec in ("", "none") or not Path(clip_file).is_file():
             return None
-        path = model_file(model_stored(self.judge_spec))
+        path = model_file(model_stored(spec))
         try:
             if Path(path).is_file():
                 confined_checkpoint(path, self.model_roots, "judge checkpoint")

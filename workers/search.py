@@ -181,7 +181,10 @@ def judged_turn(
         if row is None or row[1]:
             return None
         file = row[0]
-        regions = runtime.upload_regions(upload_id, models, image=lambda: storage.upload_local(file=file))
+        try:
+            regions = runtime.upload_regions(upload_id, models, image=lambda: storage.upload_local(file=file))
+        except (ImageError, OSError):  # its feature came from a cache and the file is gone now: unjudged
+            return None
         return Judging(models.judge, regions)
     return None
 

@@ -19,7 +19,6 @@ from workers.search import TRANSIENT, answer_query, answer_turn, queue_clock
 
 log = logging.getLogger(__name__)
 runtime.model_roots = list(settings.CIR_MODEL_ROOTS)  # whatever the pool: a worker loads checkpoints only there
-runtime.judge_spec = settings.CIR_JUDGE
 
 
 @task_prerun.connect

@@ -11,8 +11,10 @@ them), and attention between them, so "one fewer star than before" can be compar
 
 - `image_regions` / `text_tokens`: the towers' per-region and per-token features, in the joint space.
 - `Judge`: a small transformer. `encode_request` reads the words and the reference's regions once per turn;
-  `score` reads each candidate's regions against it (cross-attention) and adds the Combiner's cosine.
-- Checkpoints: `{"kind": "judge", "config": {...}, "state_dict": ...}` (`save_judge`, `load_judge`).
+  `score` reads each candidate's regions against it (cross-attention, and an object vocabulary where the
+  config has one) and adds the Combiner's cosine.
+- Checkpoints: `{"kind": "judge", "config": {...}, "state_dict": ..., "clip_sha256": the CLIP it reads}`
+  (`save_judge`, `load_judge`; `retrieval.fusion.judging.judge_for` checks the CLIP).
 """
 
 from __future__ import annotations
