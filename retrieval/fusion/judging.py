@@ -21,7 +21,7 @@ import torch
 from numpy.typing import NDArray
 
 from retrieval.models.clip_encoder import ClipEncoder
-from retrieval.models.judge import Judge, load_judge, text_tokens
+from retrieval.models.judge import Judge, judge_from, read_judge, text_tokens
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ def judge_for(path: str | Path, encoder: ClipEncoder, clip_file: str | Path) -> 
     path = Path(path)
     if not path.is_file():
         return None
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    wanted = data.get("clip_sha256") if isinstance(data, dict) else None
+    data = read_judge(path)
+    wanted = data.get("clip_sha256")
     try:
         have = file_sha256(clip_file)
     except OSError:
@@ -96,4 +96,4 @@ def judge_for(path: str | Path, encoder: ClipEncoder, clip_file: str | Path) -> 
     if wanted != have:
         log.info("the judge %s was trained for another CLIP than %s; turns are not judged", path, clip_file)
         return None
-    return JudgeStage(load_judge(path), encoder)
+    return JudgeStage(judge_from(data), encoder)

@@ -212,13 +212,22 @@ def save_judge(judge: Judge, path: str | Path, **extra: Any) -> None:
     torch.save({"kind": "judge", "config": asdict(judge.config), "state_dict": judge.state_dict(), **extra}, path)
 
 
-def load_judge(path: str | Path) -> Judge:
+def read_judge(path: str | Path) -> dict[str, Any]:
+    """A judge checkpoint's contents (ValueError with a sentence for anything else)."""
     try:
         data = torch.load(Path(path), map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"{path} is not a judge checkpoint ({exc})") from None
     if not isinstance(data, dict) or data.get("kind") != "judge":
         raise ValueError(f"{path} is not a judge checkpoint")
+    return data
+
+
+def judge_from(data: dict[str, Any]) -> Judge:
     judge = Judge(JudgeConfig(**data["config"]))
     judge.load_state_dict(data["state_dict"])
     return judge.eval()
+
+
+def load_judge(path: str | Path) -> Judge:
+    return judge_from(read_judge(path))
