@@ -1,5 +1,6 @@
-"""What the training stages share: seeding, the epoch loop with its resumable checkpoints and time budget,
-batches built from groups."""
+"""What the training stages share: seeding, the two training loops (by epochs, with resumable checkpoints and
+a time budget; by steps, for the stages that draw a fresh batch each step), one optimizer step, batches built
+from groups."""
 
 from __future__ import annotations
 
@@ -129,11 +130,7 @@ def train_epochs(
         last = float("nan")
         for batch in bar:
             value = loss(batch, rng)
-            run.optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            run.optimizer.step()
-            if run.schedule is not None:
-                run.schedule.step()
+            optimizer_step(run.optimizer, value, run.schedule)
             state.step += 1
             last = float(value.item())
             bar.set_postfix(loss=f"{last:.3f}")
@@ -157,6 +154,78 @@ def train_epochs(
             log(f"stopping after {run.max_minutes} minutes (resume with the same command)")
             break
     return state
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    clip_norm: float | None = None,
+) -> None:
+    """One step on `loss`: gradients, an optional clip of their norm over the optimizer's parameters, the
+    update, the schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+
+
+@dataclass
+class Steps:
+    """A run by steps (stages 3 and 4): each step draws its own batch, so there is no epoch to resume."""
+
+    name: str  # "stage 3", for progress lines
+    modules: Sequence[torch.nn.Module]  # put in training mode before each step
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    steps: int
+    validate_every: int
+    max_minutes: float | None
+    log_every: int = 50
+    clip_norm: float | None = None
+    started: float = field(default_factory=time.monotonic)  # the time budget counts from here
+
+
+def train_steps(
+    run: Steps,
+    *,
+    step_loss: Callable[[], tuple[torch.Tensor, str]],
+    validate: Callable[[], dict[str, Any]],
+    score: Callable[[dict[str, Any]], float],
+    save: Callable[[int], None],
+) -> tuple[float, list[dict[str, Any]]]:
+    """The step loop: validate first (the bar the run must beat; its weights saved as step 0), then step on
+    `step_loss()` -> (loss, words for the progress line), validating every `validate_every` steps, at the last
+    and when out of time; `save(step)` keeps each step whose `score(figures)` beats the best. Returns the best
+    score and the validation history."""
+    budget = Budget(run.max_minutes, run.started)
+    first = validate()
+    log(f"{run.name} validation before training: {first}")
+    best, history = score(first), [{"step": 0, **first}]
+    save(0)
+    for step in range(1, run.steps + 1):
+        for module in run.modules:
+            module.train()
+        loss, parts = step_loss()
+        optimizer_step(run.optimizer, loss, run.schedule, run.clip_norm)
+        out_of_time = budget.spent()
+        if step % run.log_every == 0:
+            minutes = (time.monotonic() - budget.started) / 60
+            log(f"{run.name} step {step}/{run.steps}: loss {loss.item():.3f} {parts} ({minutes:.1f} min)")
+        if step % run.validate_every == 0 or step == run.steps or out_of_time:
+            figures = validate()
+            history.append({"step": step, **figures})
+            log(f"{run.name} validation at step {step}: {figures}")
+            if score(figures) > best:
+                best = score(figures)
+                save(step)
+        if out_of_time:
+            break
+    return best, history
 
 
 def save_resume(

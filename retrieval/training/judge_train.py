@@ -46,7 +46,7 @@ from retrieval.fusion.judging import file_sha256
 from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.combiner_model import Combiner, load_combiner
 from retrieval.models.judge import Judge, JudgeConfig, load_judge, save_judge, text_tokens
-from retrieval.training.common import log, seed_everything
+from retrieval.training.common import Steps, log, optimizer_step, seed_everything, train_steps
 
 OBJECTS = 1 + TRIPLES  # the judge's object vocabulary: an empty cell, or one (shape, colour, size)
 
@@ -147,31 +147,14 @@ def train_judge(
     rng = random.Random(seed)
     stamp = {"clip_sha256": file_sha256(clip_file), "combiner_sha256": file_sha256(combiner_file)}
     started_from = file_sha256(start) if start is not None else None
-    first = validate(judge, encoder, combiner, va, s, seed)
-    log(f"stage 4 validation before training: {first}")
-    best, history = first["judged"]["good@1"], [{"step": 0, **first}]
-    save_judge(judge, out, step=0, **stamp)
-    for step in range(1, s.steps + 1):
-        judge.train()
-        loss, parts = _step_loss(judge, encoder, combiner, tr, codes, s, rng)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(judge.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        spent = (time.monotonic() - started) / 60
-        out_of_time = s.max_minutes is not None and spent > s.max_minutes
-        if step % 50 == 0:
-            log(f"stage 4 step {step}/{s.steps}: {parts} ({spent:.1f} min)")
-        if step % s.validate_every == 0 or step == s.steps or out_of_time:
-            figures = validate(judge, encoder, combiner, va, s, seed)
-            history.append({"step": step, **figures})
-            log(f"stage 4 validation at step {step}: {figures}")
-            if figures["judged"]["good@1"] > best:
-                best = figures["judged"]["good@1"]
-                save_judge(judge, out, step=step, **stamp)
-        if out_of_time:
-            break
+    best, history = train_steps(
+        Steps("stage 4", [judge], optimizer, schedule, s.steps, s.validate_every, s.max_minutes, clip_norm=1.0,
+              started=started),
+        step_loss=lambda: _step_loss(judge, encoder, combiner, tr, codes, s, rng),
+        validate=lambda: validate(judge, encoder, combiner, va, s, seed),
+        score=lambda figures: figures["judged"]["good@1"],
+        save=lambda step: save_judge(judge, out, step=step, **stamp),
+    )  # fmt: skip
     return {
         "settings": asdict(s),
         "best_good@1": best,
@@ -193,10 +176,7 @@ def read_objects(judge: Judge, tr: Split, codes: torch.Tensor, va: Split, epochs
     wanted = codes.reshape(-1)
     for _ in range(epochs):
         for part in torch.randperm(len(cells)).split(8192):
-            loss = F.cross_entropy(judge.objects(judge.region_in(cells[part])), wanted[part])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimizer_step(optimizer, F.cross_entropy(judge.objects(judge.region_in(cells[part])), wanted[part]))
     with torch.no_grad():
         named = judge.objects(judge.region_in(F.normalize(va.regions, dim=-1))).argmax(dim=-1)
         accuracy = (named == torch.from_numpy(va.table.codes.astype(np.int64))).float().mean().item()

@@ -46,7 +46,7 @@ from retrieval.models.clip_encoder import load_clip
 from retrieval.models.combiner_model import Combiner, load_combiner
 from retrieval.training.clip_finetune import LOGIT_SCALE
 from retrieval.training.clip_pretrain import tokens
-from retrieval.training.common import log, save_weights, seed_everything
+from retrieval.training.common import Steps, log, save_weights, seed_everything, train_steps
 from retrieval.vectors import normalize
 
 
@@ -155,33 +155,20 @@ def train_open(
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.05, 1 - step / s.steps))
     out_clip.parent.mkdir(parents=True, exist_ok=True)
-    start = validate(encoder, combiner, val, val_gallery, root, seed)  # the bar: stage 3 must beat where it began
-    log(f"stage 3 validation before training: {start}")
-    best, history = start["score"], [{"step": 0, **start}]
-    save_weights(out_clip, "CLIP", model, step=0)
-    save_weights(out_combiner, "Combiner", combiner, step=0)
-    for step in range(1, s.steps + 1):
-        model.train()
-        combiner.train()
-        loss, parts = _step_loss(model, combiner, pools, words, images, candidates, context, s, rng)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        spent = (time.monotonic() - started) / 60
-        out_of_time = s.max_minutes is not None and spent > s.max_minutes
-        if step % 100 == 0:
-            log(f"stage 3 step {step}/{s.steps}: loss {loss.item():.3f} {parts} ({spent:.1f} min)")
-        if step % s.validate_every == 0 or step == s.steps or out_of_time:
-            figures = validate(encoder, combiner, val, val_gallery, root, seed)
-            history.append({"step": step, **figures})
-            log(f"stage 3 validation at step {step}: {figures}")
-            if figures["score"] > best:
-                best = figures["score"]
-                save_weights(out_clip, "CLIP", model, step=step)
-                save_weights(out_combiner, "Combiner", combiner, step=step)
-        if out_of_time:
-            break
+
+    def save(step: int) -> None:
+        save_weights(out_clip, "CLIP", model, step=step)
+        save_weights(out_combiner, "Combiner", combiner, step=step)
+
+    # the first validation is the bar: stage 3 keeps its starting weights unless a step beats them
+    best, history = train_steps(
+        Steps("stage 3", [model, combiner], optimizer, schedule, s.steps, s.validate_every, s.max_minutes,
+              log_every=100, started=started),
+        step_loss=lambda: _step_loss(model, combiner, pools, words, images, candidates, context, s, rng),
+        validate=lambda: validate(encoder, combiner, val, val_gallery, root, seed),
+        score=lambda figures: figures["score"],
+        save=save,
+    )  # fmt: skip
     return {
         "settings": asdict(s),
         "best_score": best,
