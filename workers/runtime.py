@@ -9,10 +9,7 @@ one keeps serving turns already running, and is dropped once two newer ones are 
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -37,7 +34,7 @@ from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.combiner_model import load_combiner
 from retrieval.models.confine import confined_checkpoint
 from retrieval.models.judge import image_regions
-from retrieval.models.provenance import recorded_preprocessing
+from retrieval.models.provenance import encoder_identity, recorded_preprocessing
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -60,25 +57,6 @@ class Models:
     judge: JudgeStage | None = None  # the second stage, where a judge trained for this CLIP is installed
 
 
-@functools.lru_cache(maxsize=16)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha1").hexdigest()
-
-
-def encoder_identity(clip_file: str, dim: int) -> str:
-    """The one identity of the encoder that makes a feature: for a checkpoint file a hash of its bytes (the
-    same weights copied to another host or another path are the same encoder; weights retrained at the same
-    path are not), for a model name the name. Keys upload features and a reindex's chunks."""
-    spec = clip_file
-    try:
-        stat = os.stat(clip_file)
-        spec = "sha1:" + _file_digest(os.path.realpath(clip_file), stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        pass
-    return hashlib.sha1(f"{spec}\0{dim}".encode()).hexdigest()[:12]
-
-
 class Bounded(OrderedDict[K, V]):
     """A mapping that keeps its `size` most recently used entries."""
 
@@ -99,7 +77,9 @@ class Bounded(OrderedDict[K, V]):
 class Runtime:
     """Per-process caches. One instance per worker process (`runtime` below)."""
 
-    def __init__(self, device: str = "cpu", max_uploads: int = 256, force_fp32: bool = False) -> None:
+    def __init__(
+        self, device: str = "cpu", max_uploads: int = 256, force_fp32: bool = False, max_models: int = 4
+    ) -> None:
         self.device = device
         self.model_roots: list[Path] | None = None  # set from settings at process start; checkpoints only there
         self.force_fp32 = force_fp32  # settings.CIR_FORCE_FP32, set at worker start like the device
@@ -107,7 +87,7 @@ class Runtime:
         self.onnx_cache: Path | None = None  # set at process start: where ONNX text towers are kept (CIR_CACHE_DIR)
         self.judge_spec: str | None = None  # None: settings.CIR_JUDGE ("" or "none": no judge)
         self._lock = threading.Lock()
-        self._models: dict[tuple[str, str], Models] = {}
+        self._models: Bounded[tuple[str, str], Models] = Bounded(max_models)
         self._indexes: OrderedDict[tuple[int, int], LoadedVersion] = OrderedDict()
         self._holds: dict[tuple[int, int], Hold] = {}
         self._uploads: Bounded[tuple[int, str], NDArray[np.float32]] = Bounded(max_uploads)
@@ -122,14 +102,13 @@ class Runtime:
         the stored form. Loading is confined to `model_roots` when it is set."""
         clip_spec, combiner_spec = model_stored(clip_spec), model_stored(combiner_spec)
         key = (clip_spec, combiner_spec)
-        if key in self._models:
-            return self._models[key]
-        with self._lock:
-            if key not in self._models:
-                self._models[key] = self._load(
-                    clip_spec, combiner_spec, model_file(clip_spec), model_file(combiner_spec)
-                )
-        return self._models[key]
+        found = self._models.get(key)  # a turn's path takes no lock
+        if found is not None:
+            return found
+        with self._lock:  # the `max_models` pairs loaded last are kept
+            return self._models.get_or_make(
+                key, lambda: self._load(clip_spec, combiner_spec, model_file(clip_spec), model_file(combiner_spec))
+            )
 
     def _load(self, clip_spec: str, combiner_spec: str, clip_file: str, combiner_file: str) -> Models:
         """The engine's part: load the pair from this host's files (`clip_file`, `combiner_file`; "" or "sum"

@@ -23,7 +23,6 @@ the last rejected picture's five closest look-alikes get on the next turn, witho
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from retrieval.fusion.fuser import Fuser, Mode
 from retrieval.fusion.memory import DEFAULT_WEIGHTS, MemoryWeights, Remembered, demote, push_away, steer
 from retrieval.models.clip_encoder import ClipEncoder
 from retrieval.models.preprocessing import TargetPad
+from retrieval.models.provenance import encoder_identity
 from retrieval.vectors import normalize
 
 POLICIES = ("random", "image", "text", "combiner", "memory")
@@ -80,7 +80,7 @@ def load_world(encoder: ClipEncoder, root: Path, split: str, limit: int | None, 
     so the next run on the same world and model skips the encoding."""
     data = load_cirr(root, split, dataset="shapes")
     padded = any(isinstance(step, TargetPad) for step in getattr(encoder.preprocess, "transforms", []))
-    model_key = hashlib.sha1(f"{encoder.spec}\0{_stamp(encoder.spec)}\0{padded}".encode()).hexdigest()[:12]
+    model_key = encoder_identity(encoder.spec, encoder.dim) + ("-padded" if padded else "")
     cache = root / "features" / f"{split}-{model_key}"
     gallery = encode_gallery(encoder, data.images, work_dir=cache, show_progress=False)
     groups = {t.group for t in data.triplets if t.group and all(m in gallery.index for m in t.group)}
@@ -89,11 +89,6 @@ def load_world(encoder: ClipEncoder, root: Path, split: str, limit: int | None, 
     if limit:
         episodes = random.Random(seed).sample(episodes, min(limit, len(episodes)))
     return World(gallery, normalize(gallery.features), load_scenes(root, split), episodes)
-
-
-def _stamp(spec: str) -> str:
-    path = Path(spec)
-    return f"{path.stat().st_size}-{path.stat().st_mtime_ns}" if path.is_file() else ""
 
 
 class Querier:

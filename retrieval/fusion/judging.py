@@ -8,10 +8,7 @@ the CLIP whose regions it reads: its checkpoint records that checkpoint's SHA-25
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,22 +19,11 @@ from numpy.typing import NDArray
 
 from retrieval.models.clip_encoder import ClipEncoder
 from retrieval.models.judge import Judge, judge_from, read_judge, text_tokens
+from retrieval.models.provenance import sha256
 
 log = logging.getLogger(__name__)
 
 POOL = 200  # first-stage candidates the judge reads (measured: the shapes world's good@200 is 0.65)
-
-
-@functools.lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, cached by its path, size and modification time."""
-    stat = os.stat(path)
-    return _sha256(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass
@@ -90,7 +76,7 @@ def judge_for(path: str | Path, encoder: ClipEncoder, clip_file: str | Path) -> 
     data = read_judge(path)
     wanted = data.get("clip_sha256")
     try:
-        have = file_sha256(clip_file)
+        have = sha256(clip_file)
     except OSError:
         have = ""
     if wanted != have:

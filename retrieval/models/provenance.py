@@ -6,6 +6,8 @@ by one and the queries of the other see the same pixels.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -17,12 +19,32 @@ import torch
 from retrieval.models.preprocessing import Preprocessing
 
 
+@functools.lru_cache(maxsize=32)
+def _digest(path: str, size: int, mtime_ns: int, algorithm: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """A file's digest, cached by its real path, size and modification time (a file rewritten is read again)."""
+    stat = os.stat(path)
+    return _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns, algorithm)
+
+
 def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """A file's SHA-256: what manifests record and what a judge checks its CLIP by."""
+    return file_digest(path, "sha256")
+
+
+def encoder_identity(clip_spec: str, dim: int) -> str:
+    """The one identity of the encoder that makes a feature: for a checkpoint file a hash of its bytes (the
+    same weights copied to another host or another path are the same encoder; weights retrained at the same
+    path are not), for a model name the name. Keys upload features, a reindex's chunks and `simulate`'s
+    gallery features."""
+    spec = clip_spec
+    with contextlib.suppress(OSError):  # a model name, not a file
+        spec = "sha1:" + file_digest(clip_spec, "sha1")
+    return hashlib.sha1(f"{spec}\0{dim}".encode()).hexdigest()[:12]
 
 
 def checkpoint_record(path: str | Path) -> dict[str, Any]:

@@ -42,10 +42,10 @@ from retrieval.evaluation.open_requests import average_precision
 from retrieval.evaluation.recall import encode_gallery
 from retrieval.extraction.features import Item
 from retrieval.extraction.regions import extract_regions
-from retrieval.fusion.judging import file_sha256
 from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.combiner_model import Combiner, load_combiner
 from retrieval.models.judge import Judge, JudgeConfig, load_judge, save_judge, text_tokens
+from retrieval.models.provenance import sha256
 from retrieval.training.common import Steps, log, optimizer_step, seed_everything, train_steps
 
 OBJECTS = 1 + TRIPLES  # the judge's object vocabulary: an empty cell, or one (shape, colour, size)
@@ -145,8 +145,8 @@ def train_judge(
     if start is None:
         log(f"stage 4: the object vocabulary first: {read_objects(judge, tr, codes, va)}")
     rng = random.Random(seed)
-    stamp = {"clip_sha256": file_sha256(clip_file), "combiner_sha256": file_sha256(combiner_file)}
-    started_from = file_sha256(start) if start is not None else None
+    stamp = {"clip_sha256": sha256(clip_file), "combiner_sha256": sha256(combiner_file)}
+    started_from = sha256(start) if start is not None else None
     best, history = train_steps(
         Steps("stage 4", [judge], optimizer, schedule, s.steps, s.validate_every, s.max_minutes, clip_norm=1.0,
               started=started),

@@ -16,10 +16,11 @@ from retrieval.datasets.shapes import Obj, make_scene, render
 from retrieval.errors import SearchIndexError
 from retrieval.extraction.features import Item
 from retrieval.extraction.regions import extract_regions, regions_for_version
-from retrieval.fusion.judging import JudgeStage, file_sha256, judge_for
+from retrieval.fusion.judging import JudgeStage, judge_for
 from retrieval.index.versions import FeaturePart, load_version, write_version_parts
 from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.judge import Judge, JudgeConfig, image_regions, load_judge, save_judge
+from retrieval.models.provenance import sha256
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "models" / "shapes" / "shapes-clip.pt"
@@ -63,7 +64,7 @@ def small_judge(dim: int = 128, objects: int = 5) -> Judge:
 
 def test_a_judge_checkpoint_round_trips_and_scores_a_pool(encoder: ClipEncoder, tmp_path: Path) -> None:
     judge = small_judge()
-    save_judge(judge, tmp_path / "judge.pt", clip_sha256=file_sha256(CLIP))
+    save_judge(judge, tmp_path / "judge.pt", clip_sha256=sha256(CLIP))
     stage = JudgeStage(load_judge(tmp_path / "judge.pt"), encoder)
     rng = np.random.default_rng(0)
     reference = rng.standard_normal((9, 128)).astype(np.float32)
@@ -79,7 +80,7 @@ def test_a_judge_checkpoint_round_trips_and_scores_a_pool(encoder: ClipEncoder, 
 
 
 def test_a_judge_applies_only_to_the_clip_it_was_trained_for(encoder: ClipEncoder, tmp_path: Path) -> None:
-    save_judge(small_judge(), tmp_path / "mine.pt", clip_sha256=file_sha256(CLIP))
+    save_judge(small_judge(), tmp_path / "mine.pt", clip_sha256=sha256(CLIP))
     save_judge(small_judge(), tmp_path / "other.pt", clip_sha256="0" * 64)
     assert judge_for(tmp_path / "mine.pt", encoder, CLIP) is not None
     assert judge_for(tmp_path / "other.pt", encoder, CLIP) is None
@@ -136,7 +137,7 @@ def test_evaluate_with_a_judge_that_adds_nothing_reproduces_the_combiner(
     with torch.no_grad():
         judge.head[-1].weight.zero_()
         judge.head[-1].bias.zero_()
-    save_judge(judge, tmp_path / "flat.pt", clip_sha256=file_sha256(CLIP))
+    save_judge(judge, tmp_path / "flat.pt", clip_sha256=sha256(CLIP))
     models = CLIP.parent
     argv = ["evaluate", "--dataset", "shapes", "--root", str(shapes_world), "--clip", str(CLIP), "--mode", "combiner"]
     argv += ["--combiner", str(models / "shapes-combiner.pt"), "--open-requests", "--requests", "60"]
@@ -171,16 +172,15 @@ def test_stage_four_trains_a_judge_beside_the_models_and_records_it(tmp_path: Pa
     stage4 = manifest["stage4"]
     assert [h["step"] for h in stage4["history"]] == [0, 2, 4]
     assert {"combiner", "judged", "ceiling"} <= set(stage4["history"][0])
-    assert stage4["clip_sha256"] == file_sha256(CLIP) and stage4["wall_seconds"] > 0
+    assert stage4["clip_sha256"] == sha256(CLIP) and stage4["wall_seconds"] > 0
     assert set(manifest["files"]) == {CLIP_FILE, COMBINER_FILE, JUDGE_FILE} and verify_models(models) is None
-    assert file_sha256(models / CLIP_FILE) == file_sha256(CLIP)
+    assert sha256(models / CLIP_FILE) == sha256(CLIP)
     encoder = load_clip(str(models / CLIP_FILE), force_fp32=True, compile_images=False)
     stage = judge_for(models / JUDGE_FILE, encoder, models / CLIP_FILE)
     assert stage is not None and stage.judge.config.objects == 61
 
 
 def test_a_data_directory_made_before_the_judge_adopts_it_only_for_its_own_clip(tmp_path: Path) -> None:
-    from retrieval.models.provenance import sha256
     from retrieval.training.recipe import CLIP_FILE, JUDGE_FILE, MANIFEST, adopt_judge
 
     source, mine, other = tmp_path / "repo", tmp_path / "mine", tmp_path / "other"
@@ -189,7 +189,7 @@ def test_a_data_directory_made_before_the_judge_adopts_it_only_for_its_own_clip(
     shutil.copy2(CLIP, source / CLIP_FILE)
     shutil.copy2(CLIP, mine / CLIP_FILE)
     (other / CLIP_FILE).write_bytes(b"a CLIP retrained by its owner")
-    save_judge(small_judge(), source / JUDGE_FILE, clip_sha256=file_sha256(CLIP))
+    save_judge(small_judge(), source / JUDGE_FILE, clip_sha256=sha256(CLIP))
     files = {name: {"sha256": sha256(source / name)} for name in (CLIP_FILE, JUDGE_FILE)}
     (source / MANIFEST).write_text(json.dumps({"files": files}))
     assert adopt_judge(source, mine) and (mine / JUDGE_FILE).read_bytes() == (source / JUDGE_FILE).read_bytes()

@@ -219,7 +219,7 @@ def test_the_encoder_identity_comes_from_the_bytes(tmp_path: Any) -> None:
     import os
     import time
 
-    from workers.runtime import encoder_identity
+    from retrieval.models.provenance import encoder_identity
 
     checkpoint = tmp_path / "clip.pt"
     checkpoint.write_bytes(b"one")
