@@ -10,8 +10,8 @@ from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.conf import settings
 from django.db import close_old_connections
 
+from cirweb.celery_app import SEARCH_QUEUE, app
 from retrieval.models.precision import compute_threads_set
-from workers.app import SEARCH_QUEUE, app
 from workers.extraction import chunk_run
 from workers.indexing import reindex_run
 from workers.runtime import runtime

@@ -25,6 +25,7 @@ from cirweb.conversations.models import Conversation
 from cirweb.conversations.queries import TurnRejected
 from cirweb.transport.database_away import RETRY_AFTER, database_trouble
 from cirweb.transport.owners import Owner, owner_from
+from cirweb.transport.protocol import DEFAULT_K, DEFAULT_MODE
 
 api = NinjaAPI(title="cirweb", version="1", description="Composed image retrieval, turn by turn.", urls_namespace="api")
 
@@ -85,8 +86,8 @@ class SearchIn(Schema):
     collection: str
     reference: dict[str, int] | None = None
     text: str = ""
-    mode: str = "combiner"
-    k: int = 24
+    mode: str = DEFAULT_MODE
+    k: int = DEFAULT_K
 
 
 @api.get("/csrf", summary="A CSRF token for requests that carry the session cookie")

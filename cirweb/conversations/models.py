@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from cirweb.catalog.models import Collection, Image, IndexVersion, Upload
+from cirweb.transport.protocol import DEFAULT_K
 
 
 class Conversation(models.Model):
@@ -57,7 +58,7 @@ class Turn(models.Model):
     reference_upload = models.ForeignKey(Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     text = models.TextField(blank=True)
     mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.COMBINER)
-    k = models.PositiveSmallIntegerField(default=24)
+    k = models.PositiveSmallIntegerField(default=DEFAULT_K)
     exclude_seen = models.BooleanField(default=True)
     # Off by default: on the shapes benchmark it did not beat the memoryless query by the required margin
     # (README, "Multi-turn").

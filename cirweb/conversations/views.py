@@ -14,10 +14,10 @@ from cirweb.catalog.uploads import upload_limit_text
 from cirweb.conversations import services, shaping
 from cirweb.conversations.queries import TurnRejected
 from cirweb.transport.owners import owner_from
+from cirweb.transport.protocol import CLOSE_REFUSED, DEFAULT_K
 
 # How many results the page asks for per turn and per "More" (as many as the websocket's default `k`); the page
 # reads it from the boot data, never from its own copy.
-PAGE_K = 24
 
 
 @require_safe
@@ -38,10 +38,11 @@ def chat(request: HttpRequest, conversation_id: str | None = None) -> HttpRespon
         "limits": {
             "text": settings.CIR_TEXT_MAX_CHARS,
             "k": settings.CIR_K_MAX,
-            "page": PAGE_K,
+            "page": DEFAULT_K,
             "upload_bytes": settings.CIR_UPLOAD_MAX_BYTES,
             "upload_text": upload_limit_text(),
         },
+        "close_refused": CLOSE_REFUSED,
     }
     title = str(conversation) if conversation else "New conversation"
     return render(request, "conversations/chat.html", {"boot": boot, "title": title})

@@ -18,6 +18,8 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, Operation
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
+from cirweb.transport.protocol import error_frame
+
 log = logging.getLogger(__name__)
 
 AWAY = "The database is not answering right now; send that again in a moment."
@@ -77,7 +79,7 @@ class DatabaseAwaySockets:
             if accepted or trouble is None:
                 raise
             log.warning("socket %s told to come back later: %s", scope.get("path"), str(exc).splitlines()[0])
-            frame = {"type": "error", "code": trouble[0], "error": trouble[1]}
+            frame = error_frame(*trouble)
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.send", "text": json.dumps(frame)})
             await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})

@@ -21,9 +21,10 @@ from retrieval.datasets.shapes import (
 )
 from retrieval.datasets.shapes_text import phrase
 from retrieval.datasets.shapes_world import generate_world
+from retrieval.evaluation.intervals import wilson
 from retrieval.evaluation.recall import encode_gallery
 from retrieval.evaluation.sim_user import UserModel, perceive, request
-from retrieval.evaluation.simulate import TUNING_GRID, Episode, look_alike_ranks, summarize, wilson
+from retrieval.evaluation.simulate import TUNING_GRID, Episode, look_alike_ranks, summarize
 from retrieval.fusion.fuser import Fuser, Mode
 from retrieval.fusion.memory import (
     DEFAULT_WEIGHTS,

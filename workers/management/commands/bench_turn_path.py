@@ -17,6 +17,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from cirweb.catalog.models import Collection, Image
+from cirweb.celery_app import app
 from cirweb.conversations import selectors, states
 from cirweb.conversations import services as turns
 from cirweb.conversations.models import Conversation
@@ -25,7 +26,6 @@ from cirweb.processes.liveness import process_identity
 from cirweb.transport import queueing
 from cirweb.transport.owners import Owner
 from cirweb.transport.protocol import conversation_group, progress_frame
-from workers.app import app
 from workers.publish import publish, publisher
 from workers.search import collection_of, result_alts, run_search
 

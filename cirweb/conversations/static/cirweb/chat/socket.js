@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import { renderThread, renderTurn } from "./render.js";
 import { refreshHistory } from "./sidebar.js";
-import { finished, limits, setStatus, showError, state } from "./state.js";
+import { boot, finished, limits, setStatus, showError, state } from "./state.js";
 
 const STALL_MS = 6000; // a pending turn with no news this long is looked up over HTTP
 
@@ -40,7 +40,7 @@ export function connect() {
   socket.addEventListener("message", (message) => handleFrame(JSON.parse(message.data)));
   socket.addEventListener("close", (event) => {
     if (state.socket !== socket) return; // replaced on purpose
-    if (event.code === 4403) { setStatus("This conversation is not yours, or no longer exists."); return; }
+    if (event.code === boot.close_refused) { setStatus("This conversation is not yours, or no longer exists."); return; }
     // quick at first (a restarting server is back within seconds), then backing off to 10 s
     const delay = state.retry < 8 ? 500 : Math.min(500 * 2 ** (state.retry - 7), 10000);
     state.retry += 1;
