@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 import tomllib
@@ -52,6 +53,14 @@ def test_no_class_is_defined_in_two_places() -> None:
 def test_no_file_of_the_house_is_longer_than_400_lines() -> None:
     long = {str(p.relative_to(REPO)): n for p in house_files() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long
+
+
+def test_every_module_is_in_its_room_in_the_architecture() -> None:
+    """docs/architecture.md's "The rooms" names every module of the house (a command's module included)."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    rooms = set(re.findall(r"\w+", text[text.index("## The rooms") : text.index("## Processes")]))
+    modules = [p for package in PACKAGES for p in (REPO / package).rglob("*.py") if "migrations" not in p.parts]
+    assert not sorted(str(p.relative_to(REPO)) for p in modules if p.stem not in rooms | {"__init__"})
 
 
 def test_the_import_contracts_have_no_exceptions_and_cover_every_package() -> None:
