@@ -125,11 +125,11 @@ class VectorIndex:
             rows = np.arange(n)
             if n > TRAIN_PER_LIST * p.nlist:  # k-means needs a sample, not everything
                 rows = np.random.default_rng(seed).choice(n, TRAIN_PER_LIST * p.nlist, replace=False)
-            index.train(_normalized_in_place(_rows(features, rows)))
+            index.train(normalize(_rows(features, rows), in_place=True))
         for start in range(0, n, ADD_BLOCK):
             block = features[start : start + ADD_BLOCK]  # a RowFile's is an array of its own; a slice is a view
             block = block if isinstance(features, RowFile) else np.array(block, np.float32)
-            index.add_with_ids(_normalized_in_place(block), ids[start : start + ADD_BLOCK])
+            index.add_with_ids(normalize(block, in_place=True), ids[start : start + ADD_BLOCK])
         exact = None
         if index_type in EXACT_COPY_TYPES:
             if isinstance(features, RowFile):
@@ -270,12 +270,6 @@ def _rows(features: NDArray[np.float32] | RowFile, rows: NDArray[np.int64]) -> N
     if isinstance(features, RowFile):
         return features.take(rows)
     return np.asarray(features[rows], np.float32)
-
-
-def _normalized_in_place(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """`normalize` without its copies (the same values): a k-means sample can be a third of the collection."""
-    x /= np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-    return x
 
 
 def _new_index(index_type: str, dim: int, p: IndexParams) -> faiss.Index:
