@@ -112,6 +112,14 @@ def collection_images(
     return {"total": total, "offset": offset, "images": [shaping.image_json(img) for img in images]}
 
 
+@api.get("/images/{image_id}", summary="One picture: its words (alt) and the requests worth suggesting with it")
+def image(request: HttpRequest, image_id: int) -> dict[str, Any]:
+    found = catalog.image_get(image_id=image_id)
+    if found is None:
+        raise HttpError(404, f"There is no picture {image_id}.")
+    return shaping.image_json(found)
+
+
 @api.post("/conversations", response={201: dict[str, Any]}, summary="Start a conversation on a collection")
 def conversation_create(request: HttpRequest, body: ConversationIn) -> Status[dict[str, Any]]:
     require_csrf(request)

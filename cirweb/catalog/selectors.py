@@ -34,6 +34,11 @@ def collection_get(*, slug: str) -> Collection | None:
     return Collection.objects.filter(slug=slug).first()
 
 
+def image_get(*, image_id: int) -> Image | None:
+    """A picture still in its collection's source (None for one removed or never there)."""
+    return Image.objects.filter(pk=image_id, removed=False).first()
+
+
 def collection_image_counts() -> dict[int, int]:
     """collection id -> how many images its active version holds (what a visitor can find)."""
     searchable = Q(images__removed=False, images__indexed=True)

@@ -186,6 +186,17 @@ def test_suggestions_fit_the_collection(page: Any, shapes: ShapesCollection) -> 
     expect(page.locator("#counter")).to_have_text(f"{len(shown[0])} / {text_limit(page):,}")
     page.keyboard.press("Enter")
     expect(page.locator("article.turn figure.card")).to_have_count(24)
+    # a result chosen as the reference brings its own suggestions (it had the general ones)
+    conversation = page.url.rsplit("/", 1)[1]
+    results = page.request.get(f"/api/conversations/{conversation}").json()["turns"][0]["results"]
+    offers = {r["image"]: page.request.get(f"/api/images/{r['image']}").json()["suggestions"] for r in results}
+    image_id = next((i for i, offered in offers.items() if offered), None)
+    assert image_id is not None, "no result of a shapes turn has suggestions"
+    card = page.locator(f'article.turn figure.card[data-image="{image_id}"]')
+    card.hover()
+    card.locator("button.refine").click()
+    expect(chips.first).to_have_text(offers[image_id][0])
+    assert chips.all_inner_texts() == offers[image_id][:4]
 
 
 def test_the_counter_says_a_paste_is_too_long_before_sending(page: Any, shapes: ShapesCollection) -> None:
@@ -230,6 +241,7 @@ def test_a_long_request_is_shortened_and_memory_survives_a_reload(page: Any, sha
     memory = page.locator("article.turn").nth(1).locator(".memory-text")
     expect(memory).to_contain_text("remembering: ")
     said = memory.inner_text()
+    assert len(said) < 200, said  # the earlier request shortened (it repeated all of its 1,000 characters)
     page.reload()
     expect(page.locator("article.turn").nth(1).locator(".memory-text")).to_have_text(said)  # from the turn's JSON
     snap(page, "chat-long-request")
@@ -322,7 +334,7 @@ def test_pictures_are_described_in_words(page: Any, shapes: ShapesCollection, fo
     expect(page.locator("#browse-grid img")).to_have_count(48)
     for image in listed[:6]:  # a shapes picture by its scene, when the server describes it
         shown = page.locator(f'#browse-grid figure[data-name="{image["name"]}"] img').get_attribute("alt")
-        assert shown == (image.get("alt") or image["name"]), (shown, image)
+        assert shown == image["alt"] and shown != image["name"], (shown, image)  # was the file name
     pick_start(page, listed[0]["name"])
     send(page, "make it larger")
     conversation = page.url.rsplit("/", 1)[1]

@@ -74,6 +74,21 @@ def test_collections_list() -> None:
     ]
 
 
+def test_one_picture_with_its_words_and_suggestions() -> None:
+    """The chat page asks for a result's suggestions once it is the reference; a removed picture is a 404."""
+    collection = make_collection("things", images=2)
+    first, second = collection.images.order_by("pk")
+    first.suggestions, first.description = ["make the star red"], "a blue star"
+    first.save()
+    body = Client().get(f"/api/images/{first.pk}").json()
+    assert body["id"] == first.pk and body["suggestions"] == ["make the star red"] and body["alt"] == first.alt
+    second.removed = True
+    second.save()
+    missing = Client().get(f"/api/images/{second.pk}")
+    assert missing.status_code == 404 and str(second.pk) in missing.json()["detail"]
+    assert Client().get("/api/images/999999").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("data", "status", "phrase"),
     [

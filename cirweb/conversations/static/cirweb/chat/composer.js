@@ -19,6 +19,13 @@ export function chooseReference(reference) {
   showSuggestions(reference);
   showError("");
   $("composer-text").focus();
+  if (reference.image && !reference.suggestions) {
+    // a result carries its words but not its suggestions: ask for them once it is the reference
+    api("GET", `/api/images/${reference.image}`).then((image) => {
+      reference.suggestions = image.suggestions;
+      if (state.reference === reference) showSuggestions(reference);
+    }).catch(() => { /* the general suggestions stay */ });
+  }
 }
 
 export function clearReference() {
