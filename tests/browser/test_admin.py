@@ -183,3 +183,12 @@ def test_the_turn_list_and_a_turn_page(page: Any, shapes: ShapesCollection, djan
     assert not re.search(r"\d\.\d{4,}", page.locator("#content").inner_text())
     assert_accessible(page, "a turn's page")
     page.screenshot(path=str(ARTIFACTS / "admin-turn.png"), full_page=True)  # its results and timings too
+
+    from cirweb.conversations.models import Turn
+
+    with django_db_blocker.unblock():
+        talk = Turn.objects.get(pk=long_turn).conversation_id
+    page.goto(f"/admin/conversations/conversation/{talk}/change/")  # the conversation's page: its turns inline
+    expect(page.locator("#content")).to_contain_text("a red circle")
+    assert_accessible(page, "a conversation's page")
+    page.screenshot(path=str(ARTIFACTS / "admin-conversation.png"), full_page=True)

@@ -18,30 +18,26 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
 def test_the_job_page_title_and_fields_follow_the_live_status(
-    browser: Any,
+    page: Any,
     live_services: LiveServices,
     shapes_world: Path,
     django_db_blocker: Any,
 ) -> None:
+    """Through the watched page (any console error fails the test), the staff session's cookies given to it."""
     staff = Staff(live_services, django_db_blocker)
     collection = new_collection(django_db_blocker, "job-page-shapes", "shapes", shapes_world, "val")
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=live_services.base_url)
     host = urlparse(live_services.base_url).hostname
-    context.add_cookies(
+    page.context.add_cookies(
         [{"name": c.name, "value": c.value or "", "domain": host, "path": "/"} for c in staff.http.cookies]
     )
-    page = context.new_page()
-    try:
-        job = staff.reindex(collection, "full")
-        page.goto(f"/admin/catalog/reindexjob/{job}/change/")
-        expect(page.locator("#job-figures")).to_contain_text("succeeded", timeout=120_000)
-        subtitle = page.locator("#content h2", has_text="reindex of job-page-shapes")
-        expect(subtitle).to_contain_text("(succeeded)")  # rendered as "(queued)"
-        assert "(succeeded)" in page.title() and "(queued)" not in page.title(), page.title()
-        expect(page.locator(".field-live_status .readonly")).to_have_text("Succeeded")
-        expect(page.locator(".field-live_done .readonly")).to_have_text("180")
-        expect(page.locator(".breadcrumbs")).to_contain_text("(succeeded)")
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "admin-job-page.png"), full_page=True)
-    finally:
-        context.close()
+    job = staff.reindex(collection, "full")
+    page.goto(f"/admin/catalog/reindexjob/{job}/change/")
+    expect(page.locator("#job-figures")).to_contain_text("succeeded", timeout=120_000)
+    subtitle = page.locator("#content h2", has_text="reindex of job-page-shapes")
+    expect(subtitle).to_contain_text("(succeeded)")  # rendered as "(queued)"
+    assert "(succeeded)" in page.title() and "(queued)" not in page.title(), page.title()
+    expect(page.locator(".field-live_status .readonly")).to_have_text("Succeeded")
+    expect(page.locator(".field-live_done .readonly")).to_have_text("180")
+    expect(page.locator(".breadcrumbs")).to_contain_text("(succeeded)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "admin-job-page.png"), full_page=True)

@@ -70,12 +70,20 @@ def test_three_turn_refinement_by_clicking_results(page: Any, shapes: ShapesColl
     send(page, words(shapes, "dev-1-0", "dev-1-1"))
     assert re.search(r"/c/[0-9a-f-]{36}$", page.url)
     snap(page, "chat-refine-1")
+    references = [shapes.ids["dev-1-0"]]
     chosen = click_result(page, 0, shapes.ids["dev-1-1"])
+    references.append(chosen)
     assert "turn 1" in page.locator("#reference-label").inner_text()
     names = {v: k for k, v in shapes.ids.items()}
     send(page, words(shapes, names[chosen], "dev-1-5"))
     chosen = click_result(page, 1, shapes.ids["dev-1-5"])
+    references.append(chosen)
     send(page, words(shapes, names[chosen], "dev-1-2"))
+    # no picture refined from, in this turn or an earlier one of the branch, comes back as a result (it was #1)
+    for turn, earlier in ((1, references[:2]), (2, references)):
+        shown = page.locator("article.turn").nth(turn).locator("figure.card")
+        for image in earlier:
+            expect(shown.and_(page.locator(f'figure.card[data-image="{image}"]'))).to_have_count(0)
     # the newest request at the top of the thread, its best result on screen; the page itself never scrolls
     thread_top = page.locator("#thread").bounding_box()["y"]
     assert 0 <= page.locator("article.turn").nth(2).bounding_box()["y"] - thread_top <= 20
