@@ -24,6 +24,27 @@ from retrieval.models.provenance import sha256
 log = logging.getLogger(__name__)
 
 POOL = 200  # first-stage candidates the judge reads (measured: the shapes world's good@200 is 0.65)
+# The served order fuses the judge's ranks with the first stage's (reciprocal rank fusion: 1/(K + judge's
+# rank) + FIRST_WEIGHT/(K + first stage's rank), ranks from 0). The judge alone put the exact target of the
+# closed benchmark outside the first 10 for 7.7% of queries; fused, the judge's first stays first (its open
+# figures hold) and the first stage's best comes within the first few. Chosen on the training world's val
+# split in training wording (600 open requests, 1,500 closed queries), never on a measured world: judge alone
+# good@1 0.452, mAP@10 0.254, R@10 0.923; fused 0.452, 0.230, 0.993; the Combiner alone 0.112, 0.048, 0.995.
+FUSE_K, FIRST_WEIGHT = 1.0, 0.25
+
+
+def fused(judged: NDArray[np.float32], first: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The served score of each candidate [..., k] from the judge's scores and the first stage's: higher is
+    better; the order is what counts (not a cosine, not the judge's logit)."""
+    return (1 / (FUSE_K + _ranks(judged)) + FIRST_WEIGHT / (FUSE_K + _ranks(first))).astype(np.float32)
+
+
+def _ranks(scores: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Each score's rank along the last axis, 0 for the highest (ties in order)."""
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[-1]), axis=-1)
+    return ranks.astype(np.float32)
 
 
 @dataclass
@@ -42,13 +63,13 @@ class JudgeStage:
         candidates: NDArray[np.float32],
         first: NDArray[np.float32],
     ) -> NDArray[np.float32]:
-        """The judge's scores [k] of `candidates` (regions [k, cells, dim]) for `text` said of `reference`
-        (regions [cells, dim]); `first` [k]: their first-stage scores. Higher is better."""
+        """The served scores [k] of `candidates` (regions [k, cells, dim]) for `text` said of `reference`
+        (regions [cells, dim]): the judge's order fused with the first stage's (`fused`); `first` [k]: their
+        first-stage scores. Higher is better."""
         if not len(candidates):
             return np.zeros(0, np.float32)
         return self.rerank_many([text], reference[None], candidates[None], first[None])[0]
 
-    @torch.inference_mode()
     def rerank_many(
         self,
         texts: list[str],
@@ -58,6 +79,17 @@ class JudgeStage:
     ) -> NDArray[np.float32]:
         """`rerank` for a batch: texts [b], references [b, cells, dim], candidates [b, k, cells, dim], first
         [b, k]; returns scores [b, k]."""
+        return fused(self.judge_scores(texts, references, candidates, first), np.asarray(first, np.float32))
+
+    @torch.inference_mode()
+    def judge_scores(
+        self,
+        texts: list[str],
+        references: NDArray[np.float32],
+        candidates: NDArray[np.float32],
+        first: NDArray[np.float32],
+    ) -> NDArray[np.float32]:
+        """The judge's own scores [b, k], before the fusion with the first stage's order."""
         with self._lock:  # the text tower is shared with the encoder's other callers
             words, real = text_tokens(self.encoder.model, self.encoder.tokenize(texts).to(self.encoder.device))
         request = self.judge.encode_request(words.cpu(), real.cpu(), torch.from_numpy(np.asarray(references)))

@@ -16,7 +16,7 @@ from retrieval.datasets.shapes import Obj, make_scene, render
 from retrieval.errors import SearchIndexError
 from retrieval.extraction.features import Item
 from retrieval.extraction.regions import extract_regions, regions_for_version
-from retrieval.fusion.judging import JudgeStage, judge_for
+from retrieval.fusion.judging import JudgeStage, fused, judge_for
 from retrieval.index.versions import FeaturePart, load_version, write_version_parts
 from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.judge import Judge, JudgeConfig, image_regions, load_judge, save_judge
@@ -195,3 +195,17 @@ def test_a_data_directory_made_before_the_judge_adopts_it_only_for_its_own_clip(
     assert adopt_judge(source, mine) and (mine / JUDGE_FILE).read_bytes() == (source / JUDGE_FILE).read_bytes()
     assert not adopt_judge(source, mine)  # once
     assert not adopt_judge(source, other) and not (other / JUDGE_FILE).exists()
+
+
+def test_the_served_order_keeps_the_judges_first_and_brings_the_first_stages_best_near_the_top() -> None:
+    """The fusion of the two orders: the judge's first stays first and, on random orders, the first stage's
+    best is in the first five (the closed benchmark's exact target, which the judge alone sometimes sent past
+    the first page)."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        judge, first = rng.normal(size=200).astype(np.float32), np.sort(rng.normal(size=200))[::-1].copy()
+        order = np.argsort(-fused(judge, first), kind="stable")
+        assert order[0] == np.argmax(judge)
+        assert 0 in order[:5]
+    same = np.linspace(1, 0, 200, dtype=np.float32)
+    assert (np.argsort(-fused(same, same), kind="stable") == np.arange(200)).all()  # agreeing orders stay put
