@@ -34,3 +34,4 @@ urlpatterns = [
 ]
 
 handler404 = "cirweb.pages.not_found"
+handler500 = "cirweb.pages.server_error"

@@ -15,7 +15,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connections
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from cirweb.transport.protocol import error_frame
@@ -41,18 +41,26 @@ def database_trouble(exc: BaseException) -> tuple[str, str] | None:
     return "busy", BUSY
 
 
+def away_response(request: HttpRequest, trouble: tuple[str, str]) -> HttpResponse:
+    """503 with the sentence and Retry-After: JSON `{"detail", "code"}` under /api/, a page elsewhere."""
+    code, sentence = trouble
+    if request.path.startswith("/api/"):
+        response: HttpResponse = JsonResponse({"detail": sentence, "code": code}, status=503)
+    else:
+        page = f"<!doctype html><html lang=en><title>Unavailable</title><p>{sentence}</p></html>"
+        response = HttpResponse(page, status=503)
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
 class DatabaseAwayMiddleware(MiddlewareMixin):
     """A page whose view met the database away answers 503 with the sentence (the API says it in JSON: its
-    own exception handler, cirweb/api/api.py)."""
+    own exception handler, cirweb/api/api.py). Middleware that meets it (a session saved, a user read) is
+    answered by the 500 handler, `cirweb.pages.server_error`, the same way."""
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         trouble = database_trouble(exception)
-        if trouble is None:
-            return None
-        page = f"<!doctype html><html lang=en><title>Unavailable</title><p>{trouble[1]}</p></html>"
-        response = HttpResponse(page, status=503)
-        response["Retry-After"] = str(RETRY_AFTER)
-        return response
+        return None if trouble is None else away_response(request, trouble)
 
 
 class DatabaseAwaySockets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -50,3 +51,19 @@ def test_the_favicon_is_served_to_get_and_head(client: Client) -> None:
     assert got.status_code == 200 and got["Content-Type"] == "image/svg+xml" and b"<svg" in got.content
     assert client.head("/favicon.ico").status_code == 200
     assert client.post("/favicon.ico").status_code == 405
+
+
+@pytest.mark.parametrize(("path", "json"), [("/", False), ("/api/conversations", True)])
+def test_the_database_refusing_inside_middleware_is_a_503_sentence(settings: Any, path: str, json: bool) -> None:
+    """A session saved after the view (SessionMiddleware), where no view can catch the error: 503 with the
+    sentence and Retry-After, JSON under /api/ (it was Django's 500)."""
+    make_collection("things")
+    settings.SESSION_ENGINE = "tests.web.unsaved_sessions"
+    client = Client(raise_request_exception=False)
+    if json:  # a visitor's first API call stores the visitor in the session
+        response = client.post(path, {"collection": "things"}, content_type="application/json")
+    else:
+        response = client.get(path)
+    assert response.status_code == 503 and response["Retry-After"] == "5", response.status_code
+    said = response.json()["detail"] if json else response.content.decode()
+    assert "again" in said and "Traceback" not in said
