@@ -285,10 +285,10 @@ def _open_requests(args: argparse.Namespace, encoder: Any, fuser: Any, data: Any
     judge, regions = None, None
     if args.judge:
         from retrieval.evaluation.judged import gallery_regions
-        from retrieval.fusion.judging import JudgeStage
-        from retrieval.models.judge import load_judge
+        from retrieval.fusion.judging import stage_from
+        from retrieval.models.judge import read_judge
 
-        judge, regions = JudgeStage(load_judge(args.judge), encoder), gallery_regions(encoder, data, gallery)
+        judge, regions = stage_from(read_judge(args.judge), encoder), gallery_regions(encoder, data, gallery)
     counts = {"requests": args.requests, "descriptions": args.descriptions, "seed": args.seed}
     return open_request_figures(encoder, fuser, data, scenes, gallery, judge=judge, regions=regions, **counts)
 

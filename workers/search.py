@@ -169,10 +169,16 @@ class Judging:
 def judged_turn(
     models: Models, loaded: LoadedVersion, mode: Mode, text: str, image_id: int | None, upload_id: int | None
 ) -> Judging | None:
-    """The judge reads a request said of a reference, in the Combiner's mode, where the models have a judge
-    and the version holds the pictures' regions (a version built before the judge was installed has none
-    until the collection is reindexed)."""
-    if models.judge is None or loaded.regions is None or mode is not Mode.COMBINER or not text.strip():
+    """The judge reads a request said of a reference in the Combiner's mode, or words alone (in the Combiner's
+    mode or words-only) said of an empty picture (the judge's `blank`), where the models have a judge and the
+    version holds the pictures' regions (a version built before the judge was installed has none until the
+    collection is reindexed)."""
+    if models.judge is None or loaded.regions is None or not text.strip():
+        return None
+    if image_id is None and upload_id is None:  # words alone
+        blank = models.judge.blank
+        return Judging(models.judge, blank) if blank is not None and mode in (Mode.COMBINER, Mode.TEXT) else None
+    if mode is not Mode.COMBINER:
         return None
     if image_id is not None:
         return Judging(models.judge, loaded.regions_of([image_id])[0])

@@ -26,26 +26,30 @@ def judged_ranked(
     queries: NDArray[np.float32],
     gallery: Gallery,
     regions: NDArray[np.float16] | NDArray[np.float32],
-    references: Sequence[str],
+    references: Sequence[str] | None,
     texts: Sequence[str],
     top: int = 10,
 ) -> NDArray[np.int64]:
     """Gallery rows of the `top` best of each query [q, top]: the first `stage.pool` by cosine, ordered by the
-    judge reading `texts` said of `references`; `regions` [n, cells, dim] are the gallery's, row for row."""
+    judge reading `texts` said of `references` (None: words alone, said of the judge's empty picture, as the
+    worker serves them); `regions` [n, cells, dim] are the gallery's, row for row."""
     feats = torch.from_numpy(normalize(gallery.features))
-    refs = gallery.rows(references)
+    refs = gallery.rows(references) if references is not None else None
+    if refs is None and stage.blank is None:
+        raise ValueError("this judge has no empty picture (blank) to read words alone against")
     pool = min(stage.pool, len(gallery.names) - 1)
     out = []
     for s in range(0, len(queries), BATCH):
         scores = torch.from_numpy(queries[s : s + BATCH]) @ feats.T
-        scores[torch.arange(len(scores)), torch.from_numpy(refs[s : s + BATCH])] = -torch.inf
+        if refs is not None:
+            scores[torch.arange(len(scores)), torch.from_numpy(refs[s : s + BATCH])] = -torch.inf
+            said_of = np.asarray(regions[refs[s : s + BATCH]], np.float32)
+        else:
+            said_of = np.repeat(np.asarray(stage.blank, np.float32)[None], len(scores), axis=0)
         first = torch.topk(scores, pool, dim=1)
         rows = first.indices.numpy()
         judged = stage.rerank_many(
-            list(texts[s : s + BATCH]),
-            np.asarray(regions[refs[s : s + BATCH]], np.float32),
-            np.asarray(regions[rows], np.float32),
-            first.values.numpy(),
+            list(texts[s : s + BATCH]), said_of, np.asarray(regions[rows], np.float32), first.values.numpy()
         )
         order = np.argsort(-judged, axis=1, kind="stable")[:, :top]
         out.append(np.take_along_axis(rows, order, axis=1))

@@ -167,13 +167,10 @@ def open_request_figures(
     text = torch.from_numpy(normalize(encoder.encode_texts([t for _, t in words])))
     top = _top(text @ feats.T, None, TOP)
     relevant = [table.described(w) for w, _ in words]
-    out["from_words"] = {
-        "descriptions": descriptions,
-        "mode": "text",
-        "good@1": share([r[t[0]] for r, t in zip(relevant, top, strict=True)]),
-        "good@10": share([r[t].any() for r, t in zip(relevant, top, strict=True)]),
-        "mAP@10": mean_ci([average_precision(r, t, int(r.sum())) for r, t in zip(relevant, top, strict=True)]),
-    }
+    out["from_words"] = {"descriptions": descriptions, "mode": "text", **_words_metrics(top, relevant)}
+    if judge is not None and judge.blank is not None and regions is not None:  # as the worker serves words alone
+        top = judged_ranked(judge, normalize(text.numpy()), local, regions[rows], None, [t for _, t in words])
+        out["from_words_judged"] = {"descriptions": descriptions, "mode": "text+judge", **_words_metrics(top, relevant)}
     if closed:
         out["closed_wording"] = closed_wording(encoder, fuser, data, scenes, gallery, seed)
         if judge is not None and regions is not None and fuser.combiner is not None:
@@ -181,6 +178,14 @@ def open_request_figures(
                 encoder, fuser, data, scenes, gallery, seed, judge=(judge, regions)
             )
     return out
+
+
+def _words_metrics(top: NDArray[np.int64], relevant: Sequence[NDArray[np.bool_]]) -> dict[str, Any]:
+    return {
+        "good@1": share([r[t[0]] for r, t in zip(relevant, top, strict=True)]),
+        "good@10": share([r[t].any() for r, t in zip(relevant, top, strict=True)]),
+        "mAP@10": mean_ci([average_precision(r, t, int(r.sum())) for r, t in zip(relevant, top, strict=True)]),
+    }
 
 
 def _fuse(encoder: ClipEncoder, fuser: Fuser, gallery: Gallery, queries: Sequence[OpenQuery], mode: Mode) -> Any:
@@ -266,11 +271,13 @@ def format_open(figures: dict[str, Any]) -> str:
     lines.append("  " + f"{'mode':>15} " + " ".join(f"{c:>22}" for c in columns))
     for mode, m in figures["modes"].items():
         lines.append("  " + f"{mode:>15} " + " ".join(f"{cell(m[c]):>22}" for c in columns))
-    words = figures["from_words"]
-    lines.append(
-        f"  from words alone ({words['descriptions']}, text): good@1 {cell(words['good@1'])} "
-        f"good@10 {cell(words['good@10'])} mAP@10 {cell(words['mAP@10'])}"
-    )
+    for key in ("from_words", "from_words_judged"):
+        if key in figures:
+            words = figures[key]
+            lines.append(
+                f"  from words alone ({words['descriptions']}, {words['mode']}): good@1 {cell(words['good@1'])} "
+                f"good@10 {cell(words['good@10'])} mAP@10 {cell(words['mAP@10'])}"
+            )
     for key, name in (("closed_wording", "combiner"), ("closed_wording_judged", JUDGED)):
         if key in figures:
             c = figures[key]

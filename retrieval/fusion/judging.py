@@ -12,6 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +55,9 @@ class JudgeStage:
     judge: Judge
     encoder: ClipEncoder
     pool: int = POOL
+    # the regions of an empty picture of the judge's world (its checkpoint's `blank`): the reference of a
+    # request made from words alone, so the judge reads "a big green triangle" as that object added to nothing
+    blank: NDArray[np.float32] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def rerank(
@@ -114,4 +118,10 @@ def judge_for(path: str | Path, encoder: ClipEncoder, clip_file: str | Path) -> 
     if wanted != have:
         log.info("the judge %s was trained for another CLIP than %s; turns are not judged", path, clip_file)
         return None
-    return JudgeStage(judge_from(data), encoder)
+    return stage_from(data, encoder)
+
+
+def stage_from(data: dict[str, Any], encoder: ClipEncoder) -> JudgeStage:
+    """The stage of a judge checkpoint's contents (`read_judge`), with its empty picture where it has one."""
+    blank = data.get("blank")
+    return JudgeStage(judge_from(data), encoder, blank=None if blank is None else blank.float().numpy())

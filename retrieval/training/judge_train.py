@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from retrieval.datasets.base import SplitData
-from retrieval.datasets.shapes import Scene
+from retrieval.datasets.shapes import Scene, make_scene, render
 from retrieval.datasets.shapes_requests import TRIPLES, Request, SceneTable, random_request
 from retrieval.datasets.shapes_speech import Part, word_request
 from retrieval.datasets.shapes_world import load_scenes
@@ -44,7 +44,7 @@ from retrieval.extraction.features import Item
 from retrieval.extraction.regions import extract_regions
 from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.combiner_model import Combiner, load_combiner
-from retrieval.models.judge import Judge, JudgeConfig, load_judge, save_judge, text_tokens
+from retrieval.models.judge import Judge, JudgeConfig, image_regions, load_judge, save_judge, text_tokens
 from retrieval.models.provenance import sha256
 from retrieval.training.common import Steps, log, optimizer_step, seed_everything, train_steps
 
@@ -146,6 +146,7 @@ def train_judge(
         log(f"stage 4: the object vocabulary first: {read_objects(judge, tr, codes, va)}")
     rng = random.Random(seed)
     stamp = {"clip_sha256": sha256(clip_file), "combiner_sha256": sha256(combiner_file)}
+    blank = blank_regions(encoder)
     started_from = sha256(start) if start is not None else None
     best, history = train_steps(
         Steps("stage 4", [judge], optimizer, schedule, s.steps, s.validate_every, s.max_minutes, clip_norm=1.0,
@@ -153,7 +154,7 @@ def train_judge(
         step_loss=lambda: _step_loss(judge, encoder, combiner, tr, codes, s, rng),
         validate=lambda: validate(judge, encoder, combiner, va, s, seed),
         score=lambda figures: figures["judged"]["good@1"],
-        save=lambda step: save_judge(judge, out, step=step, **stamp),
+        save=lambda step: save_judge(judge, out, step=step, blank=blank, **stamp),
     )  # fmt: skip
     return {
         "settings": asdict(s),
@@ -163,6 +164,14 @@ def train_judge(
         "started_from": started_from,
         **stamp,
     }
+
+
+def blank_regions(encoder: ClipEncoder) -> torch.Tensor:
+    """The regions [cells, dim] of an empty picture of the shapes world (its background, no object): what
+    the judge reads as the reference of a request made from words alone."""
+    pixels = encoder.preprocess(render(make_scene([]), random.Random(0)))[None].to(encoder.device)
+    with torch.no_grad():
+        return image_regions(encoder.model, pixels)[0].cpu().float()
 
 
 def read_objects(judge: Judge, tr: Split, codes: torch.Tensor, va: Split, epochs: int = 30) -> str:

@@ -202,6 +202,34 @@ def train_judge_stage(
     return manifest
 
 
+def record_blank(out_dir: Path) -> dict[str, Any]:
+    """Give the judge in `out_dir` the regions of an empty picture (`blank`: what words alone are said of), as
+    every stage-4 run now saves; the manifest records it and the judge's new checksum. For a judge trained
+    before runs saved it; its weights are unchanged."""
+    from retrieval.models.clip_encoder import load_clip
+    from retrieval.models.judge import read_judge
+    from retrieval.training.judge_train import blank_regions
+
+    manifest = json.loads((out_dir / MANIFEST).read_text())
+    path = out_dir / JUDGE_FILE
+    data = read_judge(path)
+    encoder = load_clip(str(out_dir / CLIP_FILE), force_fp32=True, compile_images=False, preprocessing="clip")
+    data["blank"] = blank_regions(encoder)
+    before = sha256(path)
+    tmp = path.with_suffix(".tmp")
+    torch.save(data, tmp)
+    tmp.replace(path)
+    manifest.setdefault("stage4", {})["blank"] = {
+        "what": "the regions of an empty shapes picture, added to the judge (its weights unchanged)",
+        "command": "python -c 'from pathlib import Path; from retrieval.training.recipe import record_blank; "
+        'record_blank(Path("models/shapes"))\'',
+        "judge_sha256_before": before,
+    }
+    manifest["files"][JUDGE_FILE] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
 def first_families(data: SplitData, count: int) -> SplitData:
     """The part of a split that holds its first `count` img_sets (families), images and queries."""
     groups = sorted({t.group for t in data.triplets if t.group}, key=lambda g: sorted(g)[0])[:count]

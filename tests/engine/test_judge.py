@@ -130,14 +130,15 @@ def test_evaluate_with_a_judge_that_adds_nothing_reproduces_the_combiner(
     shapes_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A judge whose own part is zero scores by the first stage's cosine alone, so `combiner+judge` must
-    give the Combiner's figures exactly: the pool, the reference left out, the order and the metrics."""
+    give the Combiner's figures exactly: the pool, the reference left out, the order and the metrics; and
+    words alone, judged against its empty picture, the text ranking's."""
     from retrieval.cli import main
 
     judge = small_judge()
     with torch.no_grad():
         judge.head[-1].weight.zero_()
         judge.head[-1].bias.zero_()
-    save_judge(judge, tmp_path / "flat.pt", clip_sha256=sha256(CLIP))
+    save_judge(judge, tmp_path / "flat.pt", clip_sha256=sha256(CLIP), blank=torch.zeros(9, judge.config.dim))
     models = CLIP.parent
     argv = ["evaluate", "--dataset", "shapes", "--root", str(shapes_world), "--clip", str(CLIP), "--mode", "combiner"]
     argv += ["--combiner", str(models / "shapes-combiner.pt"), "--open-requests", "--requests", "60"]
@@ -146,6 +147,9 @@ def test_evaluate_with_a_judge_that_adds_nothing_reproduces_the_combiner(
     opened = json.loads(capsys.readouterr().out)["open_requests"]
     assert opened["modes"]["combiner+judge"] == opened["modes"]["combiner"]
     assert opened["closed_wording_judged"] == opened["closed_wording"]
+    judged_words = opened["from_words_judged"]
+    assert judged_words.pop("mode") == "text+judge" and opened["from_words"].pop("mode") == "text"
+    assert judged_words == opened["from_words"]
 
 
 @pytest.mark.slow

@@ -81,8 +81,8 @@ def test_combiner_turns_are_judged_and_the_baselines_are_not(
     live_services: LiveServices, shapes: ShapesCollection, django_db_blocker: Any
 ) -> None:
     """The live stack runs the committed judge (tests/settings.py): the index version holds the pictures'
-    regions, a turn in the Combiner's mode with a reference is re-ranked by the judge (its timing says so),
-    and the baseline modes and words alone are not."""
+    regions, a turn in the Combiner's mode with a reference is re-ranked by the judge (its timing says so), so
+    are words alone (said of the judge's empty picture), and the baseline modes with a reference are not."""
     from cirweb.catalog.models import Collection
     from cirweb.files import storage
 
@@ -98,8 +98,9 @@ def test_combiner_turns_are_judged_and_the_baselines_are_not(
     for mode in ("sum", "image"):
         _, plain = ws.turn(text, {"image": shapes.ids["dev-3-0"]}, mode=mode)
         assert "judge" not in plain["timings_ms"]
-    _, words = ws.turn("a large red star", None, mode="text")
-    assert "judge" not in words["timings_ms"] and len(words["results"]) == 24
+    for mode in ("text", "combiner"):
+        _, words = ws.turn("a large red star", None, mode=mode)
+        assert "judge" in words["timings_ms"] and len(words["results"]) == 24
     ws.close()
 
 
