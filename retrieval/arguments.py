@@ -195,6 +195,9 @@ def _world_args(sub: Any) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this long (validating first)")
     p.add_argument("--lr", type=float, default=3e-4, help="learning rate")
     p.add_argument("--start", default=None, help="a judge checkpoint to go on from (a run cut by its time budget)")
+    p.add_argument(
+        "--descriptions", type=int, default=16, help="lists of words alone per step, beside the edits (0: none)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
     for name, help_text, example in (

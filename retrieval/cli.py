@@ -163,7 +163,7 @@ def _train_judge(args: argparse.Namespace) -> int:
     from retrieval.training.judge_train import JudgeSettings
     from retrieval.training.recipe import train_judge_stage
 
-    settings = JudgeSettings(steps=args.steps, max_minutes=args.max_minutes, lr=args.lr)
+    settings = JudgeSettings(steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, descriptions=args.descriptions)
     start = Path(args.start) if args.start else None
     manifest = train_judge_stage(Path(args.root), Path(args.models), settings=settings, seed=args.seed, start=start)
     print(json.dumps({k: v for k, v in manifest["stage4"].items() if k != "history"}))

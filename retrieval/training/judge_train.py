@@ -36,12 +36,13 @@ from numpy.typing import NDArray
 from retrieval.datasets.base import SplitData
 from retrieval.datasets.shapes import Scene, make_scene, render
 from retrieval.datasets.shapes_requests import TRIPLES, Request, SceneTable, random_request
-from retrieval.datasets.shapes_speech import Part, word_request
+from retrieval.datasets.shapes_speech import Part, wanted_from, word_description, word_request
 from retrieval.datasets.shapes_world import load_scenes
 from retrieval.evaluation.open_requests import average_precision
 from retrieval.evaluation.recall import encode_gallery
 from retrieval.extraction.features import Item
 from retrieval.extraction.regions import extract_regions
+from retrieval.fusion.judging import fused
 from retrieval.models.clip_encoder import ClipEncoder, load_clip
 from retrieval.models.combiner_model import Combiner, load_combiner
 from retrieval.models.judge import Judge, JudgeConfig, image_regions, load_judge, save_judge, text_tokens
@@ -64,6 +65,7 @@ class JudgeSettings:
     validate_requests: int = 300
     max_minutes: float | None = None
     width: int = 128
+    descriptions: int = 16  # per step, lists for words alone (said of the empty picture) beside the edits
 
 
 @dataclass
@@ -114,6 +116,22 @@ class Requests:
             self.cosine[torch.arange(count), torch.tensor(self.refs)] = -2.0  # the reference is never an answer
 
 
+class Descriptions:
+    """Drawn descriptions of one to three objects (words alone), with the text ranking's cosine: the first
+    stage of a turn without a reference."""
+
+    def __init__(self, encoder: ClipEncoder, split: Split, count: int, part: Part, rng: random.Random) -> None:
+        scenes = [split.scenes[rng.choice(split.usable)] for _ in range(count)]
+        self.wanted = [wanted_from(scene, rng) for scene in scenes]
+        self.texts = [word_description(w, part, rng) for w in self.wanted]
+        self.relevant = [split.table.described(w) for w in self.wanted]
+        with torch.no_grad():
+            tokens = encoder.tokenize(self.texts)
+            self.words, self.real = text_tokens(encoder.model, tokens)
+            said = self.words[torch.arange(count), tokens.argmax(-1)]
+            self.cosine = F.normalize(said, dim=-1) @ split.unit.T
+
+
 def train_judge(
     root: Path,
     train: SplitData,
@@ -151,9 +169,9 @@ def train_judge(
     best, history = train_steps(
         Steps("stage 4", [judge], optimizer, schedule, s.steps, s.validate_every, s.max_minutes, clip_norm=1.0,
               started=started),
-        step_loss=lambda: _step_loss(judge, encoder, combiner, tr, codes, s, rng),
-        validate=lambda: validate(judge, encoder, combiner, va, s, seed),
-        score=lambda figures: figures["judged"]["good@1"],
+        step_loss=lambda: _step_loss(judge, encoder, combiner, tr, codes, s, rng, blank),
+        validate=lambda: validate(judge, encoder, combiner, va, s, seed, blank),
+        score=lambda figures: figures["score"],
         save=lambda step: save_judge(judge, out, step=step, blank=blank, **stamp),
     )  # fmt: skip
     return {
@@ -194,7 +212,7 @@ def read_objects(judge: Judge, tr: Split, codes: torch.Tensor, va: Split, epochs
 
 def _step_loss(
     judge: Judge, encoder: ClipEncoder, combiner: Combiner, tr: Split, codes: torch.Tensor, s: JudgeSettings,
-    rng: random.Random,
+    rng: random.Random, blank: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, str]:  # fmt: skip
     drawn = Requests(encoder, combiner, tr, s.batch, "train", rng)
     rows, grades, goods = [], [], []
@@ -222,7 +240,34 @@ def _step_loss(
         f"list {listwise.item():.3f} satisfied {satisfied.item():.3f} good {good.item():.3f} "
         f"objects {cells.item():.3f} wanted {asked.item():.3f}"
     )
+    if s.descriptions and blank is not None:
+        alone, said = _words_loss(judge, encoder, tr, codes, s, rng, blank)
+        loss, parts = loss + alone, f"{parts} words {said}"
     return loss, parts
+
+
+def _words_loss(
+    judge: Judge, encoder: ClipEncoder, tr: Split, codes: torch.Tensor, s: JudgeSettings, rng: random.Random,
+    blank: torch.Tensor,
+) -> tuple[torch.Tensor, str]:  # fmt: skip
+    """Lists for words alone: the text ranking's pool, said of the empty picture; a picture holding what was
+    described is an answer (no cell is asked for, so no loss on the objects wanted per cell)."""
+    drawn = Descriptions(encoder, tr, s.descriptions, "train", rng)
+    rows = [
+        _candidates(drawn.cosine[j], relevant.astype(np.float32), -1, s, rng)
+        for j, relevant in enumerate(drawn.relevant)
+    ]
+    chosen = torch.from_numpy(np.array(rows))
+    good_t = torch.from_numpy(np.array([r[row] for r, row in zip(drawn.relevant, rows, strict=True)])).float()
+    read = judge.encode_request(drawn.words, drawn.real, blank.expand(len(rows), *blank.shape))
+    scores = judge.score(read, tr.regions[chosen], drawn.cosine.gather(1, chosen))
+    answered = good_t.any(dim=1)
+    target = torch.where(good_t > 0, 0.0, -1e4).softmax(dim=1)
+    listwise = -(target * scores.log_softmax(dim=1)).sum(dim=1)[answered].sum() / max(1, int(answered.sum()))
+    satisfied = F.binary_cross_entropy_with_logits(judge.last["satisfied"], good_t)
+    good = F.binary_cross_entropy_with_logits(judge.last["good"], good_t)
+    cells = F.cross_entropy(judge.last["objects"].reshape(-1, OBJECTS), codes[chosen].reshape(-1))
+    return listwise + satisfied + good + cells, f"list {listwise.item():.3f}"
 
 
 def _candidates(
@@ -242,10 +287,13 @@ def _candidates(
 
 @torch.no_grad()
 def validate(
-    judge: Judge, encoder: ClipEncoder, combiner: Combiner, va: Split, s: JudgeSettings, seed: int
-) -> dict[str, Any]:
+    judge: Judge, encoder: ClipEncoder, combiner: Combiner, va: Split, s: JudgeSettings, seed: int,
+    blank: torch.Tensor | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """satisfied@1, good@1, good@5 and mAP@10 of the Combiner alone and judged, on drawn val requests in
-    training wording; `ceiling`: the share whose pool holds a good picture."""
+    training wording; `ceiling`: the share whose pool holds a good picture. With `blank` and description
+    lists in training, `words`: good@1 and good@10 of words alone, the text ranking and as served, and
+    `score`, what selection keeps (the mean of the edits' judged good@1 and words alone's good@10)."""
     judge.eval()
     drawn = Requests(encoder, combiner, va, s.validate_requests, "train", random.Random(f"judge-val-{seed}"))
     out: dict[str, list[tuple[float, ...]]] = {"combiner": [], "judged": []}
@@ -269,4 +317,30 @@ def validate(
         for name, rows in out.items()
     }
     result["ceiling"] = round(float(np.mean(ceiling)), 4)
+    result["score"] = result["judged"]["good@1"]
+    if s.descriptions and blank is not None:
+        result["words"] = _validate_words(judge, encoder, va, s, seed, blank)
+        result["score"] = round((result["judged"]["good@1"] + result["words"]["served"]["good@10"]) / 2, 4)
     return result
+
+
+def _validate_words(
+    judge: Judge, encoder: ClipEncoder, va: Split, s: JudgeSettings, seed: int, blank: torch.Tensor
+) -> dict[str, Any]:
+    drawn = Descriptions(encoder, va, s.validate_requests, "train", random.Random(f"judge-words-{seed}"))
+    out: dict[str, list[tuple[float, float]]] = {"text": [], "served": []}
+    for start in range(0, len(drawn.texts), 50):
+        part = slice(start, start + 50)
+        first = drawn.cosine[part].topk(min(s.pool, len(va.names)), dim=1)
+        said_of = blank.expand(len(first.indices), *blank.shape)
+        request = judge.encode_request(drawn.words[part], drawn.real[part], said_of)
+        scores = fused(judge.score(request, va.regions[first.indices], first.values).numpy(), first.values.numpy())
+        order = np.take_along_axis(first.indices.numpy(), np.argsort(-scores, axis=1, kind="stable"), 1)
+        for j in range(len(first.indices)):
+            relevant = drawn.relevant[start + j]
+            for name, top in (("text", first.indices[j].numpy()), ("served", order[j])):
+                out[name].append((float(relevant[top[0]]), float(relevant[top[:10]].any())))
+    return {
+        name: dict(zip(("good@1", "good@10"), [round(float(v), 4) for v in np.mean(rows, axis=0)], strict=True))
+        for name, rows in out.items()
+    }

@@ -175,7 +175,8 @@ def test_stage_four_trains_a_judge_beside_the_models_and_records_it(tmp_path: Pa
     manifest = train_judge_stage(shapes_world, models, settings=settings, seed=1)
     stage4 = manifest["stage4"]
     assert [h["step"] for h in stage4["history"]] == [0, 2, 4]
-    assert {"combiner", "judged", "ceiling"} <= set(stage4["history"][0])
+    assert {"combiner", "judged", "ceiling", "words", "score"} <= set(stage4["history"][0])
+    assert {"text", "served"} == set(stage4["history"][-1]["words"])  # words alone, trained and measured
     assert stage4["clip_sha256"] == sha256(CLIP) and stage4["wall_seconds"] > 0
     assert set(manifest["files"]) == {CLIP_FILE, COMBINER_FILE, JUDGE_FILE} and verify_models(models) is None
     assert sha256(models / CLIP_FILE) == sha256(CLIP)
