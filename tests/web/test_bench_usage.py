@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from cirweb.processes.core_budget import core_budget
 from cirweb.processes.load_client import usage_by_role
 
 BURN = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\n"
@@ -34,3 +35,14 @@ def test_usage_counts_descendants_by_role() -> None:
     used = after["web"][0] - before["web"][0]
     assert 0.2 <= used <= 0.5, (before, after)
     assert usage_by_role(parent.pid) == {}  # gone: nothing left to count
+
+
+def test_the_cores_allow_their_count_over_the_cpu_of_one_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """100 turns that cost 20 ms of search, 4 of web and 1 of Redis (the client's 3 are not the product's):
+    2 cores allow 2 / 0.025 s = 80 turns a second; 60 measured is 0.75 of it."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    budget = core_budget({"search": 2.0, "web": 0.4, "redis": 0.1, "client": 0.3}, 100, 60.0)
+    assert budget["cpu_ms_per_turn"] == {"client": 3.0, "redis": 1.0, "search": 20.0, "web": 4.0}
+    assert budget["cpu_ms_per_turn_product"] == 25.0
+    assert (budget["cores"], budget["turns_per_second_allowed"], budget["share_of_allowed"]) == (2, 80.0, 0.75)
+    assert core_budget({}, 0, 0.0)["share_of_allowed"] is None  # nothing counted: no ceiling to compare with
