@@ -150,6 +150,7 @@ def served(*, search_workers: int, collection: str) -> Iterator[tuple[str, int]]
             ) from None
         images = [i["id"] for i in page["images"]]
         level_run(base, base.replace("http", "ws", 1), collection, images, 4 * search_workers, 2 * search_workers)
+        settled(server.pid)
         yield base, server.pid
     finally:
         if server.poll() is None:
@@ -159,6 +160,20 @@ def served(*, search_workers: int, collection: str) -> Iterator[tuple[str, int]]
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(5)
+
+
+def settled(root: int, *, quiet: float = 0.05, longest: float = 60.0) -> None:
+    """Wait until `serve`'s processes are idle (under `quiet` of a core over a second), at most `longest`
+    seconds: a worker still starting (the index worker loads its models after `/healthz` answers) would
+    otherwise count its start-up CPU against the first level's turns."""
+    deadline = time.monotonic() + longest
+    before = sum(running for running, _ in usage_by_role(root).values())
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = sum(running for running, _ in usage_by_role(root).values())
+        if now - before < quiet:
+            return
+        before = now
 
 
 def healthy(base: str) -> bool:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cirweb.processes.core_budget import core_budget
-from cirweb.processes.load_client import usage_by_role
+from cirweb.processes.load_client import settled, usage_by_role
 
 BURN = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\n"
 # The parent starts the burner marked as a web process, as `serve` starts uvicorn; the mark is assembled so
@@ -46,3 +46,22 @@ def test_the_cores_allow_their_count_over_the_cpu_of_one_turn(monkeypatch: pytes
     assert budget["cpu_ms_per_turn_product"] == 25.0
     assert (budget["cores"], budget["turns_per_second_allowed"], budget["share_of_allowed"]) == (2, 80.0, 0.75)
     assert core_budget({}, 0, 0.0)["share_of_allowed"] is None  # nothing counted: no ceiling to compare with
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="reads Linux's /proc")
+def test_measuring_starts_once_the_served_processes_are_idle() -> None:
+    """A worker still loading its models after the server answers would charge its start-up to the first
+    level's turns: `settled` waits out a process tree that burns CPU, and returns at once for an idle one."""
+    burning = subprocess.Popen([sys.executable, "-c", PARENT, BURN], start_new_session=True)
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(20)"], start_new_session=True)
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        settled(burning.pid, longest=15)
+        assert time.monotonic() - started >= 0.8 and burning.wait(3) == 0  # it waited for the burn to end
+        started = time.monotonic()
+        settled(idle.pid, longest=15)
+        assert time.monotonic() - started < 5
+    finally:
+        idle.kill()
+        idle.wait(5)
