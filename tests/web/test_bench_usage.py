@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cirweb.processes.core_budget import core_budget
+from cirweb.processes.core_budget import beside_text, core_budget
 from cirweb.processes.load_client import settled, usage_by_role
 
 BURN = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\n"
@@ -46,6 +46,14 @@ def test_the_cores_allow_their_count_over_the_cpu_of_one_turn(monkeypatch: pytes
     assert budget["cpu_ms_per_turn_product"] == 25.0
     assert (budget["cores"], budget["turns_per_second_allowed"], budget["share_of_allowed"]) == (2, 80.0, 0.75)
     assert core_budget({}, 0, 0.0)["share_of_allowed"] is None  # nothing counted: no ceiling to compare with
+
+
+def test_the_in_process_turn_is_shown_with_each_levels_gap_to_it() -> None:
+    turn = {"arch": "RN50x4", "count": 100000, "total_p50_ms": 14.1, "text_p50_ms": 8.3, "combine_p50_ms": 3.5}
+    turn |= {"search_p50_ms": 1.5, "naive_p50_ms": 188.7}
+    rows = [{"concurrency": 1, "e2e_ms": {"p50": 32.3}}, {"concurrency": 32, "e2e_ms": {"p50": 652.4}}]
+    text = beside_text(turn, rows)
+    assert "(RN50x4, 100,000 images): turn p50 14.1 ms" in text and "1: +18.2 ms, 32: +638.3 ms" in text
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="reads Linux's /proc")
