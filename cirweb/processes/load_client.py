@@ -29,6 +29,8 @@ from django.core.management.base import CommandError
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
+from cirweb.processes.core_budget import CLIENT, budget_text, core_budget
+
 TEXTS = [
     "make the circle red",
     "remove the small square",
@@ -148,6 +150,7 @@ def served(*, search_workers: int, collection: str) -> Iterator[tuple[str, int]]
             ) from None
         images = [i["id"] for i in page["images"]]
         level_run(base, base.replace("http", "ws", 1), collection, images, 4 * search_workers, 2 * search_workers)
+        settled(server.pid)
         yield base, server.pid
     finally:
         if server.poll() is None:
@@ -157,6 +160,20 @@ def served(*, search_workers: int, collection: str) -> Iterator[tuple[str, int]]
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(5)
+
+
+def settled(root: int, *, quiet: float = 0.05, longest: float = 60.0) -> None:
+    """Wait until `serve`'s processes are idle (under `quiet` of a core over a second), at most `longest`
+    seconds: a worker still starting (the index worker loads its models after `/healthz` answers) would
+    otherwise count its start-up CPU against the first level's turns."""
+    deadline = time.monotonic() + longest
+    before = sum(running for running, _ in usage_by_role(root).values())
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = sum(running for running, _ in usage_by_role(root).values())
+        if now - before < quiet:
+            return
+        before = now
 
 
 def healthy(base: str) -> bool:
@@ -238,9 +255,9 @@ def level_run(
 ) -> dict[str, Any]:
     """`turns` turns over `concurrency` conversations at once, each sending its next turn on its last's results.
     With the process id of the `serve` answering them (`serve_pid`), also how busy each kind of process was
-    meanwhile (`cpu_percent`: percent of one core; 2 cores give 200 in all) and how long each kind waited,
+    meanwhile (`cpu_percent`: percent of one core; 2 cores give 200 in all), how long each kind waited,
     runnable, for a core (`core_wait_ms_per_turn`, summed over its processes): together they tell what limits
-    the rate."""
+    the rate; and the CPU a turn costs by kind with the rate the cores allow at that cost (`core_budget`)."""
     per = max(1, turns // concurrency)
     results: list[tuple[float, float, float]] = []
     errors: list[str] = []
@@ -265,8 +282,10 @@ def level_run(
         for role, (running, waiting) in (usage_by_role(serve_pid) if serve_pid else {}).items()
     }
     cpu = {role: round(max(0.0, running) / wall * 100) for role, (running, _) in sorted(usage.items())}
+    seconds = {role: running for role, (running, _) in usage.items()}
     if serve_pid:
-        cpu["client"] = round((client_cpu_seconds() - client_before) / wall * 100)
+        seconds[CLIENT] = client_cpu_seconds() - client_before
+        cpu[CLIENT] = round(seconds[CLIENT] / wall * 100)
     core_wait = {
         role: round(max(0.0, waiting) / max(1, len(results)) * 1000, 1) for role, (_, waiting) in sorted(usage.items())
     }
@@ -286,7 +305,7 @@ def level_run(
         "overhead_less_queue_ms": spread([e - c - w for e, c, w in results]),
         "cpu_percent": cpu,
         "core_wait_ms_per_turn": core_wait,
-    }
+    } | (core_budget(seconds, len(results), len(results) / wall) if serve_pid else {})
 
 
 def row_text(row: dict[str, Any]) -> str:
@@ -307,6 +326,7 @@ def row_text(row: dict[str, Any]) -> str:
             if row.get("cpu_percent")
             else ""
         )
+        + budget_text(row)
     )
 
 

@@ -15,11 +15,13 @@ settings: the cache folder is an argument (`default_cache_dir()` otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,40 +68,51 @@ class _TextGraph(torch.nn.Module):
 
 def export_int8(model: CLIP, target: Path) -> None:
     """Export `model`'s text tower to ONNX and quantize its MatMuls to int8, written to `target`."""
-    sample = torch.zeros(2, 8, dtype=torch.long)
-    sample[:, 7] = model.vocab_size - 1  # an end-of-text token, where encode_text reads the feature
-    length = min(int(model.context_length), int(model.positional_embedding.shape[0]))
-    dims = {"tokens": {0: torch.export.Dim("texts", min=1, max=4096), 1: torch.export.Dim("length", max=length)}}
-    # The exporter and the quantizer log dozens of notes and warnings about their own internals (buffers it
-    # folds, a pre-processing step it suggests); the outcome is checked by its features instead.
-    logging.disable(logging.WARNING)
-    try:
-        _export_int8(model, target, sample, dims)
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def _export_int8(model: CLIP, target: Path, sample: torch.Tensor, dims: dict[str, Any]) -> None:
     # Signed int8 weights where the CPU has VNNI. Without it, ONNX Runtime's AVX2 / AVX-512 kernels add pairs
     # of u8 x s8 products into 16 bits, which saturate: cosine to fp32 fell to 0.997 on an AVX2 EPYC (0.9986
     # with 7-bit weights), 0.9989 with unsigned weights (u8 x u8 has no such shortcut). `choose_precision`
     # picks this tower only where VNNI is present; forced elsewhere, it takes the unsigned weights.
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        plain = Path(scratch) / "text.onnx"
+        export_fp32(model, plain)
+        quantized = Path(scratch) / "text-int8.onnx"
+        with _quiet():
+            quantize_dynamic(
+                plain, quantized, weight_type=QuantType.QInt8 if cpu_has_vnni() else QuantType.QUInt8, per_channel=True
+            )
+        os.replace(quantized, target)  # whole or not at all: another process may be reading the folder
+
+
+def export_fp32(model: CLIP, target: Path) -> None:
+    """The text tower as an fp32 ONNX graph, written to `target`: any number of texts, and a dynamic
+    sequence axis, so a text runs at its own length (the positional embedding and the causal mask are sliced
+    to it in the graph; `tests/engine/test_precision.py` holds it to the full context's features)."""
+    sample = torch.zeros(2, 8, dtype=torch.long)
+    sample[:, 7] = model.vocab_size - 1  # an end-of-text token, where encode_text reads the feature
+    length = min(int(model.context_length), int(model.positional_embedding.shape[0]))
+    dims = {"tokens": {0: torch.export.Dim("texts", min=1, max=4096), 1: torch.export.Dim("length", max=length)}}
+    with _quiet():
         exported = torch.onnx.export(
             _TextGraph(model).eval(), (sample,), dynamo=True, dynamic_shapes=dims, verbose=False
         )
         if exported is None:  # the exporter returns None only when asked to write the file itself
             raise RuntimeError("torch.onnx.export returned no program")
-        plain = Path(scratch) / "text.onnx"
-        exported.save(str(plain))
-        quantized = Path(scratch) / "text-int8.onnx"
-        quantize_dynamic(
-            plain, quantized, weight_type=QuantType.QInt8 if cpu_has_vnni() else QuantType.QUInt8, per_channel=True
-        )
-        os.replace(quantized, target)  # whole or not at all: another process may be reading the folder
+        exported.save(str(target))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # The exporter and the quantizer log dozens of notes and warnings about their own internals (buffers it
+    # folds, a pre-processing step it suggests); the outcome is checked by its features instead.
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 class OnnxTextTower:

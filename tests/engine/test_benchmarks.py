@@ -46,3 +46,40 @@ def test_clustered_draw_is_clustered_features_with_the_cluster_of_each_vector() 
     means = np.stack([features[labels == c].mean(0) for c in range(12)])
     nearest = ((features[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
     assert (nearest == labels).all()  # what the real-size stack colours its placeholder pictures by
+
+
+def test_the_served_stacks_figures_are_drawn_on_the_page_with_their_machine(tmp_path: Path) -> None:
+    """`bench_pipeline --json` saved beside the page (bench-pipeline.json) is rendered by every `bench-report`
+    run, `--render-only` too: a table with the machine, the in-process turn's gap, and the SVG of latency
+    against concurrency."""
+    docs = Path(__file__).parents[2] / "docs"
+    machine = {"cpu": "AMD EPYC", "cores": 2, "features": ["avx512f", "avx512_vnni", "avx2"]}
+    turn = {"arch": "RN50x4", "count": 100000, "total_p50_ms": 10.0, "text_p50_ms": 6.0, "combine_p50_ms": 2.5}
+    turn |= {"search_p50_ms": 1.2, "naive_p50_ms": 150.0}
+    rows = [
+        {
+            "concurrency": n,
+            "turns": 200,
+            "turns_per_second": rate,
+            "load_average": 2.0,
+            "e2e_ms": {"p50": p50, "p99": p50 * 1.5},
+            "compute_ms": {"p50": 11.0},
+            "queue_wait_ms": {"p50": p50 - 20},
+            "cpu_ms_per_turn": {"client": 2.0, "search": 12.0, "web": 5.0},
+            "cpu_ms_per_turn_product": 17.0,
+            "turns_per_second_allowed": 117.6,
+            "share_of_allowed": round(rate / 117.6, 3),
+            "in_process_turn": turn,
+            "machine": machine,
+        }
+        for n, rate, p50 in ((1, 45.0, 21.5), (8, 60.0, 130.0), (32, 70.0, 450.0))
+    ]
+    (tmp_path / "bench-pipeline.json").write_text(json.dumps(rows))
+    text = bench_report.write(bench_report.load(docs / "benchmarks.json"), tmp_path).read_text()
+    assert "AMD EPYC, 2 cores, avx512f, avx512_vnni, avx2" in text
+    assert "| - | 32 | 1 | 200 | 70.0 | 450.0 / 675.0 |" in text and "| 0.595 |" in text
+    assert "End to end at 1 conversation(s) is 11.5 ms over it." in text
+    svg = (tmp_path / "bench-pipeline.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "(bench-pipeline.svg)" in text
+    assert bench_report.write(bench_report.load(docs / "benchmarks.json"), tmp_path).read_text() == text
+    assert (tmp_path / "bench-pipeline.svg").read_text() == svg  # the same figures draw the same file

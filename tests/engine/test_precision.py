@@ -251,3 +251,33 @@ def test_a_worker_runs_the_int8_combiner_at_real_width_and_search_processes_neve
     search_process = Runtime()
     search_process.compile_images = False  # what a search process sets at start (workers/tasks.py)
     assert not search_process.models(str(tmp_path / "wide.pt"), "sum").encoder.precision.compile_images
+
+
+def test_a_text_run_at_its_real_length_gives_the_features_of_the_full_context(
+    wide_text_clip: CLIP, tmp_path: Path
+) -> None:
+    """CLIP's text transformer is causal and reads its feature at the end token, so the positions after it
+    change nothing: a turn's 8-12 tokens are run, not 77. Cosine 0.9999 to all 77 positions in fp32, in
+    PyTorch and through the exported ONNX graph (its sequence axis is dynamic). The int8 graph quantizes
+    each call's activations on their own range, so there the cut is as close as int8 itself (0.999)."""
+    import clip
+
+    from retrieval.models.onnx_text import OnnxTextTower, export_fp32, onnx_text_tower
+
+    full = clip.tokenize(TEXTS, context_length=77)
+    encoder = ClipEncoder(wide_text_clip, make_preprocess(32), CPU, "wide", Precision.fp32(text_cache=0))
+    assert encoder.tokenize(TEXTS).shape[1] < 20  # the longest text's tokens, not the context
+    with torch.inference_mode():
+        reference = wide_text_clip.encode_text(full).numpy()
+        assert cosine(wide_text_clip.encode_text(encoder.tokenize(TEXTS)).numpy(), reference).min() >= 0.9999
+    export_fp32(wide_text_clip, tmp_path / "fp32.onnx")
+    graph = OnnxTextTower(tmp_path / "fp32.onnx", threads=1)
+    int8 = onnx_text_tower(wide_text_clip, cache_dir=tmp_path, threads=1)
+    fidelity = 0.999 if prec.cpu_has_vnni() else 0.998
+    for text, tokens, exact in zip(TEXTS, full, reference, strict=True):  # alone, as a turn runs it
+        alone = encoder.tokenize([text])
+        assert alone.shape[1] == max(int(tokens.argmax()) + 1, 2)
+        assert cosine(graph.encode(alone), exact[None]).min() >= 0.9999
+        assert cosine(graph.encode(alone), graph.encode(tokens[None])).min() >= 0.9999
+        assert cosine(int8.encode(alone), exact[None]).min() >= fidelity
+        assert cosine(int8.encode(alone), int8.encode(tokens[None])).min() >= fidelity

@@ -48,3 +48,4 @@ def test_bench_pipeline_starts_the_product_per_worker_count_and_compares_through
     assert "errors" not in text, text
     assert "CPU, % of a core: " in text and " search " in text and " web " in text, text  # what limits the rate
     assert "waiting for a core, ms a turn: " in text, text
+    assert "CPU ms a turn: " in text and " cores allow " in text, text  # the rate against what the cores allow

@@ -11,6 +11,13 @@ visitor limits), then for example:
 Or let it start the product itself, once per search-worker count and alternating for `--rounds` rounds, to
 compare throughput side by side (the machine's load drifts between runs; alternating spreads it evenly):
     python manage.py bench_pipeline --serve-search-workers 1 2 --rounds 2 --turns 160 --concurrency 16
+
+Each level's CPU by kind of process (web, search, redis, ..., and the load client) is counted where the
+command knows the `serve` process (it started it, or `--serve-pid`): per turn, summed, and as the rate the
+cores allow at that cost (`cirweb.processes.core_budget`). `--beside-turn RN50x4:100000` times the in-process
+turn (`bench-turn`) after the levels, in the same run, for the gap between the two:
+    python manage.py bench_pipeline --serve-search-workers 1 --collection real --fresh-texts \
+        --concurrency 1 8 32 --beside-turn RN50x4:100000
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 from django.core.management.base import CommandError
 
 from cirweb.processes.commandline import DocumentedCommand
+from cirweb.processes.core_budget import beside_text, in_process_turn, machine_class
 from cirweb.processes.load_client import Client, level_run, row_text, served, throughput_text
 
 
@@ -52,12 +60,27 @@ class Command(DocumentedCommand):
             help="new words every turn (the worker's text cache never answers: each turn runs the text tower, as "
             "bench-turn measures it); by default six requests recur",
         )
+        parser.add_argument(
+            "--serve-pid",
+            type=int,
+            default=None,
+            help="with --url: the process id of its `manage.py serve`, to count the CPU of each kind of process",
+        )
+        parser.add_argument(
+            "--beside-turn",
+            default=None,
+            metavar="ARCH:COUNT",
+            help="also time the in-process turn (`python -m retrieval bench-turn --arch ARCH --count COUNT`) "
+            "in the same run, after the levels, e.g. RN50x4:100000 for the real-size stack",
+        )
+        parser.add_argument("--beside-turns", type=int, default=100, help="turns of that in-process run")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     def handle(self, *args: Any, **options: Any) -> None:
         counts = options["serve_search_workers"]
+        beside = self.beside_parse(options["beside_turn"])
         if not counts:
-            report = self.levels(options["url"].rstrip("/"), options)
+            report = self.levels(options["url"].rstrip("/"), options, options["serve_pid"])
         else:
             report = []
             for round_ in range(options["rounds"]):
@@ -68,8 +91,23 @@ class Command(DocumentedCommand):
                         report += [row | {"search_workers": n} for row in self.levels(base, options, serve_pid)]
             if not options["json"]:
                 self.stdout.write(throughput_text(report, counts))
+        if beside is not None:
+            turn = in_process_turn(*beside, options["beside_turns"])
+            report = [row | {"in_process_turn": turn} for row in report]
+            if not options["json"]:
+                self.stdout.write(beside_text(turn, report))
         if options["json"]:
-            self.stdout.write(json.dumps(report))
+            machine = machine_class()  # each figure with the machine it was measured on
+            self.stdout.write(json.dumps([row | {"machine": machine} for row in report]))
+
+    @staticmethod
+    def beside_parse(value: str | None) -> tuple[str, int] | None:
+        if value is None:
+            return None
+        arch, _, count = value.rpartition(":")
+        if not arch or not count.isdigit():
+            raise CommandError(f"--beside-turn wants ARCH:COUNT, e.g. RN50x4:100000, not {value!r}")
+        return arch, int(count)
 
     def levels(self, base: str, options: dict[str, Any], serve_pid: int | None = None) -> list[dict[str, Any]]:
         ws_base = base.replace("http", "ws", 1)
