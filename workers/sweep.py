@@ -15,20 +15,48 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 
 from cirweb.catalog.jobs import reindex_job_sweep
 from cirweb.catalog.retention import data_prune
 from cirweb.conversations.states import turn_sweep
 from cirweb.transport.database_away import database_trouble
+from cirweb.transport.queueing import broker_identity
 
 log = logging.getLogger(__name__)
 
 
-def sweep_once() -> str:
-    turns, jobs = turn_sweep(), reindex_job_sweep()
+class BrokerWatch:
+    """Notices that the broker came back as a new server (its identity changed): the queued turns' messages
+    are gone with the old one, so the next sweep sends them again at once, not CIR_TURN_RESEND_AFTER later.
+    The restart stays pending until a sweep has acted on it (a database blink must not forget it)."""
+
+    def __init__(self) -> None:
+        self.identity: str | None = None
+        self.restarted: datetime | None = None
+
+    def look(self) -> datetime | None:
+        identity = broker_identity()
+        if identity is not None:
+            if self.identity is not None and identity != self.identity:
+                self.restarted = timezone.now()
+                log.warning("the broker restarted (a new Redis server): queued turns are sent again now")
+            self.identity = identity
+        return self.restarted
+
+    def acted(self) -> None:
+        self.restarted = None
+
+
+def sweep_once(watch: BrokerWatch | None = None) -> str:
+    turns = turn_sweep(broker_restarted=watch.look() if watch else None)
+    if watch:
+        watch.acted()
+    jobs = reindex_job_sweep()
     parts = [
         f"{n} {what}"
         for n, what in (
@@ -57,11 +85,12 @@ def sweep_forever(stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     log.info("sweeping every %.1f s, pruning every %d s", settings.CIR_SWEEP_EVERY, settings.CIR_PRUNE_EVERY)
     pruner: threading.Thread | None = None
+    watch = BrokerWatch()
     next_prune = time.monotonic() + min(60, settings.CIR_PRUNE_EVERY)  # a restart loop must not prune in a loop
     while not stop.wait(settings.CIR_SWEEP_EVERY):
         try:
             close_old_connections()
-            done = sweep_once()
+            done = sweep_once(watch)
             if done:
                 log.info("sweep: %s", done)
         except Exception as exc:  # a database or Redis blink: the next sweep tries again

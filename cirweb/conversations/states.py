@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -210,10 +210,12 @@ class SweepReport:
     expired: int = 0
 
 
-def turn_sweep() -> SweepReport:
+def turn_sweep(*, broker_restarted: datetime | None = None) -> SweepReport:
     """The one owner of turn expiry. Sends again the task of a queued turn nobody took (its message was lost
     with a Redis restart, or never sent), puts back in the queue a running turn whose worker died, and fails
-    with a sentence every turn that waited longer than CIR_TURN_EXPIRES."""
+    with a sentence every turn that waited longer than CIR_TURN_EXPIRES. `broker_restarted`: when the sweep saw
+    the broker come back as a new server; every turn sent before it is sent again now rather than after
+    CIR_TURN_RESEND_AFTER (a message that survived makes the second a no-op: the claim is conditional)."""
     now = timezone.now()
     report = SweepReport()
     expired = Turn.objects.filter(
@@ -243,6 +245,8 @@ def turn_sweep() -> SweepReport:
     now = timezone.now()
     never_sent = Q(sent_at__isnull=True, queued_at__lt=now - timedelta(seconds=2))  # on_commit had its chance
     lost = Q(sent_at__lt=now - timedelta(seconds=settings.CIR_TURN_RESEND_AFTER))
+    if broker_restarted is not None:
+        lost |= Q(sent_at__lt=broker_restarted)
     for pk in Turn.objects.filter(never_sent | lost, status=Turn.Status.QUEUED).values_list("pk", flat=True):
         turn_send(turn_id=pk)
         report.resent += 1

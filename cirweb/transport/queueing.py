@@ -3,7 +3,10 @@ which would load the engine into the web process)."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
+
+import redis
 
 from cirweb.celery_app import INDEX_QUEUE, SEARCH_QUEUE, app
 
@@ -49,3 +52,21 @@ def ping_search_worker(timeout: float = 2.0) -> bool:
         return False
     finally:
         result.forget()
+
+
+@cache
+def _broker_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def broker_identity() -> str | None:
+    """The running broker's identity: a Redis server's `run_id`, new each time the server starts. None when the
+    broker is not Redis or does not answer. A new identity means the messages it held are gone (Redis without
+    persistence), so the sweep sends queued turns again at once (cirweb/conversations/states.py)."""
+    url = str(app.conf.broker_url or "")
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    try:
+        return str(_broker_client(url).info("server")["run_id"])
+    except (redis.RedisError, OSError, KeyError):
+        return None

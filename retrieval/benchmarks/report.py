@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from retrieval.benchmarks.served import pipeline_plot, pipeline_rows, served_section
+from retrieval.benchmarks.soak_page import soak_section
 from retrieval.benchmarks.throughput import bench_encode, bench_extract, bench_index
 from retrieval.benchmarks.turn_cost import bench_turn
 from retrieval.models.precision import compute_threads_set, cpu_flags
@@ -144,7 +145,8 @@ def run(preset_name: str) -> Report:
 
 
 def write(report: Report, out: Path) -> Path:
-    """benchmarks.json, the three plots and benchmarks.md under `out`; returns the page's path."""
+    """benchmarks.json, the three plots and benchmarks.md under `out` (with the soak's section when `out` holds
+    the soak.json of `manage.py bench_soak`); returns the page's path."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.json").write_text(json.dumps(asdict(report), indent=1))
     _plots(report, out)
@@ -152,7 +154,7 @@ def write(report: Report, out: Path) -> Path:
     if served:
         pipeline_plot(served, out)
     page = out / "benchmarks.md"
-    page.write_text(render(report, served))
+    page.write_text(render(report, served) + "\n".join(soak_section(out / "soak.json")))
     return page
 
 

@@ -95,10 +95,10 @@ def record(fault: str, **figures: Any) -> None:
     print(f"\nFAULT {fault}: {figures}")
 
 
-def stack_up(root: Path, world: Path, database_url: str = "") -> FaultStack:
+def stack_up(root: Path, world: Path, database_url: str = "", settings: dict[str, str] | None = None) -> FaultStack:
     """A whole stack under `root` (its data, logs and Redis) on the database `database_url` (default: a SQLite
-    file under `root`), migrated, with the collection SLUG indexed and every process started; the caller
-    stops them (`stack_down`)."""
+    file under `root`), migrated, with the collection SLUG indexed and every process started, its environment
+    with `settings` on top; the caller stops them (`stack_down`)."""
     data, logs = root / "data", root / "logs"
     data.mkdir()
     logs.mkdir()
@@ -116,6 +116,7 @@ def stack_up(root: Path, world: Path, database_url: str = "") -> FaultStack:
         "CIR_TURNS_IN_FLIGHT": "20",  # these tests queue several turns of one visitor on purpose
         "PYTHONUNBUFFERED": "1",
         "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
+        **(settings or {}),
     }
     stack = FaultStack(
         f"http://127.0.0.1:{web_port}", f"ws://127.0.0.1:{web_port}", env, root=root, db_path=root / "db.sqlite3"

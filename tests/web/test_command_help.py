@@ -12,7 +12,16 @@ from django.core.management import get_commands, load_command_class
 from retrieval.arguments import build_parser
 from retrieval.cli import COMMANDS
 
-PROJECT_COMMANDS = {"serve", "reindex", "bootstrap_demo", "bench_pipeline", "bench_turn_path", "sweep", "prune"}
+PROJECT_COMMANDS = {
+    "serve",
+    "reindex",
+    "bootstrap_demo",
+    "bench_pipeline",
+    "bench_soak",
+    "bench_turn_path",
+    "sweep",
+    "prune",
+}
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -110,7 +110,8 @@ def test_the_cli_the_commands_and_the_entry_points_keep_their_names() -> None:
     evaluate = sub.choices["evaluate"]  # type: ignore[index]
     flags = {s for a in evaluate._actions for s in a.option_strings}
     assert {"--dataset", "--root", "--split", "--clip", "--combiner", "--mode", "--json", "--open-requests"} <= flags
-    assert {"reindex", "bootstrap_demo", "serve", "sweep", "prune", "bench_pipeline"} <= set(get_commands())
+    managed = set(get_commands())
+    assert {"reindex", "bootstrap_demo", "serve", "sweep", "prune", "bench_pipeline", "bench_soak"} <= managed
     assert importlib.import_module("workers.app").app.main  # `celery -A workers.app worker`
     hub = importlib.import_module("hubconf")
     assert callable(hub.clip) and callable(hub.combiner)

@@ -234,3 +234,19 @@ def test_the_encoder_identity_comes_from_the_bytes(tmp_path: Any) -> None:
     later = time.time() + 5  # a new mtime even where the clock's resolution is coarse
     os.utime(checkpoint, (later, later))
     assert encoder_identity(str(checkpoint), 32) != first
+
+
+def test_a_broker_restart_sends_the_queued_turns_again_at_once(turn: Turn, monkeypatch: Any) -> None:
+    """Redis restarted without persistence loses the queued turns' messages: once the sweep sees a new server it
+    sends every turn sent before it again now, not CIR_TURN_RESEND_AFTER (10 s) after it was sent."""
+    from workers import sweep
+
+    sent: list[int] = []
+    monkeypatch.setattr(queueing, "enqueue_search_turn", lambda turn_id, priority=0: sent.append(turn_id))
+    servers = iter(["run-a", "run-a", None, "run-b", "run-b"])  # None: the broker not answering
+    monkeypatch.setattr(sweep, "broker_identity", lambda: next(servers))
+    Turn.objects.filter(pk=turn.pk).update(sent_at=timezone.now() - timedelta(seconds=3))  # not "lost" yet
+    watch = sweep.BrokerWatch()
+    assert [sweep.sweep_once(watch) for _ in range(3)] == ["", "", ""] and sent == []
+    assert sweep.sweep_once(watch) == "1 turn tasks sent again" and sent == [turn.pk]
+    assert sweep.sweep_once(watch) == "" and sent == [turn.pk]  # once: the resend stamped it
