@@ -176,7 +176,7 @@ def train_judge(
     )  # fmt: skip
     return {
         "settings": asdict(s),
-        "best_good@1": best,
+        "best_score": best,  # validate()["score"]; runs before words alone recorded it as best_good@1
         "history": history,
         "minutes": round((time.monotonic() - started) / 60, 1),
         "started_from": started_from,

@@ -19,6 +19,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import assert_accessible, snap
 from tests.browser.test_chat import pick_start, refine_from, send, start
+from tests.browser.test_chat_rules import reject_the_first_result
 from tests.live import LiveServices, ShapesCollection, wait_job
 
 pytestmark = pytest.mark.browser
@@ -279,17 +280,7 @@ def test_rename_and_delete_are_confirmed_in_the_page(page: Any, shapes: ShapesCo
 
 
 def test_not_this_has_an_undo_the_server_keeps(page: Any, shapes: ShapesCollection) -> None:
-    start(page, shapes)
-    page.locator("#settings-toggle").click()
-    page.get_by_label("Words only").check()
-    page.get_by_label("Remember the conversation").uncheck()  # the same words then give the same results
-    page.keyboard.press("Escape")
-    send(page, "a big red circle")
-    first = page.locator("article.turn").first.locator("figure.card").first
-    image = first.get_attribute("data-image")
-    first.hover()
-    first.locator("button.reject").click()
-    expect(first).to_have_class(re.compile(r"\brejected\b"))
+    first, image = reject_the_first_result(page, shapes)
     expect(first.locator("button.reject")).to_have_text("Undo")  # shown while it is rejected
     snap(page, "chat-not-this")
     first.locator("button.reject").click()  # Undo

@@ -15,12 +15,15 @@ from tests.live import ShapesCollection
 pytestmark = pytest.mark.browser
 
 
-def test_a_rejected_picture_never_comes_back(page: Any, shapes: ShapesCollection) -> None:
+def reject_the_first_result(page: Any, shapes: ShapesCollection) -> tuple[Any, str]:
+    """A words-only turn without memory (the same words then give the same results) and without hiding what
+    was shown (so only a rejection can hide a picture), and "Not this" on its first result: that card and its
+    picture's id."""
     start(page, shapes)
     page.locator("#settings-toggle").click()
     page.get_by_label("Words only").check()
-    page.get_by_label("Remember the conversation").uncheck()  # the same words then give the same results
-    page.get_by_label(re.compile("Hide results already shown")).uncheck()  # so only the rejection can hide it
+    page.get_by_label("Remember the conversation").uncheck()
+    page.get_by_label(re.compile("Hide results already shown")).uncheck()
     page.keyboard.press("Escape")
     send(page, "a big red circle")
     first = page.locator("article.turn").first.locator("figure.card").first
@@ -28,6 +31,11 @@ def test_a_rejected_picture_never_comes_back(page: Any, shapes: ShapesCollection
     first.hover()
     first.locator("button.reject").click()
     expect(first).to_have_class(re.compile(r"\brejected\b"))
+    return first, image
+
+
+def test_a_rejected_picture_never_comes_back(page: Any, shapes: ShapesCollection) -> None:
+    _, image = reject_the_first_result(page, shapes)
     send(page, "a big red circle")
     again = page.locator("article.turn").nth(1).locator("figure.card")
     expect(again).to_have_count(24)
