@@ -75,6 +75,7 @@ class JudgeStage:
             return np.zeros(0, np.float32)
         return self.rerank_many([text], reference[None], candidates[None], first[None])[0]
 
+    @torch.inference_mode()
     def rerank_many(
         self,
         texts: list[str],
@@ -83,25 +84,14 @@ class JudgeStage:
         first: NDArray[np.float32],
     ) -> NDArray[np.float32]:
         """`rerank` for a batch: texts [b], references [b, cells, dim], candidates [b, k, cells, dim], first
-        [b, k]; returns scores [b, k]."""
-        return fused(self.judge_scores(texts, references, candidates, first), np.asarray(first, np.float32))
-
-    @torch.inference_mode()
-    def judge_scores(
-        self,
-        texts: list[str],
-        references: NDArray[np.float32],
-        candidates: NDArray[np.float32],
-        first: NDArray[np.float32],
-    ) -> NDArray[np.float32]:
-        """The judge's own scores [b, k], before the fusion with the first stage's order."""
+        [b, k]; returns the served scores [b, k]."""
         with self._lock:  # the text tower is shared with the encoder's other callers
             words, real = text_tokens(self.encoder.model, self.encoder.tokenize(texts).to(self.encoder.device))
         request = self.judge.encode_request(words.cpu(), real.cpu(), torch.from_numpy(np.asarray(references)))
         scores = self.judge.score(
             request, torch.from_numpy(np.asarray(candidates, np.float32)), torch.from_numpy(np.asarray(first))
         )
-        return scores.numpy().astype(np.float32)
+        return fused(scores.numpy(), np.asarray(first, np.float32))
 
 
 def judge_for(path: str | Path, encoder: ClipEncoder, clip_file: str | Path) -> JudgeStage | None:
