@@ -58,9 +58,13 @@ def _load_models_once(**_: Any) -> None:
     name="workers.tasks.search_turn",
     ignore_result=True,  # the turn row is the outcome (cirweb/transport/queueing.py)
     autoretry_for=TRANSIENT,
+    # 0.5, 1, 2, 4, 5, 5 s: about 17 s in all, so a turn outlives a database restart. With Celery's jitter
+    # (a random wait up to each step) three retries could all fall inside a 3-second restart, the task died and
+    # its turn expired a minute later (the chaos test under load caught it)
     retry_backoff=0.5,
     retry_backoff_max=5,
-    max_retries=3,
+    retry_jitter=False,
+    max_retries=6,
     soft_time_limit=settings.CIR_SEARCH_TIME_LIMIT,
     time_limit=settings.CIR_SEARCH_TIME_LIMIT + 15,
 )
