@@ -181,6 +181,9 @@ def _world_args(sub: Any) -> None:
     p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this long (validating first)")
     p.add_argument("--lr-text", type=float, default=3e-5, help="learning rate of the text tower")
+    p.add_argument(
+        "--unknown", type=float, default=0.5, help="share of training texts with unknown words for the template's own"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
     p = _add(
@@ -197,6 +200,9 @@ def _world_args(sub: Any) -> None:
     p.add_argument("--start", default=None, help="a judge checkpoint to go on from (a run cut by its time budget)")
     p.add_argument(
         "--descriptions", type=int, default=16, help="lists of words alone per step, beside the edits (0: none)"
+    )
+    p.add_argument(
+        "--unknown", type=float, default=0.5, help="share of training texts with unknown words for the template's own"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
 

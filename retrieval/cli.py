@@ -152,7 +152,7 @@ def _train_open(args: argparse.Namespace) -> int:
     from retrieval.training.open_train import OpenSettings
     from retrieval.training.recipe import train_open_stage
 
-    settings = OpenSettings(steps=args.steps, max_minutes=args.max_minutes, lr_text=args.lr_text)
+    settings = OpenSettings(steps=args.steps, max_minutes=args.max_minutes, lr_text=args.lr_text, unknown=args.unknown)
     manifest = train_open_stage(Path(args.root), Path(args.models), settings=settings, seed=args.seed)
     print(json.dumps(manifest["stage3"]))
     return 0
@@ -163,7 +163,9 @@ def _train_judge(args: argparse.Namespace) -> int:
     from retrieval.training.judge_train import JudgeSettings
     from retrieval.training.recipe import train_judge_stage
 
-    settings = JudgeSettings(steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, descriptions=args.descriptions)
+    settings = JudgeSettings(
+        steps=args.steps, max_minutes=args.max_minutes, lr=args.lr, descriptions=args.descriptions, unknown=args.unknown
+    )
     start = Path(args.start) if args.start else None
     manifest = train_judge_stage(Path(args.root), Path(args.models), settings=settings, seed=args.seed, start=start)
     print(json.dumps({k: v for k, v in manifest["stage4"].items() if k != "history"}))

@@ -11,12 +11,16 @@ one of two disjoint template sets:
 - "held-out": what the open-request measurement (`retrieval.evaluation.open_requests`) and the simulated person speak;
   no template, frame or joiner of it is used in training (a test checks that none can come out of `TRAIN`).
 
-Typos are a noise process, not a wording: both parts make them at the same rate.
+Typos are a noise process, not a wording: both parts make them at the same rate. So are unknown words
+(`Unknown`): training may put words the world never uses in place of a template's own, so that a model
+reads an edit from what it names (a colour, a place, an object) when the verb is one it never met.
 """
 
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -108,6 +112,40 @@ FRAME_RATE = 0.35  # share of requests wrapped in a polite frame
 TYPO_RATE = 0.1  # share of requests with one typo
 
 
+@dataclass(frozen=True)
+class Unknown:
+    """Words the world never uses (`world_words` holds every word it does), put in place of a template's
+    own words: in a `share` of requests, each of the template's, frame's and joiner's words becomes one of
+    `words` with probability `rate`; the slots (the objects, colours, sizes and places) are kept."""
+
+    words: tuple[str, ...]
+    share: float = 0.5
+    rate: float = 0.5
+
+    def blur(self, template: str, rng: random.Random) -> str:
+        def swap(m: re.Match[str]) -> str:
+            word = m.group(0)
+            if word.startswith("{") or rng.random() >= self.rate:
+                return word
+            return rng.choice(self.words)
+
+        return _WORD_OR_SLOT.sub(swap, template)
+
+
+_WORD_OR_SLOT = re.compile(r"\{[a-z]+\}|[A-Za-z']+")
+
+
+def grammar_words() -> frozenset[str]:
+    """Every word of both parts' templates, frames and joiners and of the slots' fixed vocabulary (sizes,
+    places), lower case."""
+    texts: list[str] = [w for words in SIZE_WORDS.values() for w in words] + list(CELL_NAMES.values())
+    texts += ["bigger larger smaller enlarge grow shrink reduce"]
+    for part in PARTS:
+        texts += [t for kind in TEMPLATES[part].values() for t in kind]
+        texts += _FRAMES[part] + _JOINERS[part] + _DESCRIPTION_FRAMES[part]
+    return frozenset(w.lower() for t in texts for w in _WORD_OR_SLOT.findall(t) if not w.startswith("{"))
+
+
 def _slots(edit: Edit, scene: Scene, rng: random.Random) -> dict[str, str]:
     b, a = edit.before, edit.after
     words: dict[str, str] = {}
@@ -150,26 +188,36 @@ def typo(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def _dress(text: str, part: Part, rng: random.Random) -> str:
+def _dress(text: str, part: Part, rng: random.Random, unknown: Unknown | None = None) -> str:
     if rng.random() < FRAME_RATE:
-        text = rng.choice(_FRAMES[part]).format(r=text)
+        frame = rng.choice(_FRAMES[part])
+        text = (unknown.blur(frame, rng) if unknown else frame).format(r=text)
     if rng.random() < TYPO_RATE:
         text = typo(text, rng)
     return text
 
 
-def word_edit(edit: Edit, scene: Scene, part: Part, rng: random.Random) -> str:
-    """One edit of `scene` as a person would type it, in a template of `part` (without frame or typo)."""
-    return rng.choice(TEMPLATES[part][edit.kind]).format(**_slots(edit, scene, rng))
+def word_edit(edit: Edit, scene: Scene, part: Part, rng: random.Random, unknown: Unknown | None = None) -> str:
+    """One edit of `scene` as a person would type it, in a template of `part` (without frame or typo); with
+    `unknown`, the template's own words blurred (`Unknown.blur`)."""
+    template = rng.choice(TEMPLATES[part][edit.kind])
+    if unknown:
+        template = unknown.blur(template, rng)
+    return template.format(**_slots(edit, scene, rng))
 
 
-def word_request(edits: list[Edit] | tuple[Edit, ...], scene: Scene, part: Part, rng: random.Random) -> str:
-    """One request for all of `edits` (applied in order to `scene`), framed and with typos as people type."""
+def word_request(
+    edits: Sequence[Edit], scene: Scene, part: Part, rng: random.Random, unknown: Unknown | None = None
+) -> str:
+    """One request for all of `edits` (applied in order to `scene`), framed and with typos as people type;
+    with `unknown`, a share of requests have words the world never uses in place of the templates' own."""
+    blurred = unknown if unknown and rng.random() < unknown.share else None
     parts = []
     for edit in edits:
-        parts.append(word_edit(edit, scene, part, rng))
+        parts.append(word_edit(edit, scene, part, rng, blurred))
         scene = edit.apply(scene)
-    return _dress(rng.choice(_JOINERS[part]).join(parts), part, rng)
+    joiner = rng.choice(_JOINERS[part])
+    return _dress((blurred.blur(joiner, rng) if blurred else joiner).join(parts), part, rng, blurred)
 
 
 @dataclass(frozen=True)
@@ -207,8 +255,9 @@ def wanted_from(scene: Scene, rng: random.Random, most: int = 3) -> tuple[Wanted
     return tuple(out)
 
 
-def word_description(wanted: tuple[Wanted, ...], part: Part, rng: random.Random) -> str:
-    """'a big green triangle at the top and a red star', framed as a request of `part`."""
+def word_description(wanted: tuple[Wanted, ...], part: Part, rng: random.Random, unknown: Unknown | None = None) -> str:
+    """'a big green triangle at the top and a red star', framed as a request of `part` (with `unknown`, a
+    share of frames blurred)."""
     phrases = []
     for w in wanted:
         size = rng.choice(SIZE_WORDS[w.size]) if w.size else None
@@ -216,5 +265,8 @@ def word_description(wanted: tuple[Wanted, ...], part: Part, rng: random.Random)
         article = "an" if noun[0] in "aeiou" else "a"
         phrases.append(f"{article} {noun}" + (f" {where(w.cell, rng)}" if w.cell else ""))
     joined = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-    text = rng.choice(_DESCRIPTION_FRAMES[part]).format(d=joined)
+    frame = rng.choice(_DESCRIPTION_FRAMES[part])
+    if unknown and rng.random() < unknown.share:
+        frame = unknown.blur(frame, rng)
+    text = frame.format(d=joined)
     return typo(text, rng) if rng.random() < TYPO_RATE else text

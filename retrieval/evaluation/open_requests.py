@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from retrieval.datasets.base import SplitData, Triplet
 from retrieval.datasets.shapes import Scene, scene_diff
 from retrieval.datasets.shapes_requests import REQUEST_KINDS, Request, SceneTable, random_request
-from retrieval.datasets.shapes_speech import Part, Wanted, wanted_from, word_description, word_request
+from retrieval.datasets.shapes_speech import Part, Unknown, Wanted, wanted_from, word_description, word_request
 from retrieval.evaluation.intervals import mean_interval, wilson
 from retrieval.evaluation.judged import judged_ranked
 from retrieval.evaluation.recall import Gallery, query_features, ranked, recall_at, target_ranks
@@ -78,15 +78,21 @@ def average_precision(relevant: NDArray[np.bool_], top: NDArray[np.int64], total
 
 
 def draw_open_queries(
-    scenes: dict[str, Scene], names: Sequence[str], count: int, seed: int, part: Part = "held-out"
+    scenes: dict[str, Scene],
+    names: Sequence[str],
+    count: int,
+    seed: int,
+    part: Part = "held-out",
+    unknown: Unknown | None = None,
 ) -> list[OpenQuery]:
-    """`count` requests of random references among `names`, kinds drawn uniformly, worded in `part`."""
+    """`count` requests of random references among `names`, kinds drawn uniformly, worded in `part` (with
+    `unknown`'s words in place of the templates' own in its share of them)."""
     rng = random.Random(f"open-requests-{seed}")
     out = []
     for _ in range(count):
         name = rng.choice(names)
         request = random_request(scenes[name], rng)
-        out.append(OpenQuery(name, request, word_request(request.edits, request.reference, part, rng)))
+        out.append(OpenQuery(name, request, word_request(request.edits, request.reference, part, rng, unknown)))
     return out
 
 
@@ -227,10 +233,12 @@ def closed_wording(
     seed: int,
     part: Part = "held-out",
     judge: tuple[JudgeStage, NDArray[np.float16]] | None = None,
+    unknown: Unknown | None = None,
 ) -> dict[str, Any]:
     """Recall@1/10 of the Combiner on the split's benchmark queries, worded as annotated (the first training
     templates) and re-worded in `part` of the grammar: words the model never saw should cost little. With
-    `judge` (the stage and the gallery's regions), the Combiner's pool is ordered by it."""
+    `judge` (the stage and the gallery's regions), the Combiner's pool is ordered by it; with `unknown`, the
+    re-wording has its words in place of the templates' own in its share of queries."""
     rng = random.Random(f"closed-held-out-{seed}")
     triplets = [
         t
@@ -240,7 +248,7 @@ def closed_wording(
     reworded = []
     for t in triplets:
         edits = scene_diff(scenes[t.reference], scenes[t.target])  # type: ignore[index]
-        words = word_request(edits, scenes[t.reference], part, rng)
+        words = word_request(edits, scenes[t.reference], part, rng, unknown)
         reworded.append(Triplet(t.pairid, t.reference, words, t.target, t.group))
     out: dict[str, Any] = {}
     for name, chosen in (("training", triplets), (part, reworded)):

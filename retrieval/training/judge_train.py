@@ -15,8 +15,12 @@ and grades each candidate from the scene graphs (`Judgement.grade`). The losses:
   object vocabulary, through which it compares a candidate with the reference;
 - the object the request wants in each cell: the edited scene's, read from the words and the reference.
 
-Selection: good@1 of the judged ranking on the world's val split, in training wording (held-out words and
-other worlds are for measurement only). The best step's weights are kept; the starting point is the
+Training texts may have words the world never uses in place of the templates' own (`--unknown`, a share of
+them; `retrieval.training.unknown_words`), so the judge reads an edit from what it names when the verb is new.
+
+Selection (`validate`): the judged ranking's good@1 on the world's val split in training wording, the same
+with unknown words from validation's half of the pool, and words alone's good@10 (held-out words and other
+worlds are for measurement only). The best step's weights are kept; the starting point is the
 Combiner's own order (the judge's score starts as its cosine).
 """
 
@@ -36,7 +40,7 @@ from numpy.typing import NDArray
 from retrieval.datasets.base import SplitData
 from retrieval.datasets.shapes import Scene, make_scene, render
 from retrieval.datasets.shapes_requests import TRIPLES, Request, SceneTable, random_request
-from retrieval.datasets.shapes_speech import Part, wanted_from, word_description, word_request
+from retrieval.datasets.shapes_speech import Part, Unknown, wanted_from, word_description, word_request
 from retrieval.datasets.shapes_world import load_scenes
 from retrieval.evaluation.open_requests import average_precision
 from retrieval.evaluation.recall import encode_gallery
@@ -48,6 +52,7 @@ from retrieval.models.combiner_model import Combiner, load_combiner
 from retrieval.models.judge import Judge, JudgeConfig, image_regions, load_judge, save_judge, text_tokens
 from retrieval.models.provenance import sha256
 from retrieval.training.common import Steps, log, optimizer_step, seed_everything, train_steps
+from retrieval.training.unknown_words import unknown
 
 OBJECTS = 1 + TRIPLES  # the judge's object vocabulary: an empty cell, or one (shape, colour, size)
 
@@ -66,6 +71,7 @@ class JudgeSettings:
     max_minutes: float | None = None
     width: int = 128
     descriptions: int = 16  # per step, lists for words alone (said of the empty picture) beside the edits
+    unknown: float = 0.5  # share of training texts with unknown words in place of the templates' own
 
 
 @dataclass
@@ -101,12 +107,19 @@ class Requests:
     """Drawn requests with what the frozen first stage makes of them."""
 
     def __init__(
-        self, encoder: ClipEncoder, combiner: Combiner, split: Split, count: int, part: Part, rng: random.Random
+        self,
+        encoder: ClipEncoder,
+        combiner: Combiner,
+        split: Split,
+        count: int,
+        part: Part,
+        rng: random.Random,
+        blur: Unknown | None = None,
     ) -> None:
         pool = split.usable
         self.refs = [rng.choice(pool) for _ in range(count)]
         self.requests: list[Request] = [random_request(split.scenes[r], rng) for r in self.refs]
-        self.texts = [word_request(q.edits, q.reference, part, rng) for q in self.requests]
+        self.texts = [word_request(q.edits, q.reference, part, rng, blur) for q in self.requests]
         with torch.no_grad():
             tokens = encoder.tokenize(self.texts)
             self.words, self.real = text_tokens(encoder.model, tokens)
@@ -120,10 +133,18 @@ class Descriptions:
     """Drawn descriptions of one to three objects (words alone), with the text ranking's cosine: the first
     stage of a turn without a reference."""
 
-    def __init__(self, encoder: ClipEncoder, split: Split, count: int, part: Part, rng: random.Random) -> None:
+    def __init__(
+        self,
+        encoder: ClipEncoder,
+        split: Split,
+        count: int,
+        part: Part,
+        rng: random.Random,
+        blur: Unknown | None = None,
+    ) -> None:
         scenes = [split.scenes[rng.choice(split.usable)] for _ in range(count)]
         self.wanted = [wanted_from(scene, rng) for scene in scenes]
-        self.texts = [word_description(w, part, rng) for w in self.wanted]
+        self.texts = [word_description(w, part, rng, blur) for w in self.wanted]
         self.relevant = [split.table.described(w) for w in self.wanted]
         with torch.no_grad():
             tokens = encoder.tokenize(self.texts)
@@ -214,7 +235,7 @@ def _step_loss(
     judge: Judge, encoder: ClipEncoder, combiner: Combiner, tr: Split, codes: torch.Tensor, s: JudgeSettings,
     rng: random.Random, blank: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, str]:  # fmt: skip
-    drawn = Requests(encoder, combiner, tr, s.batch, "train", rng)
+    drawn = Requests(encoder, combiner, tr, s.batch, "train", rng, unknown("train", s.unknown))
     rows, grades, goods = [], [], []
     wanted = torch.from_numpy(SceneTable([q.target for q in drawn.requests]).codes.astype(np.int64))
     for j, request in enumerate(drawn.requests):
@@ -252,7 +273,7 @@ def _words_loss(
 ) -> tuple[torch.Tensor, str]:  # fmt: skip
     """Lists for words alone: the text ranking's pool, said of the empty picture; a picture holding what was
     described is an answer (no cell is asked for, so no loss on the objects wanted per cell)."""
-    drawn = Descriptions(encoder, tr, s.descriptions, "train", rng)
+    drawn = Descriptions(encoder, tr, s.descriptions, "train", rng, unknown("train", s.unknown))
     rows = [
         _candidates(drawn.cosine[j], relevant.astype(np.float32), -1, s, rng)
         for j, relevant in enumerate(drawn.relevant)
@@ -291,11 +312,31 @@ def validate(
     blank: torch.Tensor | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """satisfied@1, good@1, good@5 and mAP@10 of the Combiner alone and judged, on drawn val requests in
-    training wording; `ceiling`: the share whose pool holds a good picture. With `blank` and description
-    lists in training, `words`: good@1 and good@10 of words alone, the text ranking and as served, and
-    `score`, what selection keeps (the mean of the edits' judged good@1 and words alone's good@10)."""
+    training wording; `ceiling`: the share whose pool holds a good picture; `unknown`: the judged figures of
+    the same draw with words the model never met in place of the templates' own (validation's half of the
+    pool, never trained on). With `blank` and description lists in training, `words`: good@1 and good@10 of
+    words alone, the text ranking and as served. `score`, what selection keeps: the mean of the edits'
+    judged good@1, the same with unknown words (when training blurs words) and words alone's good@10."""
     judge.eval()
     drawn = Requests(encoder, combiner, va, s.validate_requests, "train", random.Random(f"judge-val-{seed}"))
+    result, ceiling = _validate_edits(judge, va, s, drawn)
+    result["ceiling"] = ceiling
+    scores = [result["judged"]["good@1"]]
+    if s.unknown:
+        blurred = Requests(
+            encoder, combiner, va, s.validate_requests, "train", random.Random(f"judge-val-{seed}"), unknown("val", 1.0)
+        )
+        result["unknown"] = _validate_edits(judge, va, s, blurred)[0]["judged"]
+        scores.append(result["unknown"]["good@1"])
+    if s.descriptions and blank is not None:
+        result["words"] = _validate_words(judge, encoder, va, s, seed, blank)
+        scores.append(result["words"]["served"]["good@10"])
+    result["score"] = round(sum(scores) / len(scores), 4)
+    return result
+
+
+def _validate_edits(judge: Judge, va: Split, s: JudgeSettings, drawn: Requests) -> tuple[dict[str, Any], float]:
+    """The Combiner's and the judge's figures on `drawn`, and the share whose pool holds a good picture."""
     out: dict[str, list[tuple[float, ...]]] = {"combiner": [], "judged": []}
     ceiling = []
     for start in range(0, len(drawn.refs), 50):
@@ -316,12 +357,7 @@ def validate(
         name: dict(zip(keys, [round(float(v), 4) for v in np.mean(rows, axis=0)], strict=True))
         for name, rows in out.items()
     }
-    result["ceiling"] = round(float(np.mean(ceiling)), 4)
-    result["score"] = result["judged"]["good@1"]
-    if s.descriptions and blank is not None:
-        result["words"] = _validate_words(judge, encoder, va, s, seed, blank)
-        result["score"] = round((result["judged"]["good@1"] + result["words"]["served"]["good@10"]) / 2, 4)
-    return result
+    return result, round(float(np.mean(ceiling)), 4)
 
 
 def _validate_words(

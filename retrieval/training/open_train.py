@@ -16,7 +16,9 @@ a picture that does what was asked and keeps the rest (`retrieval.datasets.shape
   itself is a candidate with no mass: the picture that merely looks like the reference must rank below
   what was asked;
 - descriptions from words alone ("a big green triangle at the top"), whose targets are the pictures holding
-  every described object, through the raw text feature: a conversation can start from words.
+  every described object, through the raw text feature: a conversation can start from words;
+- a share of all these texts (`--unknown`) with words the world never uses in place of the templates' own
+  (`retrieval.training.unknown_words`): a request is read from what it names when its verb is new.
 
 The image tower stays as stage 1 left it, so indexes built with it keep their features; CLIP4Cir's
 architecture and checkpoint formats are unchanged. Model selection uses the training world's val split
@@ -38,7 +40,7 @@ import torch.nn.functional as F
 from retrieval.datasets.base import SplitData
 from retrieval.datasets.shapes import Scene, scene_diff
 from retrieval.datasets.shapes_requests import Request, SceneTable, random_request
-from retrieval.datasets.shapes_speech import Wanted, wanted_from, word_description, word_request
+from retrieval.datasets.shapes_speech import Unknown, Wanted, wanted_from, word_description, word_request
 from retrieval.datasets.shapes_world import load_scenes
 from retrieval.evaluation.recall import Gallery, encode_gallery, evaluate_split
 from retrieval.fusion.fuser import Fuser, Mode
@@ -47,6 +49,7 @@ from retrieval.models.combiner_model import Combiner, load_combiner
 from retrieval.training.clip_finetune import LOGIT_SCALE
 from retrieval.training.clip_pretrain import tokens
 from retrieval.training.common import Steps, log, save_weights, seed_everything, train_steps
+from retrieval.training.unknown_words import unknown
 from retrieval.vectors import normalize
 
 
@@ -65,6 +68,7 @@ class OpenSettings:
     open_weight: float = 0.5
     validate_every: int = 750
     max_minutes: float | None = None
+    unknown: float = 0.5  # share of training texts with unknown words in place of the templates' own
 
 
 @dataclass
@@ -225,18 +229,19 @@ def _step_loss(
     rng: random.Random,
 ) -> tuple[torch.Tensor, str]:
     half = s.batch // 2
+    blur: Unknown | None = unknown("train", s.unknown)
     picks = {name: _draw(rng, len(pool.refs), half) for name, pool in pools.items()}
     texts, refs, rows, grades = [], [], [], []
     for name, idx in picks.items():
         pool = pools[name]
         for i in idx:
             request = pool.requests[i]
-            texts.append(word_request(request.edits, request.reference, "train", rng))
+            texts.append(word_request(request.edits, request.reference, "train", rng, blur))
         refs.append(pool.refs[idx])
         rows.append(pool.rows[idx])
         grades.append(pool.grades[idx])
     d = _draw(rng, len(words[0]), s.descriptions)
-    texts += [word_description(words[0][i], "train", rng) for i in d]
+    texts += [word_description(words[0][i], "train", rng, blur) for i in d]
     features = model.encode_text(tokens(texts, context)).float()
     ref_rows = torch.from_numpy(np.concatenate(refs))
     composed = combiner.combine_features(images[ref_rows], features[: 2 * half])
@@ -257,7 +262,8 @@ def _step_loss(
 def validate(
     encoder: Any, combiner: Combiner, val: SplitData, gallery: Gallery, root: Path, seed: int
 ) -> dict[str, float]:
-    """Closed Recall@1 (as annotated and re-worded from the grammar's training part) and @10, open good@1 and
+    """Closed Recall@1 (as annotated, re-worded from the grammar's training part, and re-worded with unknown
+    words from validation's half of the pool in place of the templates' own) and @10, open good@1 and
     mAP@10, and words-alone good@10 on the training world's val split, all in training wording (the
     held-out wording and the measurement's world are never looked at); `score` is their mean."""
     from retrieval.evaluation.open_requests import closed_wording, open_request_figures
@@ -275,9 +281,11 @@ def validate(
     )  # fmt: skip
     opened = figures["modes"]["combiner"]
     reworded = closed_wording(encoder, fuser, val, scenes, gallery, seed, part="train")["train"]
+    blurred = closed_wording(encoder, fuser, val, scenes, gallery, seed, part="train", unknown=unknown("val", 1.0))
     out = {
         "recall@1": round(closed["recall@1"], 4),
         "recall@1_reworded": round(reworded["recall@1"], 4),
+        "recall@1_unknown": round(blurred["train"]["recall@1"], 4),
         "recall@10": round(closed["recall@10"], 4),
         "good@1": opened["good@1"]["value"],
         "mAP@10": opened["mAP@10"]["value"],
