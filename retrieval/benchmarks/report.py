@@ -336,8 +336,8 @@ def render(report: Report, served: list[dict[str, Any]] | None = None) -> str:
         "![precision speed-ups](bench-precision.png)",
         "",
         "Whole extraction as an index worker runs it (JPEG files decoded on threads, preprocessed, encoded, chunk "
-        "files written) against the bare encoder on the same batches; decode: the CPU time, all threads, that "
-        "decoding and preprocessing one picture takes on its own. `--extract-only` measures this table again on "
+        "files written) against the bare encoder on the same batches; decode: the CPU time that decoding and "
+        "preprocessing one picture takes, on one thread. `--extract-only` measures this table again on "
         "the machine at hand and keeps the rest of the page (`bench-encode --arch A --batch 32 --extract N` alone):",
         "",
         _table(

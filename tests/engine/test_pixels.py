@@ -112,3 +112,25 @@ def test_decoding_threads_run_torch_on_one_thread_and_leave_the_encoders_alone(t
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_an_encoder_on_the_cpu_has_its_pictures_read_between_its_batches(tmp_path: Path) -> None:
+    """Decoding beside a CPU encoder stalls its whole team of threads, so the index worker's reader reads a
+    batch only when the encoder asks for it, on as many threads as the encoder has."""
+    events: list[str] = []
+    encoder = load_clip(str(SHAPES_CLIP))
+    reader = encoder_reader(encoder, batch_size=2)
+    preprocess = reader.preprocess
+
+    def recording(picture: Image.Image) -> torch.Tensor:
+        events.append("read")
+        return preprocess(picture)
+
+    reader.preprocess = recording
+    items = [Item(i, jpeg(tmp_path, 64, 48, seed=i)) for i in range(6)]
+    for batch in reader.batches(items):
+        assert batch.pixels is not None
+        encoder.encode_image_batch(batch.pixels)
+        events.append("encode")
+    assert events == ["read", "read", "encode"] * 3
+    assert reader.workers == torch.get_num_threads() and reader.draft_size == 2 * encoder.input_resolution
