@@ -31,9 +31,9 @@ def open_image(source: str | Path | bytes, *, draft_size: int | None = None) -> 
 
     `draft_size` lets JPEG decoding scale down by a power of two while decoding when the image is far
     larger than needed, never below `draft_size` on either side (a 12 MP photo drafted to 448 for a 224 px
-    model decodes about 5x faster; the pixels the model sees stay within cosine 0.9999 of the whole
-    decode's: tests/engine/test_pixels.py). Animated images
-    (GIF, WebP) give their first frame. EXIF orientation is applied so photos stand upright.
+    model: 25 ms to decode instead of 42, and a sixteenth of the pixels to resize; the model's features stay
+    within cosine 0.9999 of the whole decode's: tests/engine/test_pixels.py). Animated images (GIF, WebP)
+    give their first frame. EXIF orientation is applied so photos stand upright.
     """
     name = "the image" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
