@@ -80,6 +80,9 @@ def _bench_args(sub: Any) -> None:
     p.add_argument("--repeats", type=int, default=1, help="timed runs per architecture and precision")
     p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32", "auto"], help="precisions to time")
     p.add_argument("--extract", type=int, default=0, help="also time a whole extraction of this many JPEG files")
+    p.add_argument(
+        "--extract-blocks", type=int, default=0, help="time it with a ViT cut to N blocks (a stand-in for a faster CPU)"
+    )
 
     p = _add(
         sub,
@@ -108,6 +111,11 @@ def _bench_args(sub: Any) -> None:
     p.add_argument("--preset", default="quick", choices=["full", "quick", "smoke"], help="how big and long the runs")
     p.add_argument("--out", default="docs", help="folder for benchmarks.md, benchmarks.json and the plots")
     p.add_argument("--render-only", action="store_true", help="redraw the page from OUT/benchmarks.json")
+    p.add_argument(
+        "--extract-only",
+        action="store_true",
+        help="measure the extraction table again (at the page's preset), keep the rest",
+    )
 
     p = _add(
         sub,

@@ -36,7 +36,8 @@ def _bench_encode(args: argparse.Namespace) -> int:
         for figures in bench_encode(arch, batch=args.batch, repeats=args.repeats, precisions=tuple(args.precision)):
             print(json.dumps(asdict(figures)), flush=True)
         if args.extract:
-            print(json.dumps(asdict(bench_extract(arch, images=args.extract, batch=args.batch))), flush=True)
+            extract = bench_extract(arch, images=args.extract, batch=args.batch, blocks=args.extract_blocks)
+            print(json.dumps(asdict(extract)), flush=True)
     return 0
 
 
@@ -77,7 +78,11 @@ def _bench_report(args: argparse.Namespace) -> int:
     from retrieval.benchmarks import report
 
     out = Path(args.out)
-    figures = report.load(out / "benchmarks.json") if args.render_only else report.run(args.preset)
+    if args.render_only or args.extract_only:
+        figures = report.load(out / "benchmarks.json")
+        figures = report.run_extract(figures, figures.preset) if args.extract_only else figures
+    else:
+        figures = report.run(args.preset)
     print(report.write(figures, out))
     return 0
 

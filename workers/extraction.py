@@ -27,7 +27,7 @@ from cirweb.files import storage
 from cirweb.processes.faults import fault_point
 from cirweb.processes.liveness import process_identity
 from foundation.explained_error import ExplainedError
-from retrieval.extraction.features import Chunk, ChunkStore, ExtractionCancelled, ImageReader, Item, extract_chunk
+from retrieval.extraction.features import Chunk, ChunkStore, ExtractionCancelled, Item, encoder_reader, extract_chunk
 from workers.runtime import Models, runtime
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def chunk_make(
         made = store.read(chunk.number, items)
         if made is None:
             watch = ChunkWatch(chunk, worker, also, stop)
-            reader = ImageReader(models.encoder.preprocess, draft_size=models.encoder.input_resolution * 2)
+            reader = encoder_reader(models.encoder)
             models.encoder.expect_images(len(items))  # a chunk big enough to pay for compiling the image tower
             made = extract_chunk(
                 items,

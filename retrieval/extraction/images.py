@@ -30,8 +30,10 @@ def open_image(source: str | Path | bytes, *, draft_size: int | None = None) -> 
     """Decode `source` (a path or the file's bytes) into an RGB image.
 
     `draft_size` lets JPEG decoding scale down by a power of two while decoding when the image is far
-    larger than needed (a 12 MP photo for a 224 px model decodes about 4x faster). Animated images
-    (GIF, WebP) give their first frame. EXIF orientation is applied so photos stand upright.
+    larger than needed, never below `draft_size` on either side (a 12 MP photo drafted to 448 for a 224 px
+    model: 25 ms to decode instead of 42, and a sixteenth of the pixels to resize; the model's features stay
+    within cosine 0.9999 of the whole decode's: tests/engine/test_pixels.py). Animated images (GIF, WebP)
+    give their first frame. EXIF orientation is applied so photos stand upright.
     """
     name = "the image" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
@@ -58,12 +60,16 @@ def open_image(source: str | Path | bytes, *, draft_size: int | None = None) -> 
                 raise ImageError(
                     f"{name} is {width}x{height} pixels, more than the {MAX_PIXELS // 1_000_000} megapixel limit"
                 )
-            if draft_size and image.format == "JPEG":
+            if draft_size and image.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with more pictures after it
                 image.draft("RGB", (draft_size, draft_size))
             image.seek(0)
             image.load()
-            upright = ImageOps.exif_transpose(image) or image
-            return upright.convert("RGB")
+            ImageOps.exif_transpose(image, in_place=True)  # in place: a photo of 12 MP is 36 MB to copy
+            if image.mode == "RGB" and (image.fp is None or isinstance(source, bytes)):
+                return image  # decoded, its file closed by Pillow (a JPEG): nothing to copy
+            rgb = image.convert("RGB")  # a copy, so the file of a picture that may have more frames is closed now
+            image.close()
+            return rgb
     except ImageError:
         raise
     except UnidentifiedImageError:

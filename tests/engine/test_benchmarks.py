@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from retrieval.benchmarks import report as bench_report
+from retrieval.benchmarks import throughput
 from retrieval.benchmarks.synthetic import clustered_draw, clustered_features
 from retrieval.cli import main
 
@@ -37,7 +38,25 @@ def test_bench_report_writes_the_page_and_its_plots(tmp_path: Path) -> None:
     assert {i["index_type"] for i in report.index} == {"flat", "ivf", "hnsw"}
     assert all(0 <= i["recall_at_10"] <= 1 for i in report.index)
     assert report.extract[0]["ratio"] > 0 and report.extract[0]["peak_rss_mb"] > 0
+    assert report.extract[0]["decode_ms"] > 0 and report.extract[0]["machine"]["cpu"]
     assert bench_report.write(bench_report.load(tmp_path / "benchmarks.json"), tmp_path / "again").read_text() == text
+
+
+def test_the_extraction_table_is_measured_again_on_its_own(tmp_path: Path) -> None:
+    """`bench-report --extract-only` measures the extraction again and keeps every other figure of the page;
+    `bench-encode --extract-blocks` cuts a ViT's tower, a stand-in for a faster CPU."""
+    earlier = bench_report.Report("smoke", {**bench_report.machine(), "cpu": "an earlier machine"})
+    page = bench_report.write(earlier, tmp_path)
+    assert main(["bench-report", "--extract-only", "--out", str(tmp_path)]) == 0
+    again = bench_report.load(tmp_path / "benchmarks.json")
+    assert again.machine == earlier.machine and again.preset == "smoke"
+    (row,) = again.extract
+    assert row["architecture"] == "ViT-B/32" and row["images"] == 4 and row["machine"]["cpu"] != "an earlier machine"
+    assert "an earlier machine" in page.read_text() and row["machine"]["cpu"] in page.read_text()
+    cut = throughput.bench_extract("ViT-B/32", images=2, batch=2, rounds=1, blocks=2)
+    assert cut.architecture == "ViT-B/32, first 2 of 12 blocks" and cut.ratio > 0
+    with pytest.raises(ValueError, match="no 13 transformer blocks"):
+        throughput.bench_extract("ViT-B/32", images=2, batch=2, blocks=13)
 
 
 def test_clustered_draw_is_clustered_features_with_the_cluster_of_each_vector() -> None:

@@ -122,7 +122,8 @@ def test_targetpad_keeps_wide_images_whole() -> None:
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
 def test_preprocessing_gives_torchvisions_normalized_tensor(mode: str) -> None:
     """The one-pass conversion stands in for ToTensor + Normalize, so features of an index built before it
-    still match queries encoded after it."""
+    still match queries encoded after it. An RGB picture (what every decoded file is) is resized by torch's
+    port of Pillow's filter: rounding apart, the same (tests/engine/test_pixels.py); other modes by Pillow."""
     rng = np.random.default_rng(3)
     picture = Image.fromarray(rng.integers(0, 255, (45, 61, 3), np.uint8)).convert(mode)
     reference = transforms.Compose(
@@ -136,7 +137,8 @@ def test_preprocessing_gives_torchvisions_normalized_tensor(mode: str) -> None:
     )(picture)
     pixels = make_preprocess(32)(picture)
     assert pixels.shape == reference.shape == (3, 32, 32) and pixels.dtype == torch.float32
-    assert torch.allclose(pixels, reference, atol=1e-6, rtol=0)
+    levels = (pixels - reference).abs() * torch.tensor(preprocessing.CLIP_STD).view(3, 1, 1) * 255
+    assert float(levels.max()) < (1.001 if mode == "RGB" else 1e-4)
 
 
 def test_random_architecture_has_the_published_dimensions() -> None:
