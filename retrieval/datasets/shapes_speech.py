@@ -114,7 +114,7 @@ TYPO_RATE = 0.1  # share of requests with one typo
 
 @dataclass(frozen=True)
 class Unknown:
-    """Words the world never uses (`world_words` holds every word it does), put in place of a template's
+    """Words the world never uses (`retrieval.training.unknown_words` draws them), put in place of a template's
     own words: in a `share` of requests, each of the template's, frame's and joiner's words becomes one of
     `words` with probability `rate`; the slots (the objects, colours, sizes and places) are kept."""
 
